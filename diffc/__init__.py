@@ -1,0 +1,13 @@
+"""diffc: differentiable functions compiled ahead of time to native code through LLVM."""
+from . import nn
+from .errors import (ArgumentError, DiffcError, DTypeError, ShapeError, SignatureError,
+                     TraceError)
+from .function import Function, function
+from .ir import eval_program, verify
+from .types import Array, f32, f64, i32, i64
+
+__version__ = "0.1.0"
+
+__all__ = ["nn", "Array", "f32", "f64", "i32", "i64", "function", "Function", "eval_program",
+           "verify", "DiffcError", "SignatureError", "ShapeError", "DTypeError", "TraceError",
+           "ArgumentError"]

@@ -1,0 +1,109 @@
+"""`@diffc.function`: a typed Python function traced ahead of time and compiled on demand.
+
+Input: a function with diffc annotations. Output: a `Function` holding its `Signature` and traced
+`Program`; native code is built by `.compile()` or the first call (through `diffc.runtime`).
+Invariants: tracing happens once, at decoration; called with traced values (inside another
+traced function) a `Function` is inlined, its argument types checked against its signature.
+"""
+from __future__ import annotations
+
+import functools
+
+from .errors import DTypeError, ShapeError, TraceError
+from .trace import Tracer, _at_user, as_result, trace_program
+from .types import Signature, signature_of
+
+
+class Function:
+    """A traced function; calling it runs native code (compiled on first use)."""
+
+    def __init__(self, fn, name: str | None = None):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.signature: Signature = signature_of(fn)
+        self.program = trace_program(fn, self.signature)
+        self._compiled = None
+
+    @property
+    def ir(self) -> str:
+        """The traced IR as text, one equation per line."""
+        return str(self.program)
+
+    def compile(self) -> Function:
+        """Build native code now (it is otherwise built on the first call); returns self."""
+        if self._compiled is None:
+            from .runtime import CompiledProgram  # the runtime loads llvmlite lazily
+            self._compiled = CompiledProgram(self.program, self.signature, self.name)
+        return self
+
+    @property
+    def llvm_ir(self) -> str:
+        """The optimized LLVM IR of the native code."""
+        return self.compile()._compiled.llvm_ir
+
+    @property
+    def asm(self) -> str:
+        """The native assembly of the compiled code."""
+        return self.compile()._compiled.asm
+
+    def __call__(self, *args, **kwargs):
+        if any(isinstance(a, Tracer) for a in (*args, *kwargs.values())):
+            return self._inline(args, kwargs)
+        compiled = self._compiled or self.compile()._compiled
+        (out,) = compiled(*args, **kwargs)
+        return out
+
+    def _inline(self, args, kwargs):
+        """Trace the body into the caller's trace, checking argument types like a call does."""
+        try:
+            bound = self.signature_bind(args, kwargs)
+        except TypeError as e:
+            raise _at_user(TraceError, f"{self.name}: {e}") from None
+        symbols: dict[str, object] = {}
+        ctx = next(a.ctx for a in bound if isinstance(a, Tracer))
+        for p, a in zip(self.signature.params, bound, strict=True):
+            if not isinstance(a, Tracer):
+                raise _at_user(TraceError, f"{self.name}: parameter {p.name!r} must be a traced "
+                                           f"value when called inside a traced function")
+            if a.dtype != p.type.dtype:
+                raise _at_user(DTypeError, f"{self.name}: parameter {p.name!r} expects "
+                                           f"{p.type}, got {a.type}")
+            if a.ndim != p.type.ndim or any(
+                    symbols.setdefault(d, s) != s if isinstance(d, str) else d != s
+                    for d, s in zip(p.type.shape, a.shape, strict=True)):
+                raise _at_user(ShapeError, f"{self.name}: parameter {p.name!r} expects "
+                                           f"{p.type}, got {a.type}")
+        result = self.fn(*bound)
+        expected = self.signature.result
+        expected = type(expected)(expected.dtype, tuple(
+            symbols.get(d, d) if isinstance(d, str) else d for d in expected.shape))
+        return Tracer(ctx, as_result(result, expected, ctx, self.fn)) if isinstance(
+            result, Tracer) else result
+
+    def signature_bind(self, args, kwargs) -> list:
+        """Positional and keyword arguments in parameter order; TypeError if they do not fit."""
+        names = self.signature.names
+        if len(args) > len(names):
+            raise TypeError(f"takes {len(names)} arguments, got {len(args)}")
+        values = dict(zip(names, args))
+        for k, v in kwargs.items():
+            if k not in names:
+                raise TypeError(f"unexpected argument {k!r}; the parameters are {list(names)}")
+            if k in values:
+                raise TypeError(f"argument {k!r} given twice")
+            values[k] = v
+        missing = [n for n in names if n not in values]
+        if missing:
+            raise TypeError(f"missing argument(s) {missing}")
+        return [values[n] for n in names]
+
+    def __repr__(self) -> str:
+        return f"<diffc.Function {self.name}{self.signature}>"
+
+
+def function(fn=None, *, name: str | None = None):
+    """Decorator: trace `fn` now into diffc IR; compile it on `.compile()` or the first call."""
+    if fn is None:
+        return lambda f: Function(f, name=name)
+    return Function(fn, name=name)

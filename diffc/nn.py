@@ -1,0 +1,98 @@
+"""Neural-network functions, usable inside traced functions and eagerly on numpy arrays.
+
+Each is written once with the operations of `trace.py`: on traced values it records primitives,
+on numpy arrays it runs their numpy implementations (the eager reference).
+"""
+from __future__ import annotations
+
+from . import ops
+from .errors import ShapeError
+from .trace import _at_user, bind, elementwise, matmul, mean, reduce_sum, type_of
+
+__all__ = ["dense", "relu", "sigmoid", "tanh", "exp", "log", "softmax", "log_softmax",
+           "cross_entropy", "softmax_cross_entropy", "mse", "sum", "mean"]
+
+_sum = sum
+
+
+def relu(x):
+    return elementwise("relu", x)
+
+
+def sigmoid(x):
+    return elementwise("sigmoid", x)
+
+
+def tanh(x):
+    return elementwise("tanh", x)
+
+
+def exp(x):
+    return elementwise("exp", x)
+
+
+def log(x):
+    return elementwise("log", x)
+
+
+def softmax(x):
+    """exp(x) / sum(exp(x)) over the last axis, computed stably."""
+    return bind(ops.PRIMITIVES["softmax"], x)
+
+
+def log_softmax(x):
+    """log(softmax(x)) over the last axis, computed stably."""
+    return bind(ops.PRIMITIVES["log_softmax"], x)
+
+
+def sum(x, axis=None):  # noqa: A001 - numpy's name, on purpose
+    """numpy's sum: over `axis` (an int, a tuple, or None for all), the reduced axes dropped."""
+    return reduce_sum(x, axis)
+
+
+def dense(W, x, b=None):
+    """W @ x + b with W of shape (out, in); x is (in,) giving (out,) or (B, in) giving (B, out)."""
+    tw, tx = type_of(W), type_of(x)
+    if tw is None or tw.ndim != 2 or tx is None or tx.ndim not in (1, 2):
+        raise _at_user(ShapeError, f"dense expects W of shape (out, in) and x of shape (in,) or "
+                                   f"(B, in), got W: {tw or W}, x: {tx or x}")
+    if tx.ndim == 1:
+        y = matmul(W, x)
+    else:
+        y = bind(ops.PRIMITIVES["matmul"], x, W, transpose_a=False, transpose_b=True)
+    if b is None:
+        return y
+    tb = type_of(b)
+    if tb is None or tb.shape != (tw.shape[0],):
+        raise _at_user(ShapeError, f"dense expects b of shape ({tw.shape[0]},) for W: {tw}, "
+                                   f"got {tb or b}")
+    return elementwise("add", y, b)
+
+
+def _mean_over_rows(loss):
+    """A per-row loss averaged over the batch (all leading axes); a single row stays as is."""
+    return mean(loss) if type_of(loss).ndim > 0 else loss
+
+
+def cross_entropy(p, y):
+    """-sum(y * log(p)) over the last axis, or -log(p[label]) for integer labels; batch mean."""
+    tp, ty = type_of(p), type_of(y)
+    if ty is not None and not ty.dtype.is_float:
+        loss = -log(bind(ops.PRIMITIVES["pick"], p, y))
+    else:
+        if ty is None or tp is None or ty.shape != tp.shape:
+            raise _at_user(ShapeError, f"cross_entropy expects y of p's shape ({tp or p}) or "
+                                       f"integer labels, got {ty or y}")
+        loss = -reduce_sum(y * log(p), axis=-1)
+    return _mean_over_rows(loss)
+
+
+def softmax_cross_entropy(logits, y):
+    """cross_entropy(softmax(logits), y), computed stably in one primitive."""
+    return _mean_over_rows(bind(ops.PRIMITIVES["softmax_cross_entropy"], logits, y))
+
+
+def mse(pred, target):
+    """The mean of the squared differences."""
+    d = elementwise("sub", pred, target)
+    return mean(elementwise("mul", d, d))

@@ -1,0 +1,295 @@
+"""The primitives: one place per operation for its numpy implementation and shape/dtype rule.
+
+Input: numpy values (for `impl`) or `ArrayType`s (for `shape_rule`) plus the equation's params.
+Output: a value or a type (a tuple of them for several results).
+Invariants: every primitive is in `PRIMITIVES`; elementwise primitives take operands of one
+floating dtype whose non-scalar operands share one shape (rank-0 operands broadcast implicitly;
+any other broadcasting is an explicit `broadcast_in_dim`); shape rules raise `ShapeError` /
+`DTypeError` saying what was expected and what was found. The compiler's lowering tables are
+keyed by these names (`compiler/scalar.py`, `compiler/kernels.py`).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+import numpy as np
+
+from .errors import DTypeError, ShapeError
+from .types import ArrayType, DType
+
+
+@dataclass
+class Primitive:
+    name: str
+    impl: Callable  # numpy values, **params -> value
+    shape_rule: Callable  # ArrayTypes, **params -> ArrayType
+    elementwise: bool = False
+
+    def __repr__(self) -> str:
+        return f"Primitive({self.name})"
+
+
+PRIMITIVES: dict[str, Primitive] = {}
+
+
+def primitive(name: str, impl: Callable, shape_rule: Callable, elementwise=False) -> Primitive:
+    assert name not in PRIMITIVES, name
+    PRIMITIVES[name] = p = Primitive(name, impl, shape_rule, elementwise)
+    return p
+
+
+# ----------------------------------------------------------------------------- rule helpers
+
+def _float_dtype(what: str, *types: ArrayType) -> DType:
+    dtype = types[0].dtype
+    for t in types:
+        if not t.dtype.is_float:
+            raise DTypeError(f"{what} needs floating-point operands, got {t}")
+        if t.dtype != dtype:
+            raise DTypeError(f"{what} needs operands of one dtype, got {dtype.name} and "
+                             f"{t.dtype.name} (convert explicitly; diffc does not promote)")
+    return dtype
+
+
+def _rank(what: str, t: ArrayType, ranks: tuple[int, ...]) -> None:
+    if t.ndim not in ranks:
+        want = " or ".join(f"rank {r}" for r in ranks)
+        raise ShapeError(f"{what} expects {want}, got {t}")
+
+
+def _dims_equal(what: str, a, b, ta: ArrayType, tb: ArrayType) -> None:
+    if a != b:
+        raise ShapeError(f"{what}: dimension {a} of {ta} does not match dimension {b} of {tb}")
+
+
+def _axes(t: ArrayType, axes: tuple[int, ...]) -> tuple[int, ...]:
+    for a in axes:
+        if not 0 <= a < t.ndim:
+            raise ShapeError(f"axis {a} is out of range for {t}")
+    if len(set(axes)) != len(axes):
+        raise ShapeError(f"repeated axis in {axes}")
+    return axes
+
+
+def _label_rule(what: str, x: ArrayType, y: ArrayType) -> None:
+    """y holds one integer label per row of x (x's shape without its last axis)."""
+    if y.dtype.is_float:
+        raise DTypeError(f"{what}: labels must be integers (i32/i64), got {y}")
+    if y.shape != x.shape[:-1]:
+        raise ShapeError(f"{what}: integer labels of shape {x.shape[:-1]} expected for {x}, "
+                         f"got {y}")
+
+
+# ----------------------------------------------------------------------------- elementwise
+
+def _elementwise_rule(name: str):
+    def rule(*types: ArrayType, **params) -> ArrayType:
+        dtype = _float_dtype(name, *types)
+        shapes = {t.shape for t in types if t.ndim > 0}
+        if len(shapes) > 1:
+            raise ShapeError(f"{name} needs operands of one shape (or scalars), got "
+                             f"{', '.join(str(t) for t in types)}")
+        return ArrayType(dtype, shapes.pop() if shapes else ())
+    return rule
+
+
+def _sigmoid(x):
+    with np.errstate(over="ignore"):
+        return 1 / (1 + np.exp(-x))
+
+
+def _pow(x, *, y):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.power(x, x.dtype.type(y))
+
+
+# name, arity, numpy implementation
+ELEMENTWISE = [
+    ("neg", 1, np.negative),
+    ("exp", 1, np.exp),
+    ("log", 1, np.log),
+    ("tanh", 1, np.tanh),
+    ("sigmoid", 1, _sigmoid),
+    ("relu", 1, lambda x: np.maximum(x, x.dtype.type(0))),
+    ("step", 1, lambda x: (x > 0).astype(x.dtype)),  # relu's derivative: 1 where x > 0
+    ("pow", 1, _pow),  # params: y, a Python number
+    ("add", 2, np.add),
+    ("sub", 2, np.subtract),
+    ("mul", 2, np.multiply),
+    ("div", 2, np.divide),
+]
+
+for _name, _arity, _impl in ELEMENTWISE:
+    primitive(_name, _impl, _elementwise_rule(_name), elementwise=True)
+
+
+# ----------------------------------------------------------------------------- structural
+
+def _broadcast_in_dim_rule(x: ArrayType, *, shape, broadcast_dimensions) -> ArrayType:
+    if len(broadcast_dimensions) != x.ndim or list(broadcast_dimensions) != sorted(
+            set(broadcast_dimensions)) or any(not 0 <= d < len(shape) for d in
+                                              broadcast_dimensions):
+        raise ShapeError(f"broadcast_in_dim: dimensions {broadcast_dimensions} do not map "
+                         f"{x} into {shape}")
+    for i, d in enumerate(broadcast_dimensions):
+        if x.shape[i] != shape[d]:
+            raise ShapeError(f"broadcast_in_dim: cannot broadcast {x} to shape {shape}")
+    return ArrayType(x.dtype, tuple(shape))
+
+
+def _broadcast_in_dim(x, *, shape, broadcast_dimensions):
+    kept = [shape[d] for d in broadcast_dimensions]
+    expanded = np.reshape(x, [s if d in broadcast_dimensions else 1
+                              for d, s in enumerate(shape)]) if kept else x
+    return np.broadcast_to(expanded, shape).copy()
+
+
+primitive("broadcast_in_dim", _broadcast_in_dim, _broadcast_in_dim_rule)
+
+
+def _reshape_rule(x: ArrayType, *, shape) -> ArrayType:
+    if [d for d in x.shape if d != 1] != [d for d in shape if d != 1]:
+        raise ShapeError(f"reshape only inserts or removes size-1 axes; cannot reshape {x} to "
+                         f"{shape}")
+    return ArrayType(x.dtype, tuple(shape))
+
+
+def _reshape(x, *, shape):
+    sizes = iter(d for d in x.shape if d != 1)
+    return np.reshape(x, [1 if d == 1 else next(sizes) for d in shape]).copy()
+
+
+# inserts or removes size-1 axes (so broadcasting never maps a size-1 axis onto a larger one)
+primitive("reshape", _reshape, _reshape_rule)
+
+
+def _transpose_rule(x: ArrayType, *, perm) -> ArrayType:
+    if sorted(perm) != list(range(x.ndim)):
+        raise ShapeError(f"transpose: {perm} is not a permutation of the axes of {x}")
+    return ArrayType(x.dtype, tuple(x.shape[p] for p in perm))
+
+
+primitive("transpose", lambda x, *, perm: np.transpose(x, perm).copy(), _transpose_rule)
+
+
+def _reduce_rule(name):
+    def rule(x: ArrayType, *, axes) -> ArrayType:
+        _float_dtype(name, x)
+        axes = _axes(x, axes)
+        return ArrayType(x.dtype, tuple(d for i, d in enumerate(x.shape) if i not in axes))
+    return rule
+
+
+primitive("reduce_sum", lambda x, *, axes: np.sum(x, axis=tuple(axes)), _reduce_rule("sum"))
+
+
+def _dim_size_rule(x: ArrayType, *, axis, dtype) -> ArrayType:
+    _axes(x, (axis,))
+    return ArrayType(dtype, ())
+
+
+# the size of one axis of x as a float scalar: how means over symbolic dims divide
+primitive("dim_size", lambda x, *, axis, dtype: dtype.np_dtype.type(x.shape[axis]),
+          _dim_size_rule)
+
+
+# ----------------------------------------------------------------------------- linear algebra
+
+def _matmul_rule(a: ArrayType, b: ArrayType, *, transpose_a, transpose_b) -> ArrayType:
+    dtype = _float_dtype("matmul", a, b)
+    _rank("matmul", a, (2,))
+    _rank("matmul", b, (2,))
+    m, k = a.shape[::-1] if transpose_a else a.shape
+    k2, n = b.shape[::-1] if transpose_b else b.shape
+    _dims_equal("matmul", k, k2, a, b)
+    return ArrayType(dtype, (m, n))
+
+
+def _matmul(a, b, *, transpose_a, transpose_b):
+    return np.matmul(a.T if transpose_a else a, b.T if transpose_b else b)
+
+
+primitive("matmul", _matmul, _matmul_rule)
+
+
+def _matvec_rule(a: ArrayType, x: ArrayType, *, transpose_a) -> ArrayType:
+    dtype = _float_dtype("matvec", a, x)
+    _rank("matvec", a, (2,))
+    _rank("matvec", x, (1,))
+    m, k = a.shape[::-1] if transpose_a else a.shape
+    _dims_equal("matvec", k, x.shape[0], a, x)
+    return ArrayType(dtype, (m,))
+
+
+primitive("matvec", lambda a, x, *, transpose_a: (a.T if transpose_a else a) @ x, _matvec_rule)
+
+
+# ----------------------------------------------------------------------------- softmax family
+
+def _last_axis_rule(name):
+    def rule(x: ArrayType) -> ArrayType:
+        _float_dtype(name, x)
+        if x.ndim == 0:
+            raise ShapeError(f"{name} works over the last axis and needs rank >= 1, got {x}")
+        return x
+    return rule
+
+
+def _softmax(x):
+    e = np.exp(x - np.max(x, axis=-1, keepdims=True))
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def _log_softmax(x):
+    z = x - np.max(x, axis=-1, keepdims=True)
+    return z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
+
+
+primitive("softmax", _softmax, _last_axis_rule("softmax"))
+primitive("log_softmax", _log_softmax, _last_axis_rule("log_softmax"))
+
+
+def _check_labels(y, n: int) -> None:
+    if y.size and (y.min() < 0 or y.max() >= n):
+        raise IndexError(f"labels must lie in [0, {n}), got values in [{y.min()}, {y.max()}]")
+
+
+def _pick_rule(p: ArrayType, label: ArrayType) -> ArrayType:
+    _float_dtype("pick", p)
+    _rank("pick", p, tuple(range(1, 8)))
+    _label_rule("pick", p, label)
+    return ArrayType(p.dtype, p.shape[:-1])
+
+
+def _pick(p, label):
+    _check_labels(label, p.shape[-1])
+    return np.take_along_axis(p, label[..., None].astype(np.intp), -1)[..., 0]
+
+
+# p[..., label]: the probability of each row's integer label
+primitive("pick", _pick, _pick_rule)
+
+
+def _softmax_cross_entropy_rule(z: ArrayType, y: ArrayType) -> ArrayType:
+    _float_dtype("softmax_cross_entropy", z)
+    _rank("softmax_cross_entropy", z, tuple(range(1, 8)))
+    if y.dtype.is_float:
+        _float_dtype("softmax_cross_entropy", z, y)
+        if y.shape != z.shape:
+            raise ShapeError(f"softmax_cross_entropy: targets of shape {z.shape} expected for "
+                             f"{z}, got {y}")
+    else:
+        _label_rule("softmax_cross_entropy", z, y)
+    return ArrayType(z.dtype, z.shape[:-1])
+
+
+def _softmax_cross_entropy(z, y):
+    m = np.max(z, axis=-1, keepdims=True)
+    lse = (m + np.log(np.sum(np.exp(z - m), axis=-1, keepdims=True)))[..., 0]
+    if y.dtype.kind == "f":
+        return lse * np.sum(y, axis=-1) - np.sum(y * z, axis=-1)
+    return lse - _pick(z, y)
+
+
+# -sum(y * log_softmax(z)) over the last axis, per row; y is targets or integer labels
+primitive("softmax_cross_entropy", _softmax_cross_entropy, _softmax_cross_entropy_rule)

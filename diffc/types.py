@@ -1,0 +1,187 @@
+"""Types of values and of functions.
+
+Input: the annotations of a user function (`f32`, `f64[128, 784]`, `Array[f32, "B", 784]`).
+Output: `DType`, `ArrayType` (a dtype and a shape of static `int` or symbolic `str` dims; rank 0
+for scalars) and `Signature` (named parameter types plus the result type).
+Invariants: types are immutable and hashable; they print in the annotation syntax (`f32[B,784]`).
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import SignatureError
+
+Dim = int | str
+
+
+@dataclass(frozen=True)
+class DType:
+    """A scalar element type; subscripting it makes an array type: `f32[128, 784]`."""
+
+    name: str
+    np_dtype: np.dtype
+    is_float: bool
+
+    def __getitem__(self, dims) -> ArrayType:
+        dims = dims if isinstance(dims, tuple) else (dims,)
+        return ArrayType(self, tuple(_check_dim(d) for d in dims))
+
+    def __repr__(self) -> str:
+        return self.name
+
+    @property
+    def itemsize(self) -> int:
+        return self.np_dtype.itemsize
+
+
+f32 = DType("f32", np.dtype(np.float32), True)
+f64 = DType("f64", np.dtype(np.float64), True)
+i32 = DType("i32", np.dtype(np.int32), False)
+i64 = DType("i64", np.dtype(np.int64), False)
+DTYPES = (f32, f64, i32, i64)
+
+
+def dtype_of_numpy(np_dtype) -> DType | None:
+    """The diffc dtype of a numpy dtype, or None where diffc has no such dtype."""
+    for dt in DTYPES:
+        if dt.np_dtype == np_dtype:
+            return dt
+    return None
+
+
+def _check_dim(d) -> Dim:
+    if isinstance(d, bool) or not isinstance(d, int | str):
+        raise SignatureError(f"a dimension must be an int >= 1 or a str name, got {d!r}")
+    if isinstance(d, int) and d < 1:
+        raise SignatureError(f"a dimension must be an int >= 1 or a str name, got {d}")
+    if isinstance(d, str) and not d.isidentifier():
+        raise SignatureError(f"a symbolic dimension must be an identifier, got {d!r}")
+    return d
+
+
+@dataclass(frozen=True)
+class ArrayType:
+    """The type of a value: dtype and shape (rank 0 is a scalar)."""
+
+    dtype: DType
+    shape: tuple[Dim, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(d for d in self.shape if isinstance(d, str))
+
+    def __str__(self) -> str:
+        if not self.shape:
+            return self.dtype.name
+        return f"{self.dtype.name}[{','.join(str(d) for d in self.shape)}]"
+
+    __repr__ = __str__
+
+
+class _ArrayAnnotation:
+    """`Array[f32, 128, 784]`, the long spelling of `f32[128, 784]`."""
+
+    def __getitem__(self, key) -> ArrayType:
+        key = key if isinstance(key, tuple) else (key,)
+        if not key or not isinstance(key[0], DType):
+            raise SignatureError(f"Array[...] takes a dtype first, got {key!r}")
+        return key[0][key[1:]]
+
+
+Array = _ArrayAnnotation()
+
+
+def as_type(annotation) -> ArrayType | None:
+    """The ArrayType an annotation stands for, or None if it is not a diffc type."""
+    if isinstance(annotation, ArrayType):
+        return annotation
+    if isinstance(annotation, DType):
+        return ArrayType(annotation, ())
+    return None
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: ArrayType
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Named, typed parameters and the result type of a diffc function."""
+
+    params: tuple[Param, ...]
+    result: ArrayType
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise SignatureError(f"no parameter named {name!r}; the parameters are {list(self.names)}")
+
+    def __str__(self) -> str:
+        args = ", ".join(f"{p.name}: {p.type}" for p in self.params)
+        return f"({args}) -> {self.result}"
+
+
+def signature_of(fn) -> Signature:
+    """Read a function's annotations into a Signature; raise SignatureError naming the culprit."""
+    name = getattr(fn, "__qualname__", repr(fn))
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError) as e:
+        raise SignatureError(f"{name}: cannot read its signature ({e})") from None
+    hints = _annotations(fn)
+    params = []
+    for p in sig.parameters.values():
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            raise SignatureError(f"{name}: parameter {p.name!r} is *args/**kwargs; "
+                                 f"each parameter needs its own annotation")
+        if p.default is not p.empty:
+            raise SignatureError(f"{name}: parameter {p.name!r} has a default value; "
+                                 f"diffc parameters take no defaults")
+        ann = hints.get(p.name, p.empty)
+        if ann is p.empty:
+            raise SignatureError(f"{name}: parameter {p.name!r} has no annotation; "
+                                 f"expected a dtype (f64) or an array type (f64[128, 784])")
+        t = as_type(ann)
+        if t is None:
+            raise SignatureError(f"{name}: parameter {p.name!r} has unsupported annotation "
+                                 f"{ann!r}; expected a dtype (f64) or an array type (f64[3, 4])")
+        params.append(Param(p.name, t))
+    ret = hints.get("return", sig.return_annotation)
+    if ret is inspect.Signature.empty:
+        raise SignatureError(f"{name}: the return value has no annotation; expected e.g. '-> f64'")
+    result = as_type(ret)
+    if result is None:
+        raise SignatureError(f"{name}: unsupported return annotation {ret!r}; "
+                             f"expected a dtype (f64) or an array type (f64[10])")
+    return Signature(tuple(params), result)
+
+
+def _annotations(fn) -> dict:
+    """Annotations with string annotations (PEP 563) evaluated in the function's globals."""
+    raw = dict(getattr(fn, "__annotations__", {}))
+    env = dict(getattr(fn, "__globals__", {}))
+    out = {}
+    for key, ann in raw.items():
+        if isinstance(ann, str):
+            try:
+                ann = eval(ann, env)  # noqa: S307 - the user's own annotation text
+            except Exception as e:
+                what = "the return value" if key == "return" else f"parameter {key!r}"
+                raise SignatureError(f"{getattr(fn, '__qualname__', fn)}: cannot evaluate the "
+                                     f"annotation {ann!r} of {what} ({e})") from None
+        out[key] = ann
+    return out
