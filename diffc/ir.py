@@ -197,10 +197,20 @@ def eval_program(p: Program, *args) -> list:
             return a.type.dtype.np_dtype.type(a.value)
         return env[id(a)]
 
+    symbols: dict[str, int] = {}
     for v, x in zip(p.inputs, args, strict=True):
         env[id(v)] = np.asarray(x, dtype=v.type.dtype.np_dtype)
+        symbols.update((d, s) for d, s in zip(v.type.shape, env[id(v)].shape)
+                       if isinstance(d, str))
+
+    def resolve(value):  # shape params may hold symbolic dims: use this call's sizes
+        if isinstance(value, tuple):
+            return tuple(symbols.get(d, d) if isinstance(d, str) else d for d in value)
+        return value
+
     for e in p.eqns:
-        out = e.prim.impl(*[read(a) for a in e.inputs], **e.params)
+        params = {k: resolve(v) for k, v in e.params.items()}
+        out = e.prim.impl(*[read(a) for a in e.inputs], **params)
         outs = out if isinstance(out, tuple) else (out,)
         for v, x in zip(e.outputs, outs, strict=True):
             env[id(v)] = np.asarray(x, dtype=v.type.dtype.np_dtype)

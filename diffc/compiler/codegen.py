@@ -1,0 +1,252 @@
+"""Program -> llvmlite.ir.Module: one internal function per equation, one exported entry.
+
+Input: a verified Program and a C identifier. Output: the module and its `Abi`.
+The entry `diffc_<name>(inputs..., outputs..., dims..., workspace)` takes one pointer per array
+input (scalar inputs by value), one pointer per output (scalars too), one i64 per symbolic dim
+and a workspace pointer of `diffc_<name>_workspace_size(dims...)` bytes (64-byte aligned).
+`diffc_<name>_py` is the same entry taking numpy array objects instead of data pointers (it reads
+the data pointer from numpy's stable PyArrayObject layout), so Python calls skip `.ctypes`.
+Invariants: buffers of distinct values never overlap (kernel pointer args are noalias); the
+entry writes outputs and then applies `updates` (param <- value) after every read of a param.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from ..ir import Lit, Program, Var
+from ..types import ArrayType, f32, f64, i32, i64
+from .kernels import KERNELS, lower_copy, lower_elementwise
+from .loops import I64, for_range
+
+PTR = ir.PointerType()
+LLVM_TYPES = {f32: ir.FloatType(), f64: ir.DoubleType(), i32: ir.IntType(32),
+              i64: ir.IntType(64)}
+ALIGN = 64
+NUMPY_DATA_OFFSET = 16  # offsetof(PyArrayObject_fields, data): after ob_refcnt and ob_type
+
+
+@dataclass(frozen=True)
+class Abi:
+    """The calling convention of a compiled program, as the runtime and exporters see it."""
+
+    entry: str
+    inputs: tuple[ArrayType, ...]
+    outputs: tuple[ArrayType, ...]
+    symbols: tuple[str, ...]
+
+    @property
+    def py_entry(self) -> str:
+        return self.entry + "_py"
+
+    @property
+    def workspace_size(self) -> str:
+        return self.entry + "_workspace_size"
+
+
+class Operand:
+    """An equation's input or output inside a kernel: a typed pointer, or a literal."""
+
+    def __init__(self, type: ArrayType, ptr=None, const=None):
+        self.type, self.ptr, self.const = type, ptr, const
+        self.elt = LLVM_TYPES[type.dtype]
+
+    def load(self, b: ir.IRBuilder, index):
+        if self.const is not None:
+            return self.const
+        return b.load(b.gep(self.ptr, [index], inbounds=True, source_etype=self.elt), typ=self.elt)
+
+    def store(self, b: ir.IRBuilder, index, value) -> None:
+        b.store(value, b.gep(self.ptr, [index], inbounds=True, source_etype=self.elt))
+
+
+class Kernel:
+    """What a lowering function works with: builder, equation, operands, dims."""
+
+    def __init__(self, b, eqn, inputs, outputs, dims):
+        self.b, self.eqn, self.params = b, eqn, eqn.params
+        self.inputs, self.outputs, self.dims = inputs, outputs, dims
+        self.ty = outputs[0].elt
+
+    def dim(self, d):
+        return ir.Constant(I64, d) if isinstance(d, int) else self.dims[d]
+
+    def size(self, shape):
+        return product(self.b, [self.dim(d) for d in shape])
+
+    def offset(self, shape, indices):
+        """Row-major flat index of `indices` in an array of `shape`."""
+        at = ir.Constant(I64, 0)
+        for d, i in zip(shape, indices, strict=True):
+            at = self.b.add(self.b.mul(at, self.dim(d)), i)
+        return at
+
+    def zero(self, out: Operand) -> None:
+        with for_range(self.b, self.size(out.type.shape)) as loop:
+            out.store(self.b, loop.index, ir.Constant(out.elt, 0.0))
+
+
+def product(b, values):
+    total = ir.Constant(I64, 1)
+    for v in values:
+        total = b.mul(total, v)
+    return total
+
+
+def symbols_of(program: Program) -> tuple[str, ...]:
+    """The symbolic dims of the inputs, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for v in program.inputs:
+        seen.update(dict.fromkeys(v.type.symbols))
+    return tuple(seen)
+
+
+def c_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name)
+
+
+def build_module(program: Program, name: str) -> tuple[ir.Module, Abi]:
+    module = ir.Module(name=name)
+    abi = Abi("diffc_" + c_name(name), tuple(v.type for v in program.inputs),
+              tuple(a.type for a in program.outputs), symbols_of(program))
+    kernels = [_kernel_function(module, i, e, abi.symbols) for i, e in enumerate(program.eqns)]
+    scratch, staging = _workspace_vars(program)
+    _size_function(module, abi, scratch)
+    entry = _entry_function(module, abi, program, kernels, scratch, staging)
+    _py_entry_function(module, abi, entry)
+    return module, abi
+
+
+def _arg_type(t: ArrayType):
+    return LLVM_TYPES[t.dtype] if t.ndim == 0 else PTR
+
+
+def _kernel_function(module, index: int, eqn, symbols) -> ir.Function:
+    """An internal function computing one equation from noalias buffer pointers."""
+    var_inputs = [a for a in eqn.inputs if isinstance(a, Var)]
+    fnty = ir.FunctionType(ir.VoidType(), [PTR] * (len(eqn.outputs) + len(var_inputs)) +
+                           [I64] * len(symbols))
+    fn = ir.Function(module, fnty, f"k{index}_{eqn.prim.name}")
+    fn.linkage = "internal"
+    fn.attributes.add("nounwind")
+    args = iter(fn.args)
+    outputs = [Operand(v.type, next(args)) for v in eqn.outputs]
+    inputs = [Operand(a.type, const=ir.Constant(LLVM_TYPES[a.type.dtype], a.value))
+              if isinstance(a, Lit) else Operand(a.type, next(args)) for a in eqn.inputs]
+    for arg in fn.args[:len(outputs) + len(var_inputs)]:
+        arg.add_attribute("noalias")
+    dims = dict(zip(symbols, fn.args[len(outputs) + len(var_inputs):], strict=True))
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    kernel = Kernel(b, eqn, inputs, outputs, dims)
+    lower = lower_elementwise if eqn.prim.elementwise else KERNELS[eqn.prim.name]
+    lower(kernel)
+    b.ret_void()
+    return fn
+
+
+def _workspace_vars(program: Program) -> tuple[list[Var], dict[int, Var]]:
+    """Values needing workspace: everything bound by an equation that is not an output buffer,
+    plus a staging slot per update whose new value is itself an input (read before any write)."""
+    direct = set(map(id, _direct_outputs(program)))
+    scratch = [v for e in program.eqns for v in e.outputs if id(v) not in direct]
+    inputs = set(map(id, program.inputs))
+    staging = {id(v): Var(v.type) for _, v in program.updates
+               if isinstance(v, Var) and id(v) in inputs}
+    return scratch + list(staging.values()), staging
+
+
+def _direct_outputs(program: Program) -> list[Var | None]:
+    """Per output: the var computed straight into the output buffer, or None (copied after)."""
+    inputs, seen, out = set(map(id, program.inputs)), set(), []
+    for a in program.outputs:
+        direct = isinstance(a, Var) and id(a) not in inputs and id(a) not in seen
+        out.append(a if direct else None)
+        if isinstance(a, Var):
+            seen.add(id(a))
+    return out
+
+
+def _layout(b, types, dims):
+    """Byte offsets of 64-byte aligned buffers of the given types, and the total size."""
+    offsets, at = [], ir.Constant(I64, 0)
+    for t in types:
+        offsets.append(at)
+        nbytes = b.mul(product(b, [ir.Constant(I64, d) if isinstance(d, int) else dims[d]
+                                   for d in t.shape]), ir.Constant(I64, t.dtype.itemsize))
+        at = b.and_(b.add(b.add(at, nbytes), ir.Constant(I64, ALIGN - 1)),
+                    ir.Constant(I64, -ALIGN))
+    return offsets, at
+
+
+def _size_function(module, abi: Abi, scratch) -> None:
+    fn = ir.Function(module, ir.FunctionType(I64, [I64] * len(abi.symbols)), abi.workspace_size)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    _, total = _layout(b, [v.type for v in scratch], dict(zip(abi.symbols, fn.args, strict=True)))
+    b.ret(total)
+
+
+def _copy(b, t: ArrayType, dst, src_atom, src_ptr, dims) -> None:
+    """dst[...] = the whole value of src (a buffer or a literal)."""
+    elt = LLVM_TYPES[t.dtype]
+    n = product(b, [ir.Constant(I64, d) if isinstance(d, int) else dims[d] for d in t.shape])
+    with for_range(b, n) as loop:
+        if isinstance(src_atom, Lit):
+            value = ir.Constant(elt, src_atom.value)
+        else:
+            value = b.load(b.gep(src_ptr, [loop.index], source_etype=elt), typ=elt)
+        b.store(value, b.gep(dst, [loop.index], source_etype=elt))
+
+
+def _entry_function(module, abi: Abi, program: Program, kernels, scratch,
+                    staging) -> ir.Function:
+    fnty = ir.FunctionType(ir.VoidType(), [_arg_type(t) for t in abi.inputs] +
+                           [PTR] * len(abi.outputs) + [I64] * len(abi.symbols) + [PTR])
+    fn = ir.Function(module, fnty, abi.entry)
+    n_in, n_out = len(abi.inputs), len(abi.outputs)
+    in_args, out_args = fn.args[:n_in], fn.args[n_in:n_in + n_out]
+    sym_args, workspace = fn.args[n_in + n_out:-1], fn.args[-1]
+    dims = dict(zip(abi.symbols, sym_args, strict=True))
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    buffers: dict[int, ir.Value] = {}
+    for v, arg in zip(program.inputs, in_args, strict=True):
+        if v.type.ndim == 0:  # scalars live in a stack slot, so kernels see every value as memory
+            slot = b.alloca(LLVM_TYPES[v.type.dtype])
+            b.store(arg, slot)
+            arg = slot
+        buffers[id(v)] = arg
+    for v, arg in zip(_direct_outputs(program), out_args, strict=True):
+        if v is not None:
+            buffers[id(v)] = arg
+    offsets, _ = _layout(b, [v.type for v in scratch], dims)
+    for v, offset in zip(scratch, offsets, strict=True):
+        buffers[id(v)] = b.gep(workspace, [offset], source_etype=ir.IntType(8))
+    for e, kernel in zip(program.eqns, kernels, strict=True):
+        ptrs = [buffers[id(v)] for v in e.outputs] + [buffers[id(a)] for a in e.inputs
+                                                       if isinstance(a, Var)]
+        b.call(kernel, ptrs + list(sym_args))
+    for a, direct, arg in zip(program.outputs, _direct_outputs(program), out_args, strict=True):
+        if direct is None:
+            _copy(b, a.type, arg, a, buffers.get(id(a)), dims)
+    for v_id, slot in staging.items():  # read input-valued updates before any param is written
+        v = next(x for x in program.inputs if id(x) == v_id)
+        _copy(b, v.type, buffers[id(slot)], v, buffers[v_id], dims)
+    for param, v in program.updates:
+        src = buffers[id(staging[id(v)])] if id(v) in staging else buffers.get(id(v))
+        _copy(b, v.type, buffers[id(param)], v, src, dims)
+    b.ret_void()
+    return fn
+
+
+def _py_entry_function(module, abi: Abi, entry: ir.Function) -> None:
+    """The entry taking numpy array objects: loads each `data` pointer, then calls the entry."""
+    fn = ir.Function(module, entry.function_type, abi.py_entry)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    args = list(fn.args)
+    for i, t in enumerate(abi.inputs + abi.outputs):
+        if t.ndim > 0 or i >= len(abi.inputs):  # arrays and output buffers come as objects
+            field = b.gep(args[i], [ir.Constant(I64, NUMPY_DATA_OFFSET)],
+                          source_etype=ir.IntType(8))
+            args[i] = b.load(field, typ=PTR)
+    b.call(entry, args)
+    b.ret_void()

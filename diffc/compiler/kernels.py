@@ -1,0 +1,235 @@
+"""Lowering of each primitive to loops, one function per primitive, keyed by name in `KERNELS`.
+
+Input: a `Kernel` (codegen.py): an IRBuilder inside the kernel's own function, the equation,
+its operands and the symbolic dims. Output: code that writes the equation's outputs.
+Invariants: arrays are dense row-major; outputs never alias inputs (pointer args are noalias);
+accumulations carry `reassoc contract` so LLVM vectorizes them into packed FMAs. The matmul
+here is the plain loop order LLVM vectorizes; the packed, register-blocked GEMM takes its place
+in `lower_matmul` later.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from .loops import I64, for_range, loop_nest
+from .scalar import EMITTERS, emit_exp, emit_log
+
+REDUCE = ("reassoc", "contract")
+
+
+def _c(ty, value):
+    return ir.Constant(ty, value)
+
+
+def lower_elementwise(k) -> None:
+    """out[i] = op(in0[i], in1[i], ...), rank-0 operands read once."""
+    b, emit = k.b, EMITTERS[k.eqn.prim.name]
+    scalars = {i: op.load(b, _c(I64, 0)) for i, op in enumerate(k.inputs) if op.type.ndim == 0}
+    with for_range(b, k.size(k.outputs[0].type.shape)) as loop:
+        args = [scalars[i] if i in scalars else op.load(b, loop.index)
+                for i, op in enumerate(k.inputs)]
+        k.outputs[0].store(b, loop.index, emit(b, k.ty, *args, **k.params))
+
+
+def lower_copy(k) -> None:
+    """A flat copy: reshape only changes the type, not the data order."""
+    with for_range(k.b, k.size(k.outputs[0].type.shape)) as loop:
+        k.outputs[0].store(k.b, loop.index, k.inputs[0].load(k.b, loop.index))
+
+
+def lower_broadcast_in_dim(k) -> None:
+    b, (x,), (out,) = k.b, k.inputs, k.outputs
+    dims = k.params["broadcast_dimensions"]
+    shape = out.type.shape
+    with loop_nest(b, [k.dim(d) for d in shape]) as idx:
+        src = k.offset(x.type.shape, [idx[d] for d in dims])
+        out.store(b, k.offset(shape, idx), x.load(b, src))
+
+
+def lower_transpose(k) -> None:
+    b, (x,), (out,) = k.b, k.inputs, k.outputs
+    perm = k.params["perm"]
+    with loop_nest(b, [k.dim(d) for d in out.type.shape]) as idx:
+        src_idx = [None] * len(perm)
+        for j, p in enumerate(perm):
+            src_idx[p] = idx[j]
+        out.store(b, k.offset(out.type.shape, idx), x.load(b, k.offset(x.type.shape, src_idx)))
+
+
+def lower_reduce_sum(k) -> None:
+    b, (x,), (out,) = k.b, k.inputs, k.outputs
+    axes, shape = k.params["axes"], x.type.shape
+    if axes == tuple(range(len(shape) - len(axes), len(shape))):  # trailing axes: a dot per row
+        n = k.size(shape[len(shape) - len(axes):])
+        with for_range(b, k.size(out.type.shape), name="r") as row:
+            base = b.mul(row.index, n)
+            with for_range(b, n, carry=[_c(k.ty, 0.0)]) as loop:
+                v = x.load(b, b.add(base, loop.index))
+                loop.update([b.fadd(loop.carried[0], v, flags=REDUCE)])
+            out.store(b, row.index, loop.results[0])
+        return
+    k.zero(out)  # general case: accumulate into the output, innermost kept axes vectorize
+    with loop_nest(b, [k.dim(d) for d in shape]) as idx:
+        dst = k.offset(out.type.shape, [i for a, i in enumerate(idx) if a not in axes])
+        total = b.fadd(out.load(b, dst), x.load(b, k.offset(shape, idx)), flags=REDUCE)
+        out.store(b, dst, total)
+
+
+def lower_dim_size(k) -> None:
+    x, (out,) = k.inputs[0], k.outputs
+    k.outputs[0].store(k.b, _c(I64, 0), k.b.sitofp(k.dim(x.type.shape[k.params["axis"]]), k.ty))
+
+
+def _dot(k, a_at, b_at, n):
+    """sum over j < n of a_at(j) * b_at(j), as a vectorizable reduction."""
+    b = k.b
+    with for_range(b, n, carry=[_c(k.ty, 0.0)], name="j") as loop:
+        prod = b.fmul(a_at(loop.index), b_at(loop.index), flags=REDUCE)
+        loop.update([b.fadd(loop.carried[0], prod, flags=REDUCE)])
+    return loop.results[0]
+
+
+def _axpy(k, out, out_base, alpha, x_at, n):
+    """out[out_base + j] += alpha * x_at(j) for j < n: vectorizes over j."""
+    b = k.b
+    with for_range(b, n, name="j") as loop:
+        dst = b.add(out_base, loop.index)
+        prod = b.fmul(alpha, x_at(loop.index), flags=REDUCE)
+        out.store(b, dst, b.fadd(out.load(b, dst), prod, flags=REDUCE))
+
+
+def lower_matvec(k) -> None:
+    b, (a, x), (out,) = k.b, k.inputs, k.outputs
+    rows, cols = (k.dim(d) for d in a.type.shape)
+    if not k.params["transpose_a"]:  # y[i] = A[i, :] . x
+        with for_range(b, rows, name="i") as i:
+            base = b.mul(i.index, cols)
+            out.store(b, i.index, _dot(k, lambda j: a.load(b, b.add(base, j)),
+                                       lambda j: x.load(b, j), cols))
+        return
+    k.zero(out)  # y = A^T x = sum over rows i of x[i] * A[i, :]
+    with for_range(b, rows, name="i") as i:
+        base = b.mul(i.index, cols)
+        _axpy(k, out, _c(I64, 0), x.load(b, i.index), lambda j: a.load(b, b.add(base, j)), cols)
+
+
+def lower_matmul(k) -> None:
+    """C = op(A) @ op(B), row-major; the inner loop runs along contiguous memory."""
+    b, (a, bm), (out,) = k.b, k.inputs, k.outputs
+    ta, tb = k.params["transpose_a"], k.params["transpose_b"]
+    m, n = (k.dim(d) for d in out.type.shape)
+    depth = k.dim(a.type.shape[0] if ta else a.type.shape[1])
+
+    def a_at(i, p):  # op(A)[i, p]
+        return a.load(b, b.add(b.mul(p, m), i) if ta else b.add(b.mul(i, depth), p))
+
+    if tb:  # C[i, j] = op(A)[i, :] . B[j, :]
+        with loop_nest(b, [m, n]) as (i, j):
+            row = b.mul(j, depth)
+            value = _dot(k, lambda p: a_at(i, p), lambda p: bm.load(b, b.add(row, p)), depth)
+            out.store(b, b.add(b.mul(i, n), j), value)
+        return
+    k.zero(out)  # C[i, :] += op(A)[i, p] * B[p, :]
+    with loop_nest(b, [m, depth]) as (i, p):
+        brow = b.mul(p, n)
+        _axpy(k, out, b.mul(i, n), a_at(i, p), lambda j: bm.load(b, b.add(brow, j)), n)
+
+
+def _row_max(k, x, base, n):
+    b = k.b
+    first = x.load(b, base)
+    with for_range(b, n, carry=[first], name="j") as loop:
+        v = x.load(b, b.add(base, loop.index))
+        loop.update([b.select(b.fcmp_ordered(">", v, loop.carried[0]), v, loop.carried[0])])
+    return loop.results[0]
+
+
+def _row_sum_exp(k, x, base, n, shift, store=None):
+    """sum_j exp(x[base + j] - shift), optionally storing each exp into store[base + j]."""
+    b = k.b
+    with for_range(b, n, carry=[_c(k.ty, 0.0)], name="j") as loop:
+        e = emit_exp(b, k.ty, b.fsub(x.load(b, b.add(base, loop.index)), shift))
+        if store is not None:
+            store.store(b, b.add(base, loop.index), e)
+        loop.update([b.fadd(loop.carried[0], e, flags=REDUCE)])
+    return loop.results[0]
+
+
+def _rows(k, t):
+    """A loop over the rows (all axes but the last) of an array of type t: (loop, base, n)."""
+    n = k.dim(t.shape[-1])
+    return for_range(k.b, k.size(t.shape[:-1]), name="r"), n
+
+
+def lower_softmax(k) -> None:
+    b, (x,), (out,) = k.b, k.inputs, k.outputs
+    rows, n = _rows(k, x.type)
+    with rows as r:
+        base = b.mul(r.index, n)
+        total = _row_sum_exp(k, x, base, n, _row_max(k, x, base, n), store=out)
+        scale = b.fdiv(_c(k.ty, 1.0), total)
+        with for_range(b, n, name="j") as j:
+            at = b.add(base, j.index)
+            out.store(b, at, b.fmul(out.load(b, at), scale))
+
+
+def lower_log_softmax(k) -> None:
+    b, (x,), (out,) = k.b, k.inputs, k.outputs
+    rows, n = _rows(k, x.type)
+    with rows as r:
+        base = b.mul(r.index, n)
+        m = _row_max(k, x, base, n)
+        lse = b.fadd(m, emit_log(b, k.ty, _row_sum_exp(k, x, base, n, m)))
+        with for_range(b, n, name="j") as j:
+            at = b.add(base, j.index)
+            out.store(b, at, b.fsub(x.load(b, at), lse))
+
+
+def _label(k, y, row):
+    value = y.load(k.b, row)
+    return k.b.sext(value, I64) if value.type.width < 64 else value
+
+
+def lower_pick(k) -> None:
+    b, (p, y), (out,) = k.b, k.inputs, k.outputs
+    rows, n = _rows(k, p.type)
+    with rows as r:
+        out.store(b, r.index, p.load(b, b.add(b.mul(r.index, n), _label(k, y, r.index))))
+
+
+def lower_softmax_cross_entropy(k) -> None:
+    """loss = logsumexp(z) * sum(y) - sum(y * z), or logsumexp(z) - z[label]; per row."""
+    b, (z, y), (out,) = k.b, k.inputs, k.outputs
+    rows, n = _rows(k, z.type)
+    with rows as r:
+        base = b.mul(r.index, n)
+        m = _row_max(k, z, base, n)
+        lse = b.fadd(m, emit_log(b, k.ty, _row_sum_exp(k, z, base, n, m)))
+        if y.type.dtype.is_float:
+            zero = _c(k.ty, 0.0)
+            with for_range(b, n, carry=[zero, zero], name="j") as loop:
+                at = b.add(base, loop.index)
+                yj = y.load(b, at)
+                sy, syz = loop.carried
+                loop.update([b.fadd(sy, yj, flags=REDUCE),
+                             b.fadd(syz, b.fmul(yj, z.load(b, at), flags=REDUCE), flags=REDUCE)])
+            sy, syz = loop.results
+            loss = b.fsub(b.fmul(lse, sy), syz)
+        else:
+            loss = b.fsub(lse, z.load(b, b.add(base, _label(k, y, r.index))))
+        out.store(b, r.index, loss)
+
+
+KERNELS = {
+    "broadcast_in_dim": lower_broadcast_in_dim,
+    "reshape": lower_copy,
+    "transpose": lower_transpose,
+    "reduce_sum": lower_reduce_sum,
+    "dim_size": lower_dim_size,
+    "matvec": lower_matvec,
+    "matmul": lower_matmul,
+    "softmax": lower_softmax,
+    "log_softmax": lower_log_softmax,
+    "pick": lower_pick,
+    "softmax_cross_entropy": lower_softmax_cross_entropy,
+}

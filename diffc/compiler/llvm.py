@@ -1,0 +1,77 @@
+"""LLVM: the host target, the O3 pipeline with loop and SLP vectorization, object and assembly.
+
+Input: an `llvmlite.ir.Module`. Output: optimized LLVM IR text, position-independent object
+code for the host CPU, and its assembly. The only module that uses `llvmlite.binding`.
+Invariant: never calls `llvm.initialize()` (it raises in current llvmlite).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import llvmlite
+import llvmlite.binding as llvm
+from llvmlite import ir
+
+
+@dataclass(frozen=True)
+class Host:
+    triple: str
+    cpu: str
+    features: str
+
+
+@functools.cache
+def host() -> Host:
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    return Host(llvm.get_process_triple(), llvm.get_host_cpu_name(),
+                llvm.get_host_cpu_features().flatten())
+
+
+@functools.cache
+def target_machine() -> llvm.TargetMachine:
+    h = host()
+    target = llvm.Target.from_triple(h.triple)
+    return target.create_target_machine(cpu=h.cpu, features=h.features, opt=3, reloc="pic",
+                                        codemodel="default")
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """The products of compiling one module."""
+
+    llvm_ir: str  # after optimization
+    object_code: bytes
+    asm: str
+
+
+def compile_module(module: ir.Module) -> Compiled:
+    """Verify, optimize at O3 (vectorizers on) for the host CPU, and emit object code."""
+    tm = target_machine()
+    module.triple = tm.triple
+    module.data_layout = str(tm.target_data)
+    mod = llvm.parse_assembly(str(module))
+    mod.verify()
+    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pto.loop_vectorization = True
+    pto.slp_vectorization = True
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(mod, pb)
+    return Compiled(str(mod), tm.emit_object(mod), tm.emit_assembly(mod))
+
+
+def load_object(object_code: bytes, symbols: list[str], name: str):
+    """Link object code into the process with LLJIT; returns (keep-alive handle, addresses)."""
+    builder = llvm.JITLibraryBuilder().add_object_img(object_code)
+    for s in symbols:
+        builder.export_symbol(s)
+    tracker = builder.link(llvm.create_lljit_compiler(target_machine()), name)
+    return tracker, {s: tracker[s] for s in symbols}
+
+
+def versions() -> dict:
+    """What a cache key needs to know about the compiler."""
+    h = host()
+    return {"llvmlite": llvmlite.__version__, "llvm": ".".join(map(str, llvm.llvm_version_info)),
+            "triple": h.triple, "cpu": h.cpu, "features": h.features}

@@ -1,0 +1,18 @@
+"""IR passes, `Program -> Program`, run in the order of `PIPELINE`.
+
+Invariant: each pass returns a program that `verify` accepts and that computes the same outputs
+and updates as its input (tests check both after every pass).
+"""
+from __future__ import annotations
+
+from ...ir import Program
+from .cse import cse
+from .dce import dce
+
+PIPELINE = [cse, dce]
+
+
+def optimize(program: Program) -> Program:
+    for run_pass in PIPELINE:
+        program = run_pass(program)
+    return program

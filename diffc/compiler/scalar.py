@@ -1,0 +1,169 @@
+"""Scalar code for elementwise primitives, one emitter per op, and libm-free exp/log/tanh.
+
+Input: an IRBuilder, the LLVM float type, operand values (scalars or vectors alike) and the
+equation's params. Output: the result value.
+Invariants: no calls except LLVM intrinsics that lower to plain instructions (fabs, copysign,
+sqrt), so loops vectorize and objects need no libm; exp, log and tanh are polynomial
+approximations accurate to a few ulp of the dtype (range reduction by powers of two, Taylor
+series long enough for the dtype), with inf/nan/zero/subnormal handled by selects. Arithmetic
+carries only the `contract` flag here: reassociation would undo the range reductions.
+"""
+from __future__ import annotations
+
+import math
+
+from llvmlite import ir
+
+FLAGS = ("contract",)
+
+
+class Precision:
+    """What the approximations need to know about a float type."""
+
+    def __init__(self, ty: ir.Type):
+        double = isinstance(ty, ir.DoubleType)
+        self.ty = ty
+        self.int = ir.IntType(64 if double else 32)
+        self.mantissa_bits = 52 if double else 23
+        self.bias = 1023 if double else 127
+        self.exp_terms = 13 if double else 7  # r**n/n! < ulp/2 for |r| <= ln2/2
+        self.log_terms = 11 if double else 5  # z**n/(2n+1) < ulp/2 for z <= 0.0295
+        self.exp_range = (-746.0, 710.0) if double else (-104.0, 89.0)
+        self.tanh_limit = 20.0 if double else 10.0  # tanh(x) rounds to 1 beyond this
+        self.ln2_hi = 6.93147180369123816490e-01 if double else 0.693145751953125
+        self.ln2_lo = 1.90821492927058770002e-10 if double else 1.428606765330187e-06
+        self.tiny = 2.0 ** (-1022 if double else -126)  # the smallest normal number
+        self.tiny_scale_bits = 54 if double else 25
+
+
+def _c(ty, value):
+    return ir.Constant(ty, value)
+
+
+def _intrinsic(b: ir.IRBuilder, name: str, ty, *args):
+    module = b.block.function.module
+    fn = module.declare_intrinsic(name, [ty], ir.FunctionType(ty, [ty] * len(args)))
+    return b.call(fn, list(args))
+
+
+def _horner(b, x, coeffs, ty):
+    """coeffs[0] + x*(coeffs[1] + x*(...)), highest degree innermost."""
+    acc = _c(ty, coeffs[-1])
+    for c in reversed(coeffs[:-1]):
+        acc = b.fadd(b.fmul(acc, x, flags=FLAGS), _c(ty, c), flags=FLAGS)
+    return acc
+
+
+def _pow2(b, pr: Precision, k):
+    """2**k as a float, for an integer k in the exponent range (an int of pr.int)."""
+    bits = b.shl(b.add(k, _c(pr.int, pr.bias)), _c(pr.int, pr.mantissa_bits))
+    return b.bitcast(bits, pr.ty)
+
+
+def _exp_reduce(b, pr: Precision, x):
+    """Write x = k*ln2 + r with |r| <= ln2/2; returns (k as an int, expm1(r))."""
+    ty = pr.ty
+    magic = 1.5 * 2.0 ** pr.mantissa_bits  # adding it rounds to an integer held in the low bits
+    t = b.fadd(b.fmul(x, _c(ty, 1 / math.log(2))), _c(ty, magic))
+    kf = b.fsub(t, _c(ty, magic))
+    k = b.sub(b.bitcast(t, pr.int), b.bitcast(_c(ty, magic), pr.int))
+    r = b.fsub(b.fsub(x, b.fmul(kf, _c(ty, pr.ln2_hi), flags=FLAGS), flags=FLAGS),
+               b.fmul(kf, _c(ty, pr.ln2_lo), flags=FLAGS), flags=FLAGS)
+    coeffs = [1 / math.factorial(n) for n in range(1, pr.exp_terms + 1)]
+    return k, b.fmul(r, _horner(b, r, coeffs, ty), flags=FLAGS)
+
+
+def _clamp(b, x, lo, hi):
+    """x limited to [lo, hi]; nan stays nan."""
+    x = b.select(b.fcmp_ordered("<", x, _c(x.type, lo)), _c(x.type, lo), x)
+    return b.select(b.fcmp_ordered(">", x, _c(x.type, hi)), _c(x.type, hi), x)
+
+
+def emit_exp(b: ir.IRBuilder, ty, x):
+    pr = Precision(ty)
+    x = _clamp(b, x, *pr.exp_range)
+    k, p = _exp_reduce(b, pr, x)
+    k1 = b.ashr(k, _c(pr.int, 1))  # 2**k as two factors so that neither overflows
+    scaled = b.fmul(b.fadd(p, _c(ty, 1.0)), _pow2(b, pr, k1))
+    return b.fmul(scaled, _pow2(b, pr, b.sub(k, k1)))
+
+
+def emit_expm1_negative(b: ir.IRBuilder, pr: Precision, x):
+    """exp(x) - 1 for x in [-tanh_limit*2, 0], accurate also near 0."""
+    k, p = _exp_reduce(b, pr, x)
+    s = _pow2(b, pr, k)
+    return b.fadd(b.fmul(s, p, flags=FLAGS), b.fsub(s, _c(pr.ty, 1.0)), flags=FLAGS)
+
+
+def emit_tanh(b: ir.IRBuilder, ty, x):
+    pr = Precision(ty)
+    ax = _intrinsic(b, "llvm.fabs", ty, x)
+    ax = b.select(b.fcmp_ordered(">", ax, _c(ty, pr.tanh_limit)), _c(ty, pr.tanh_limit), ax)
+    u = emit_expm1_negative(b, pr, b.fmul(ax, _c(ty, -2.0)))  # tanh|x| = -u / (u + 2)
+    t = b.fdiv(b.fneg(u), b.fadd(u, _c(ty, 2.0)))
+    return _intrinsic(b, "llvm.copysign", ty, t, x)
+
+
+def emit_log(b: ir.IRBuilder, ty, x):
+    pr = Precision(ty)
+    subnormal = b.fcmp_ordered("<", x, _c(ty, pr.tiny))
+    x1 = b.select(subnormal, b.fmul(x, _c(ty, 2.0 ** pr.tiny_scale_bits)), x)
+    bits = b.bitcast(x1, pr.int)
+    e = b.sub(b.lshr(bits, _c(pr.int, pr.mantissa_bits)), _c(pr.int, pr.bias))
+    e = b.sub(e, b.select(subnormal, _c(pr.int, pr.tiny_scale_bits), _c(pr.int, 0)))
+    mantissa = (1 << pr.mantissa_bits) - 1
+    m = b.bitcast(b.or_(b.and_(bits, _c(pr.int, mantissa)),
+                        _c(pr.int, pr.bias << pr.mantissa_bits)), ty)  # m in [1, 2)
+    big = b.fcmp_ordered(">", m, _c(ty, math.sqrt(2.0)))
+    m = b.select(big, b.fmul(m, _c(ty, 0.5)), m)
+    e = b.add(e, b.zext(big, pr.int))
+    s = b.fdiv(b.fsub(m, _c(ty, 1.0)), b.fadd(m, _c(ty, 1.0)))  # log m = 2 atanh s
+    z = b.fmul(s, s)
+    series = _horner(b, z, [1 / (2 * n + 1) for n in range(pr.log_terms + 1)], ty)
+    log_m = b.fmul(b.fmul(s, _c(ty, 2.0)), series, flags=FLAGS)
+    ef = b.sitofp(b.trunc(e, ir.IntType(32)) if pr.int.width == 64 else e, ty)
+    lo = b.fadd(b.fmul(ef, _c(ty, pr.ln2_lo), flags=FLAGS), log_m, flags=FLAGS)
+    result = b.fadd(b.fmul(ef, _c(ty, pr.ln2_hi), flags=FLAGS), lo, flags=FLAGS)
+    result = b.select(b.fcmp_ordered("==", x, _c(ty, math.inf)), x, result)
+    nonpositive = b.select(b.fcmp_ordered("==", x, _c(ty, 0.0)), _c(ty, -math.inf),
+                           _c(ty, math.nan))
+    return b.select(b.fcmp_ordered(">", x, _c(ty, 0.0)), result, nonpositive)
+
+
+def emit_sigmoid(b: ir.IRBuilder, ty, x):
+    return b.fdiv(_c(ty, 1.0), b.fadd(_c(ty, 1.0), emit_exp(b, ty, b.fneg(x))))
+
+
+def emit_pow(b: ir.IRBuilder, ty, x, *, y):
+    """x**y for a constant y: multiplications for integers, sqrt for 1/2, else exp(y log x)."""
+    if float(y).is_integer():
+        n, result, base = abs(int(y)), None, x
+        while n:  # exponentiation by squaring
+            if n & 1:
+                result = base if result is None else b.fmul(result, base)
+            n >>= 1
+            if n:
+                base = b.fmul(base, base)
+        if result is None:
+            return _c(ty, 1.0)
+        return b.fdiv(_c(ty, 1.0), result) if y < 0 else result
+    if y == 0.5:
+        return _intrinsic(b, "llvm.sqrt", ty, x)
+    return emit_exp(b, ty, b.fmul(_c(ty, float(y)), emit_log(b, ty, x)))
+
+
+EMITTERS = {
+    "neg": lambda b, ty, x: b.fneg(x),
+    "exp": emit_exp,
+    "log": emit_log,
+    "tanh": emit_tanh,
+    "sigmoid": emit_sigmoid,
+    "relu": lambda b, ty, x: b.select(b.fcmp_ordered("<", x, _c(ty, 0.0)), _c(ty, 0.0), x),
+    "step": lambda b, ty, x: b.select(b.fcmp_ordered(">", x, _c(ty, 0.0)), _c(ty, 1.0),
+                                      _c(ty, 0.0)),
+    "pow": emit_pow,
+    "add": lambda b, ty, x, y: b.fadd(x, y),
+    "sub": lambda b, ty, x, y: b.fsub(x, y),
+    "mul": lambda b, ty, x, y: b.fmul(x, y),
+    "div": lambda b, ty, x, y: b.fdiv(x, y),
+}

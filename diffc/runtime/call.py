@@ -1,0 +1,183 @@
+"""The call path: check every argument against the signature, then call the native entry.
+
+Input: the `Abi` and `Signature` of compiled code and its entry addresses. Output: `Invoker`, a
+callable taking the function's arguments (positional or keyword) and returning its outputs.
+Invariants: nothing native runs until every argument has passed (dtype, shape, symbolic dims
+bound one way, C-contiguity, integer labels in range, scalars that are numbers), so a rejected
+call writes nothing and Python input can never crash the process; errors are `ArgumentError`s
+naming the parameter, what was expected and what was given. Uses numpy and ctypes only.
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import numpy as np
+
+from ..errors import ArgumentError
+from ..types import ArrayType, Signature
+
+_CTYPES = {"f32": ctypes.c_float, "f64": ctypes.c_double, "i32": ctypes.c_int32,
+           "i64": ctypes.c_int64}
+_INT_RANGE = {"i32": (-2 ** 31, 2 ** 31 - 1), "i64": (-2 ** 63, 2 ** 63 - 1)}
+
+
+def _numpy_data_offset_ok() -> bool:
+    """Whether numpy's array struct holds its data pointer right after the object header."""
+    a = np.empty(3)
+    return ctypes.c_void_p.from_address(id(a) + 16).value == a.ctypes.data
+
+
+NUMPY_LAYOUT_OK = _numpy_data_offset_ok()
+
+
+def label_bounds(program) -> dict[int, object]:
+    """Input index -> the number of classes (an int or a symbol) of each integer-label input."""
+    index = {id(v): i for i, v in enumerate(program.inputs)}
+    bounds = {}
+    for e in program.eqns:
+        if e.prim.name in ("pick", "softmax_cross_entropy") and not e.inputs[1].type.dtype.is_float:
+            if id(e.inputs[1]) in index:
+                bounds[index[id(e.inputs[1])]] = e.inputs[0].type.shape[-1]
+    return bounds
+
+
+def _describe(a) -> str:
+    if isinstance(a, np.ndarray):
+        return f"{a.dtype} {a.shape}"
+    return f"{type(a).__name__} {a!r}"[:60]
+
+
+class Invoker:
+    """Validates arguments and calls the native entry of one compiled program."""
+
+    def __init__(self, abi, signature: Signature, addresses: dict, labels: dict):
+        self.abi, self.signature, self.labels = abi, signature, labels
+        self.names = signature.names
+        # per parameter: (name, type, is_array, numpy dtype, shape or None if symbolic)
+        self._plans = [(p.name, t, t.ndim > 0, t.dtype.np_dtype, None if t.symbols else t.shape)
+                       for p, t in zip(signature.params, abi.inputs, strict=True)]
+        # per output: (numpy dtype, shape) for arrays, a reused 0-d buffer for scalars
+        self._outs = [(t.dtype.np_dtype, t.shape) if t.ndim else np.empty((), t.dtype.np_dtype)
+                      for t in abi.outputs]
+        self._static_outs = not any(t.symbols for t in abi.outputs)
+        self._lock = threading.Lock()
+        scalar_args = [_CTYPES[t.dtype.name] for t in abi.inputs]
+        if NUMPY_LAYOUT_OK:
+            array_arg, self._pass = ctypes.py_object, (lambda a: a)
+            address = addresses[abi.py_entry]
+        else:
+            array_arg, self._pass = ctypes.c_void_p, (lambda a: a.ctypes.data)
+            address = addresses[abi.entry]
+        argtypes = ([array_arg if t.ndim else c for t, c in zip(abi.inputs, scalar_args)] +
+                    [array_arg] * len(abi.outputs) + [ctypes.c_int64] * len(abi.symbols) +
+                    [ctypes.c_void_p])
+        self._entry = ctypes.CFUNCTYPE(None, *argtypes)(address)
+        self._size = ctypes.CFUNCTYPE(ctypes.c_int64, *[ctypes.c_int64] * len(abi.symbols))(
+            addresses[abi.workspace_size])
+        self._sizes: dict[tuple, int] = {}
+        self._workspace = np.empty(0, np.uint8)
+        self._workspace_address = 0
+
+    # ------------------------------------------------------------------ arguments
+
+    def bind(self, args, kwargs) -> list:
+        if not kwargs and len(args) == len(self.names):
+            return list(args)
+        if len(args) > len(self.names):
+            raise ArgumentError(f"takes {len(self.names)} arguments ({', '.join(self.names)}), "
+                                f"got {len(args)}")
+        values = dict(zip(self.names, args))
+        for k, v in kwargs.items():
+            if k not in self.names:
+                raise ArgumentError(f"{k}: unexpected argument; the parameters are "
+                                    f"{', '.join(self.names)}")
+            if k in values:
+                raise ArgumentError(f"{k}: given twice (by position and by keyword)")
+            values[k] = v
+        missing = [n for n in self.names if n not in values]
+        if missing:
+            raise ArgumentError(f"{', '.join(missing)}: missing argument")
+        return [values[n] for n in self.names]
+
+    def check(self, values: list) -> dict[str, int]:
+        """Validate every argument; returns the symbolic dims' values."""
+        symbols: dict[str, int] = {}
+        for (name, t, is_array, np_dtype, static_shape), a in zip(self._plans, values):
+            if not is_array:
+                self._check_scalar(name, t, a)
+                continue
+            if not isinstance(a, np.ndarray):
+                raise ArgumentError(f"{name}: expected a numpy array {t}, got {_describe(a)}")
+            if a.dtype is not np_dtype and a.dtype != np_dtype:
+                raise ArgumentError(f"{name}: expected {t}, got {_describe(a)}")
+            if a.shape != static_shape:
+                self._check_symbolic(name, t, a, symbols)
+            if not a.flags.c_contiguous:
+                raise ArgumentError(f"{name}: expected a C-contiguous array, got a "
+                                    f"non-contiguous {_describe(a)} (np.ascontiguousarray "
+                                    f"makes one)")
+        for i, n in self.labels.items():
+            self._check_labels(self.names[i], values[i], symbols.get(n, n))
+        return symbols
+
+    def _check_symbolic(self, name: str, t: ArrayType, a, symbols: dict) -> None:
+        """Shape check of an array whose type has symbolic dims (or a wrong static shape)."""
+        if a.ndim != t.ndim:
+            raise ArgumentError(f"{name}: expected {t}, got {_describe(a)}")
+        for d, s in zip(t.shape, a.shape):
+            if isinstance(d, int):
+                if d != s:
+                    raise ArgumentError(f"{name}: expected {t}, got {_describe(a)}")
+            elif symbols.setdefault(d, s) != s:
+                first = next(p.name for p, v in zip(self.signature.params, self.abi.inputs)
+                             if d in v.shape)
+                raise ArgumentError(f"{name}: expected {t} with {d}={symbols[d]} (as bound by "
+                                    f"{first}), got {_describe(a)}")
+            elif s < 1:
+                raise ArgumentError(f"{name}: dimension {d} must be >= 1, got {_describe(a)}")
+
+    @staticmethod
+    def _check_scalar(name: str, t: ArrayType, a) -> None:
+        if isinstance(a, np.ndarray) and a.ndim == 0:
+            a = a[()]
+        if isinstance(a, bool | np.bool_):
+            raise ArgumentError(f"{name}: expected a {t} number, got {_describe(a)}")
+        if t.dtype.is_float:
+            if not isinstance(a, int | float | np.integer | np.floating):
+                raise ArgumentError(f"{name}: expected a {t} number, got {_describe(a)}")
+            return
+        lo, hi = _INT_RANGE[t.dtype.name]
+        if not isinstance(a, int | np.integer) or not lo <= a <= hi:
+            raise ArgumentError(f"{name}: expected a {t} integer, got {_describe(a)}")
+
+    @staticmethod
+    def _check_labels(name: str, a, n: int) -> None:
+        a = np.asarray(a)
+        if a.size and (a.min() < 0 or a.max() >= n):
+            raise ArgumentError(f"{name}: labels must lie in [0, {n}), got values from "
+                                f"{a.min()} to {a.max()}")
+
+    # ------------------------------------------------------------------ calling
+
+    def _workspace_for(self, dims: tuple) -> int:
+        """The aligned address of a workspace large enough for these dims (grown, never shrunk)."""
+        size = self._sizes.get(dims)
+        if size is None:
+            size = self._sizes[dims] = self._size(*dims)
+            if self._workspace.nbytes < size + 64:
+                self._workspace = np.empty(size + 64, np.uint8)
+                self._workspace_address = (self._workspace.ctypes.data + 63) & -64
+        return self._workspace_address
+
+    def __call__(self, *args, **kwargs) -> list:
+        values = args if not kwargs and len(args) == len(self.names) else self.bind(args, kwargs)
+        symbols = self.check(values)
+        dims = tuple(symbols[s] for s in self.abi.symbols)
+        outs = [np.empty(o[1] if self._static_outs else tuple(symbols.get(d, d) for d in o[1]),
+                         o[0]) if type(o) is tuple else o for o in self._outs]
+        pass_array = self._pass
+        call_args = [pass_array(a) if plan[2] else a for a, plan in zip(values, self._plans)]
+        with self._lock:
+            self._entry(*call_args, *map(pass_array, outs), *dims, self._workspace_for(dims))
+            return [o if o.ndim else o.item() for o in outs]
