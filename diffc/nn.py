@@ -5,6 +5,8 @@ on numpy arrays it runs their numpy implementations (the eager reference).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from . import ops
 from .errors import ShapeError
 from .trace import _at_user, bind, elementwise, matmul, mean, reduce_sum, type_of
@@ -71,24 +73,38 @@ def dense(W, x, b=None):
 
 def _mean_over_rows(loss):
     """A per-row loss averaged over the batch (all leading axes); a single row stays as is."""
-    return mean(loss) if type_of(loss).ndim > 0 else loss
+    t = type_of(loss)
+    return mean(loss) if t is not None and t.ndim > 0 else loss
+
+
+def _constant_label(p, y):
+    """A label given as a Python or numpy integer: a checked i64 constant."""
+    if not isinstance(y, int | np.integer) or isinstance(y, bool):
+        return y
+    tp = type_of(p)
+    n = tp.shape[-1] if tp is not None and tp.ndim else None
+    if isinstance(n, int) and not 0 <= y < n:
+        raise _at_user(ShapeError, f"label {y} is out of range for {n} classes")
+    return np.asarray(y, np.int64)
 
 
 def cross_entropy(p, y):
     """-sum(y * log(p)) over the last axis, or -log(p[label]) for integer labels; batch mean."""
+    y = _constant_label(p, y)
     tp, ty = type_of(p), type_of(y)
     if ty is not None and not ty.dtype.is_float:
-        loss = -log(bind(ops.PRIMITIVES["pick"], p, y))
+        loss = elementwise("neg", log(bind(ops.PRIMITIVES["pick"], p, y)))
     else:
         if ty is None or tp is None or ty.shape != tp.shape:
             raise _at_user(ShapeError, f"cross_entropy expects y of p's shape ({tp or p}) or "
                                        f"integer labels, got {ty or y}")
-        loss = -reduce_sum(y * log(p), axis=-1)
+        loss = elementwise("neg", reduce_sum(elementwise("mul", y, log(p)), axis=-1))
     return _mean_over_rows(loss)
 
 
 def softmax_cross_entropy(logits, y):
     """cross_entropy(softmax(logits), y), computed stably in one primitive."""
+    y = _constant_label(logits, y)
     return _mean_over_rows(bind(ops.PRIMITIVES["softmax_cross_entropy"], logits, y))
 
 

@@ -189,10 +189,12 @@ def bind(prim: ops.Primitive, *args, **params):
             prim.shape_rule(*[type_of(a) for a in arrays], **params)
         except (ShapeError, DTypeError) as e:
             raise _at_user(type(e), str(e)) from None
-        return prim.impl(*arrays, **params)
+        return np.asarray(prim.impl(*arrays, **params))  # 0-d arrays, not numpy scalars: typed
     atoms = []
     for a in args:
-        if isinstance(a, np.ndarray):
+        if isinstance(a, np.ndarray) and a.ndim == 0:  # a 0-d constant is a literal
+            a = Lit(a.item(), type_of(a))
+        elif isinstance(a, np.ndarray):
             raise _at_user(TraceError, f"a numpy array {a.shape} captured from outside the "
                                        f"traced function; pass it as a parameter instead")
         atoms.append(a.var if isinstance(a, Tracer) else a)
@@ -236,9 +238,10 @@ def elementwise(name: str, *xs, **params):
     """An elementwise primitive with numpy broadcasting; Python numbers become constants."""
     types = [type_of(x) for x in xs]
     arrays = [t for t in types if t is not None]
-    if not arrays:  # only Python numbers: compute in float64, as numpy would
-        xs, arrays = [np.float64(x) for x in xs], [ArrayType(dtype_of_numpy(np.float64), ())]
-        types = arrays * len(xs)
+    if not arrays:  # only numbers: in a numpy scalar's dtype if there is one, else float64
+        dtype = next((x.dtype for x in xs if isinstance(x, np.generic)), np.dtype(np.float64))
+        xs = [np.asarray(x, dtype) for x in xs]
+        types = arrays = [type_of(x) for x in xs]
     ctx = _context(xs)
     shape = broadcast_shapes(*arrays)
     operands = [_constant(x, arrays[0].dtype, ctx) if t is None else
