@@ -4,10 +4,11 @@ from .errors import (ArgumentError, DiffcError, DTypeError, ShapeError, Signatur
                      TraceError)
 from .function import Function, function
 from .ir import eval_program, verify
+from .transforms import check_grad, grad, value_and_grad
 from .types import Array, f32, f64, i32, i64
 
 __version__ = "0.1.0"
 
 __all__ = ["nn", "Array", "f32", "f64", "i32", "i64", "function", "Function", "eval_program",
-           "verify", "DiffcError", "SignatureError", "ShapeError", "DTypeError", "TraceError",
+           "verify", "grad", "value_and_grad", "check_grad", "DiffcError", "SignatureError", "ShapeError", "DTypeError", "TraceError",
            "ArgumentError"]

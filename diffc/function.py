@@ -4,33 +4,31 @@ Input: a function with diffc annotations. Output: a `Function` holding its `Sign
 `Program`; native code is built by `.compile()` or the first call (through `diffc.runtime`).
 Invariants: tracing happens once, at decoration; called with traced values (inside another
 traced function) a `Function` is inlined, its argument types checked against its signature.
+`CompiledFunction` is what every compiled callable shares (transforms build on it).
 """
 from __future__ import annotations
 
 import functools
 
 from .errors import DTypeError, ShapeError, TraceError
+from .ir import Program
 from .trace import Tracer, _at_user, as_result, trace_program
-from .types import Signature, signature_of
+from .types import ArrayType, Signature, signature_of
 
 
-class Function:
-    """A traced function; calling it runs native code (compiled on first use)."""
+class CompiledFunction:
+    """A named program with a signature; native code is built on `.compile()` or first call."""
 
-    def __init__(self, fn, name: str | None = None):
-        functools.update_wrapper(self, fn)
-        self.fn = fn
-        self.name = name or fn.__name__
-        self.signature: Signature = signature_of(fn)
-        self.program = trace_program(fn, self.signature)
+    def __init__(self, name: str, signature: Signature, program: Program):
+        self.name, self.signature, self.program = name, signature, program
         self._compiled = None
 
     @property
     def ir(self) -> str:
-        """The traced IR as text, one equation per line."""
+        """The IR as text, one equation per line."""
         return str(self.program)
 
-    def compile(self) -> Function:
+    def compile(self):
         """Build native code now (it is otherwise built on the first call); returns self."""
         if self._compiled is None:
             from .runtime import CompiledProgram  # the runtime loads llvmlite lazily
@@ -48,11 +46,32 @@ class Function:
         return self.compile()._compiled.asm
 
     def __call__(self, *args, **kwargs):
-        if any(isinstance(a, Tracer) for a in (*args, *kwargs.values())):
-            return self._inline(args, kwargs)
         compiled = self._compiled or self.compile()._compiled
-        (out,) = compiled(*args, **kwargs)
+        return self._results(compiled(*args, **kwargs))
+
+    def _results(self, outputs: list):
+        """The call's return value made from the program's outputs."""
+        (out,) = outputs
         return out
+
+    def __repr__(self) -> str:
+        return f"<diffc.{type(self).__name__} {self.name}{self.signature}>"
+
+
+class Function(CompiledFunction):
+    """A traced function; calling it runs native code (compiled on first use)."""
+
+    def __init__(self, fn, name: str | None = None):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        signature = signature_of(fn)
+        super().__init__(name or fn.__name__, signature, trace_program(fn, signature))
+
+    def __call__(self, *args, **kwargs):
+        for a in args + tuple(kwargs.values()):
+            if isinstance(a, Tracer):
+                return self._inline(args, kwargs)
+        return super().__call__(*args, **kwargs)
 
     def _inline(self, args, kwargs):
         """Trace the body into the caller's trace, checking argument types like a call does."""
@@ -76,8 +95,8 @@ class Function:
                                            f"{p.type}, got {a.type}")
         result = self.fn(*bound)
         expected = self.signature.result
-        expected = type(expected)(expected.dtype, tuple(
-            symbols.get(d, d) if isinstance(d, str) else d for d in expected.shape))
+        expected = ArrayType(expected.dtype, tuple(symbols.get(d, d) if isinstance(d, str) else d
+                                                   for d in expected.shape))
         return Tracer(ctx, as_result(result, expected, ctx, self.fn)) if isinstance(
             result, Tracer) else result
 
@@ -97,9 +116,6 @@ class Function:
         if missing:
             raise TypeError(f"missing argument(s) {missing}")
         return [values[n] for n in names]
-
-    def __repr__(self) -> str:
-        return f"<diffc.Function {self.name}{self.signature}>"
 
 
 def function(fn=None, *, name: str | None = None):

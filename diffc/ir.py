@@ -182,24 +182,29 @@ def verify(p: Program) -> None:
 
 # ----------------------------------------------------------------------------- evaluation
 
-def eval_program(p: Program, *args) -> list:
+def eval_program(p: Program, *args, float64: bool = False) -> list:
     """Run the program on numpy values with each primitive's numpy implementation.
 
     Returns the outputs as a list. Like compiled code, it applies `updates` in place: each
-    updated input argument (a numpy array) is overwritten with its new value.
+    updated input argument (a numpy array) is overwritten with its new value. With `float64`,
+    floating-point values are computed in float64 whatever their declared dtype (for finite
+    differences of float32 programs).
     """
+    def np_dtype(t: ArrayType):
+        return np.dtype(np.float64) if float64 and t.dtype.is_float else t.dtype.np_dtype
+
     if len(args) != len(p.inputs):
         raise TypeError(f"program takes {len(p.inputs)} arguments, got {len(args)}")
     env: dict[int, Any] = {}
 
     def read(a: Atom):
         if isinstance(a, Lit):
-            return a.type.dtype.np_dtype.type(a.value)
+            return np_dtype(a.type).type(a.value)
         return env[id(a)]
 
     symbols: dict[str, int] = {}
     for v, x in zip(p.inputs, args, strict=True):
-        env[id(v)] = np.asarray(x, dtype=v.type.dtype.np_dtype)
+        env[id(v)] = np.asarray(x, dtype=np_dtype(v.type))
         symbols.update((d, s) for d, s in zip(v.type.shape, env[id(v)].shape)
                        if isinstance(d, str))
 
@@ -213,7 +218,7 @@ def eval_program(p: Program, *args) -> list:
         out = e.prim.impl(*[read(a) for a in e.inputs], **params)
         outs = out if isinstance(out, tuple) else (out,)
         for v, x in zip(e.outputs, outs, strict=True):
-            env[id(v)] = np.asarray(x, dtype=v.type.dtype.np_dtype)
+            env[id(v)] = np.asarray(x, dtype=np_dtype(v.type))
     results = [read(a) for a in p.outputs]
     new_values = [read(v) for _, v in p.updates]
     for (k, _), x in zip(p.updates, new_values, strict=True):

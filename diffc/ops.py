@@ -1,7 +1,12 @@
-"""The primitives: one place per operation for its numpy implementation and shape/dtype rule.
+"""The primitives: one place per operation for its numpy implementation, shape/dtype rule and
+reverse rule.
 
-Input: numpy values (for `impl`) or `ArrayType`s (for `shape_rule`) plus the equation's params.
-Output: a value or a type (a tuple of them for several results).
+Input: numpy values (for `impl`), `ArrayType`s (for `shape_rule`), or traced values (for `vjp`),
+plus the equation's params. Output: a value, a type, or one cotangent (or None) per input.
+Reverse rules: `vjp(g, *inputs, out=..., **params)` gets the output's cotangent `g`, the
+equation's inputs and output as traced values (literals as 0-d numpy arrays) and is written with
+the operations users write; no Jacobian is ever formed. Cotangents of rank-0 inputs may come back
+with the output's shape: `ad.py` sums them down in one place.
 Invariants: every primitive is in `PRIMITIVES`; elementwise primitives take operands of one
 floating dtype whose non-scalar operands share one shape (rank-0 operands broadcast implicitly;
 any other broadcasting is an explicit `broadcast_in_dim`); shape rules raise `ShapeError` /
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
 import numpy as np
 
 from .errors import DTypeError, ShapeError
@@ -23,6 +29,7 @@ class Primitive:
     name: str
     impl: Callable  # numpy values, **params -> value
     shape_rule: Callable  # ArrayTypes, **params -> ArrayType
+    vjp: Callable | None  # reverse rule; None: not differentiable (an error names it)
     elementwise: bool = False
 
     def __repr__(self) -> str:
@@ -32,10 +39,25 @@ class Primitive:
 PRIMITIVES: dict[str, Primitive] = {}
 
 
-def primitive(name: str, impl: Callable, shape_rule: Callable, elementwise=False) -> Primitive:
+def primitive(name: str, impl: Callable, shape_rule: Callable, vjp: Callable | None,
+              elementwise: bool = False) -> Primitive:
     assert name not in PRIMITIVES, name
-    PRIMITIVES[name] = p = Primitive(name, impl, shape_rule, elementwise)
+    PRIMITIVES[name] = p = Primitive(name, impl, shape_rule, vjp, elementwise)
     return p
+
+
+def _bind(name: str, *args, **params):
+    return tr.bind(PRIMITIVES[name], *args, **params)
+
+
+def _shape(x) -> tuple:
+    return tr.type_of(x).shape
+
+
+def _expand_last(t, shape):
+    """t of shape[:-1] broadcast along a new last axis of shape[-1] (numpy's t[..., None])."""
+    return _bind("broadcast_in_dim", t, shape=tuple(shape),
+                 broadcast_dimensions=tuple(range(len(shape) - 1)))
 
 
 # ----------------------------------------------------------------------------- rule helpers
@@ -103,24 +125,32 @@ def _pow(x, *, y):
         return np.power(x, x.dtype.type(y))
 
 
-# name, arity, numpy implementation
+def _pow_vjp(g, x, *, out, y):
+    if y == 0:
+        return (None,)
+    return (g * y if y == 1 else g * (y * x ** (y - 1)),)
+
+
+# name, arity, numpy implementation, reverse rule
 ELEMENTWISE = [
-    ("neg", 1, np.negative),
-    ("exp", 1, np.exp),
-    ("log", 1, np.log),
-    ("tanh", 1, np.tanh),
-    ("sigmoid", 1, _sigmoid),
-    ("relu", 1, lambda x: np.maximum(x, x.dtype.type(0))),
-    ("step", 1, lambda x: (x > 0).astype(x.dtype)),  # relu's derivative: 1 where x > 0
-    ("pow", 1, _pow),  # params: y, a Python number
-    ("add", 2, np.add),
-    ("sub", 2, np.subtract),
-    ("mul", 2, np.multiply),
-    ("div", 2, np.divide),
+    ("neg", 1, np.negative, lambda g, x, *, out: (-g,)),
+    ("exp", 1, np.exp, lambda g, x, *, out: (g * out,)),
+    ("log", 1, np.log, lambda g, x, *, out: (g / x,)),
+    ("tanh", 1, np.tanh, lambda g, x, *, out: (g * (1 - out * out),)),
+    ("sigmoid", 1, _sigmoid, lambda g, x, *, out: (g * (out * (1 - out)),)),
+    ("relu", 1, lambda x: np.maximum(x, x.dtype.type(0)),
+     lambda g, x, *, out: (g * tr.elementwise("step", x),)),
+    ("step", 1, lambda x: (x > 0).astype(x.dtype),  # relu's derivative: 1 where x > 0
+     lambda g, x, *, out: (None,)),  # piecewise constant: zero derivative
+    ("pow", 1, _pow, _pow_vjp),  # params: y, a Python number
+    ("add", 2, np.add, lambda g, x, y, *, out: (g, g)),
+    ("sub", 2, np.subtract, lambda g, x, y, *, out: (g, -g)),
+    ("mul", 2, np.multiply, lambda g, x, y, *, out: (g * y, g * x)),
+    ("div", 2, np.divide, lambda g, x, y, *, out: (g / y, -(g * out) / y)),
 ]
 
-for _name, _arity, _impl in ELEMENTWISE:
-    primitive(_name, _impl, _elementwise_rule(_name), elementwise=True)
+for _name, _arity, _impl, _vjp in ELEMENTWISE:
+    primitive(_name, _impl, _elementwise_rule(_name), _vjp, elementwise=True)
 
 
 # ----------------------------------------------------------------------------- structural
@@ -144,7 +174,12 @@ def _broadcast_in_dim(x, *, shape, broadcast_dimensions):
     return np.broadcast_to(expanded, shape).copy()
 
 
-primitive("broadcast_in_dim", _broadcast_in_dim, _broadcast_in_dim_rule)
+def _broadcast_in_dim_vjp(g, x, *, out, shape, broadcast_dimensions):
+    summed = tuple(d for d in range(len(shape)) if d not in broadcast_dimensions)
+    return (tr.reduce_sum(g, summed),)
+
+
+primitive("broadcast_in_dim", _broadcast_in_dim, _broadcast_in_dim_rule, _broadcast_in_dim_vjp)
 
 
 def _reshape_rule(x: ArrayType, *, shape) -> ArrayType:
@@ -160,7 +195,8 @@ def _reshape(x, *, shape):
 
 
 # inserts or removes size-1 axes (so broadcasting never maps a size-1 axis onto a larger one)
-primitive("reshape", _reshape, _reshape_rule)
+primitive("reshape", _reshape, _reshape_rule,
+          lambda g, x, *, out, shape: (_bind("reshape", g, shape=_shape(x)),))
 
 
 def _transpose_rule(x: ArrayType, *, perm) -> ArrayType:
@@ -169,7 +205,8 @@ def _transpose_rule(x: ArrayType, *, perm) -> ArrayType:
     return ArrayType(x.dtype, tuple(x.shape[p] for p in perm))
 
 
-primitive("transpose", lambda x, *, perm: np.transpose(x, perm).copy(), _transpose_rule)
+primitive("transpose", lambda x, *, perm: np.transpose(x, perm).copy(), _transpose_rule,
+          lambda g, x, *, out, perm: (_bind("transpose", g, perm=tuple(np.argsort(perm))),))
 
 
 def _reduce_rule(name):
@@ -180,7 +217,14 @@ def _reduce_rule(name):
     return rule
 
 
-primitive("reduce_sum", lambda x, *, axes: np.sum(x, axis=tuple(axes)), _reduce_rule("sum"))
+def _reduce_sum_vjp(g, x, *, out, axes):
+    shape = _shape(x)
+    kept = tuple(d for d in range(len(shape)) if d not in axes)
+    return (_bind("broadcast_in_dim", g, shape=shape, broadcast_dimensions=kept),)
+
+
+primitive("reduce_sum", lambda x, *, axes: np.sum(x, axis=tuple(axes)), _reduce_rule("sum"),
+          _reduce_sum_vjp)
 
 
 def _dim_size_rule(x: ArrayType, *, axis, dtype) -> ArrayType:
@@ -190,7 +234,16 @@ def _dim_size_rule(x: ArrayType, *, axis, dtype) -> ArrayType:
 
 # the size of one axis of x as a float scalar: how means over symbolic dims divide
 primitive("dim_size", lambda x, *, axis, dtype: dtype.np_dtype.type(x.shape[axis]),
-          _dim_size_rule)
+          _dim_size_rule, lambda g, x, *, out, axis, dtype: (None,))  # depends on x's shape only
+
+
+def _fill_rule(*, shape, dtype, value) -> ArrayType:
+    return ArrayType(dtype, tuple(shape))
+
+
+# a constant array: the seed of the reverse pass and the gradient of unused parameters
+primitive("fill", lambda *, shape, dtype, value: np.full(shape, value, dtype.np_dtype),
+          _fill_rule, lambda g, *, out, shape, dtype, value: ())
 
 
 # ----------------------------------------------------------------------------- linear algebra
@@ -209,7 +262,20 @@ def _matmul(a, b, *, transpose_a, transpose_b):
     return np.matmul(a.T if transpose_a else a, b.T if transpose_b else b)
 
 
-primitive("matmul", _matmul, _matmul_rule)
+def _matmul_vjp(g, a, b, *, out, transpose_a, transpose_b):
+    """C = op(A) op(B): dop(A) = g op(B)^T and dop(B) = op(A)^T g, as transpose flags."""
+    if transpose_a:
+        da = _bind("matmul", b, g, transpose_a=transpose_b, transpose_b=True)
+    else:
+        da = _bind("matmul", g, b, transpose_a=False, transpose_b=not transpose_b)
+    if transpose_b:
+        db = _bind("matmul", g, a, transpose_a=True, transpose_b=transpose_a)
+    else:
+        db = _bind("matmul", a, g, transpose_a=not transpose_a, transpose_b=False)
+    return da, db
+
+
+primitive("matmul", _matmul, _matmul_rule, _matmul_vjp)
 
 
 def _matvec_rule(a: ArrayType, x: ArrayType, *, transpose_a) -> ArrayType:
@@ -221,7 +287,28 @@ def _matvec_rule(a: ArrayType, x: ArrayType, *, transpose_a) -> ArrayType:
     return ArrayType(dtype, (m,))
 
 
-primitive("matvec", lambda a, x, *, transpose_a: (a.T if transpose_a else a) @ x, _matvec_rule)
+def _matvec_vjp(g, a, x, *, out, transpose_a):
+    da = _bind("outer", x, g) if transpose_a else _bind("outer", g, x)
+    return da, _bind("matvec", a, g, transpose_a=not transpose_a)
+
+
+primitive("matvec", lambda a, x, *, transpose_a: (a.T if transpose_a else a) @ x, _matvec_rule,
+          _matvec_vjp)
+
+
+def _outer_rule(a: ArrayType, b: ArrayType) -> ArrayType:
+    dtype = _float_dtype("outer", a, b)
+    _rank("outer", a, (1,))
+    _rank("outer", b, (1,))
+    return ArrayType(dtype, (a.shape[0], b.shape[0]))
+
+
+def _outer_vjp(g, a, b, *, out):
+    return _bind("matvec", g, b, transpose_a=False), _bind("matvec", g, a, transpose_a=True)
+
+
+# a[:, None] * b[None, :]: the weight gradient of a matrix-vector product
+primitive("outer", np.outer, _outer_rule, _outer_vjp)
 
 
 # ----------------------------------------------------------------------------- softmax family
@@ -245,8 +332,17 @@ def _log_softmax(x):
     return z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
 
 
-primitive("softmax", _softmax, _last_axis_rule("softmax"))
-primitive("log_softmax", _log_softmax, _last_axis_rule("log_softmax"))
+def _softmax_vjp(g, x, *, out):
+    gs = g * out
+    return (gs - out * _expand_last(tr.reduce_sum(gs, -1), _shape(x)),)
+
+
+def _log_softmax_vjp(g, x, *, out):
+    return (g - tr.elementwise("exp", out) * _expand_last(tr.reduce_sum(g, -1), _shape(x)),)
+
+
+primitive("softmax", _softmax, _last_axis_rule("softmax"), _softmax_vjp)
+primitive("log_softmax", _log_softmax, _last_axis_rule("log_softmax"), _log_softmax_vjp)
 
 
 def _check_labels(y, n: int) -> None:
@@ -267,7 +363,27 @@ def _pick(p, label):
 
 
 # p[..., label]: the probability of each row's integer label
-primitive("pick", _pick, _pick_rule)
+primitive("pick", _pick, _pick_rule,
+          lambda g, p, label, *, out: (_bind("unpick", g, label, shape=_shape(p)), None))
+
+
+def _unpick_rule(g: ArrayType, label: ArrayType, *, shape) -> ArrayType:
+    out = ArrayType(_float_dtype("unpick", g), tuple(shape))
+    _label_rule("unpick", out, label)
+    if g.shape != out.shape[:-1]:
+        raise ShapeError(f"unpick: values of shape {out.shape[:-1]} expected, got {g}")
+    return out
+
+
+def _unpick(g, label, *, shape):
+    out = np.zeros(shape, g.dtype)
+    np.put_along_axis(out, label[..., None].astype(np.intp), g[..., None], -1)
+    return out
+
+
+# zeros of `shape` holding g at each row's label: pick's transpose, never a one-hot matrix
+primitive("unpick", _unpick, _unpick_rule,
+          lambda g, x, label, *, out, shape: (_bind("pick", g, label), None))
 
 
 def _softmax_cross_entropy_rule(z: ArrayType, y: ArrayType) -> ArrayType:
@@ -291,5 +407,35 @@ def _softmax_cross_entropy(z, y):
     return lse - _pick(z, y)
 
 
+def _softmax_cross_entropy_vjp(g, z, y, *, out):
+    dz = _bind("softmax_cross_entropy_grad", z, y, g)
+    if not tr.type_of(y).dtype.is_float:
+        return dz, None
+    return dz, -(_expand_last(g, _shape(z)) * _bind("log_softmax", z))
+
+
 # -sum(y * log_softmax(z)) over the last axis, per row; y is targets or integer labels
-primitive("softmax_cross_entropy", _softmax_cross_entropy, _softmax_cross_entropy_rule)
+primitive("softmax_cross_entropy", _softmax_cross_entropy, _softmax_cross_entropy_rule,
+          _softmax_cross_entropy_vjp)
+
+
+def _softmax_cross_entropy_grad_rule(z: ArrayType, y: ArrayType, g: ArrayType) -> ArrayType:
+    out = _softmax_cross_entropy_rule(z, y)
+    if g != out:
+        raise ShapeError(f"softmax_cross_entropy_grad: cotangent {out} expected, got {g}")
+    return z
+
+
+def _softmax_cross_entropy_grad(z, y, g):
+    p = _softmax(z)
+    if y.dtype.kind == "f":
+        return g[..., None] * (p * np.sum(y, axis=-1, keepdims=True) - y)
+    return g[..., None] * (p - _unpick(np.ones(y.shape, z.dtype), y, shape=z.shape))
+
+
+# d/dz of softmax_cross_entropy times g: g * (softmax(z) * sum(y) - y), labels without one-hot
+primitive("softmax_cross_entropy_grad", _softmax_cross_entropy_grad,
+          _softmax_cross_entropy_grad_rule, None)
+
+
+from . import trace as tr  # noqa: E402 - reverse rules trace; trace imports this module

@@ -41,15 +41,16 @@ class TraceContext:
 
     def __init__(self):
         self.eqns: list[Eqn] = []
+        self.source: str | None = None  # set by transforms: the user line new equations stem from
 
     def emit(self, prim: ops.Primitive, inputs, params: dict) -> tuple[Var, ...]:
         types = [a.type for a in inputs]
         try:
             out = prim.shape_rule(*types, **params)
         except (ShapeError, DTypeError) as e:
-            raise _at_user(type(e), str(e)) from None
+            raise type(e)(f"{self.source or user_location()}: {e}") from None
         outs = tuple(Var(t) for t in (out if isinstance(out, tuple) else (out,)))
-        self.eqns.append(Eqn(prim, tuple(inputs), params, outs, user_location()))
+        self.eqns.append(Eqn(prim, tuple(inputs), params, outs, self.source or user_location()))
         return outs
 
 

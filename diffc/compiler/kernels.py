@@ -75,6 +75,12 @@ def lower_reduce_sum(k) -> None:
         out.store(b, dst, total)
 
 
+def lower_fill(k) -> None:
+    out = k.outputs[0]
+    with for_range(k.b, k.size(out.type.shape)) as loop:
+        out.store(k.b, loop.index, _c(k.ty, k.params["value"]))
+
+
 def lower_dim_size(k) -> None:
     x, (out,) = k.inputs[0], k.outputs
     k.outputs[0].store(k.b, _c(I64, 0), k.b.sitofp(k.dim(x.type.shape[k.params["axis"]]), k.ty))
@@ -133,6 +139,15 @@ def lower_matmul(k) -> None:
     with loop_nest(b, [m, depth]) as (i, p):
         brow = b.mul(p, n)
         _axpy(k, out, b.mul(i, n), a_at(i, p), lambda j: bm.load(b, b.add(brow, j)), n)
+
+
+def lower_outer(k) -> None:
+    b, (x, y), (out,) = k.b, k.inputs, k.outputs
+    m, n = (k.dim(d) for d in out.type.shape)
+    with for_range(b, m, name="i") as i:
+        xi, base = x.load(b, i.index), b.mul(i.index, n)
+        with for_range(b, n, name="j") as j:
+            out.store(b, b.add(base, j.index), b.fmul(xi, y.load(b, j.index)))
 
 
 def _row_max(k, x, base, n):
@@ -197,6 +212,14 @@ def lower_pick(k) -> None:
         out.store(b, r.index, p.load(b, b.add(b.mul(r.index, n), _label(k, y, r.index))))
 
 
+def lower_unpick(k) -> None:
+    b, (g, y), (out,) = k.b, k.inputs, k.outputs
+    k.zero(out)
+    rows, n = _rows(k, out.type)
+    with rows as r:
+        out.store(b, b.add(b.mul(r.index, n), _label(k, y, r.index)), g.load(b, r.index))
+
+
 def lower_softmax_cross_entropy(k) -> None:
     """loss = logsumexp(z) * sum(y) - sum(y * z), or logsumexp(z) - z[label]; per row."""
     b, (z, y), (out,) = k.b, k.inputs, k.outputs
@@ -220,12 +243,42 @@ def lower_softmax_cross_entropy(k) -> None:
         out.store(b, r.index, loss)
 
 
+def lower_softmax_cross_entropy_grad(k) -> None:
+    """dz = g * (softmax(z) * sum(y) - y), or g * (softmax(z) - [j == label]); per row."""
+    b, (z, y, g), (out,) = k.b, k.inputs, k.outputs
+    rows, n = _rows(k, z.type)
+    with rows as r:
+        base = b.mul(r.index, n)
+        total = _row_sum_exp(k, z, base, n, _row_max(k, z, base, n), store=out)
+        gr = g.load(b, r.index)
+        if y.type.dtype.is_float:
+            with for_range(b, n, carry=[_c(k.ty, 0.0)], name="j") as loop:
+                loop.update([b.fadd(loop.carried[0], y.load(b, b.add(base, loop.index)),
+                                    flags=REDUCE)])
+            scale = b.fdiv(b.fmul(gr, loop.results[0]), total)
+            with for_range(b, n, name="j") as j:
+                at = b.add(base, j.index)
+                out.store(b, at, b.fsub(b.fmul(out.load(b, at), scale),
+                                        b.fmul(gr, y.load(b, at))))
+        else:
+            scale = b.fdiv(gr, total)
+            with for_range(b, n, name="j") as j:
+                at = b.add(base, j.index)
+                out.store(b, at, b.fmul(out.load(b, at), scale))
+            at = b.add(base, _label(k, y, r.index))
+            out.store(b, at, b.fsub(out.load(b, at), gr))
+
+
 KERNELS = {
     "broadcast_in_dim": lower_broadcast_in_dim,
     "reshape": lower_copy,
     "transpose": lower_transpose,
     "reduce_sum": lower_reduce_sum,
     "dim_size": lower_dim_size,
+    "fill": lower_fill,
+    "outer": lower_outer,
+    "unpick": lower_unpick,
+    "softmax_cross_entropy_grad": lower_softmax_cross_entropy_grad,
     "matvec": lower_matvec,
     "matmul": lower_matmul,
     "softmax": lower_softmax,

@@ -1,0 +1,70 @@
+"""Reverse-mode automatic differentiation: `vjp(program, wrt) -> Program`.
+
+Input: a program with one floating-point scalar output, and the indices of the inputs to
+differentiate. Output: an ordinary program (it prints, verifies, evaluates and compiles) with
+the same inputs, computing (output, gradient for each wrt input).
+How: replay the forward equations into a new trace, seed the output's cotangent with 1, walk the
+equations backwards applying each primitive's reverse rule (ops.py), sum cotangents of values
+used more than once with `add`, sum the cotangent of a rank-0 input over the axes it was
+implicitly broadcast along (the one place that happens), and remove what the outputs do not need.
+Every backward equation carries the `file:line` of the forward equation it differentiates.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import ops
+from .compiler.passes.dce import dce
+from .errors import TraceError
+from .ir import Lit, Program, Var
+from .trace import TraceContext, Tracer, elementwise, reduce_sum, type_of
+
+
+def _fill(ctx: TraceContext, t, value: float) -> Tracer:
+    (v,) = ctx.emit(ops.PRIMITIVES["fill"], [], dict(shape=t.shape, dtype=t.dtype, value=value))
+    return Tracer(ctx, v)
+
+
+def vjp(program: Program, wrt: list[int]) -> Program:
+    (out,) = program.outputs
+    assert out.type.ndim == 0 and out.type.dtype.is_float, "differentiate a float scalar"
+    ctx = TraceContext()
+    inputs = tuple(Var(v.type) for v in program.inputs)
+    env = {id(old): Tracer(ctx, new) for old, new in zip(program.inputs, inputs, strict=True)}
+
+    def atom(a):
+        return a if isinstance(a, Lit) else env[id(a)].var
+
+    def value(a):  # what a reverse rule sees: a traced value, or a literal as a 0-d array
+        return np.asarray(a.value, a.type.dtype.np_dtype) if isinstance(a, Lit) else env[id(a)]
+
+    for e in program.eqns:  # replay the forward pass
+        ctx.source = e.source
+        outs = ctx.emit(e.prim, [atom(a) for a in e.inputs], e.params)
+        env.update((id(old), Tracer(ctx, new)) for old, new in zip(e.outputs, outs, strict=True))
+
+    cts: dict[int, Tracer] = {}
+    if isinstance(out, Var):
+        ctx.source = next((e.source for e in program.eqns if out in e.outputs), None)
+        cts[id(out)] = _fill(ctx, out.type, 1.0)
+    for e in reversed(program.eqns):
+        (g,) = [cts.pop(id(v), None) for v in e.outputs]
+        if g is None:
+            continue
+        ctx.source = e.source
+        if e.prim.vjp is None:
+            raise TraceError(f"{e.source}: cannot differentiate '{e.prim.name}': it has no "
+                             f"reverse rule")
+        in_cts = e.prim.vjp(g, *[value(a) for a in e.inputs], out=value(e.outputs[0]),
+                            **e.params)
+        for a, ct in zip(e.inputs, in_cts, strict=True):
+            if ct is None or isinstance(a, Lit) or not a.type.dtype.is_float:
+                continue
+            if a.type.ndim == 0 and type_of(ct).ndim > 0:  # un-broadcast a rank-0 operand
+                ct = reduce_sum(ct)
+            cts[id(a)] = elementwise("add", cts[id(a)], ct) if id(a) in cts else ct
+
+    ctx.source = None
+    grads = [cts[id(program.inputs[i])] if id(program.inputs[i]) in cts else
+             _fill(ctx, program.inputs[i].type, 0.0) for i in wrt]  # unused: a zero gradient
+    return dce(Program(inputs, ctx.eqns, (atom(out), *[g.var for g in grads])))
