@@ -17,7 +17,7 @@ from . import ops
 from .compiler.passes.dce import dce
 from .errors import TraceError
 from .ir import Lit, Program, Var
-from .trace import TraceContext, Tracer, elementwise, reduce_sum, type_of
+from .trace import TraceContext, Tracer, elementwise, reduce_sum, replay, type_of
 
 
 def _fill(ctx: TraceContext, t, value: float) -> Tracer:
@@ -30,18 +30,13 @@ def vjp(program: Program, wrt: list[int]) -> Program:
     assert out.type.ndim == 0 and out.type.dtype.is_float, "differentiate a float scalar"
     ctx = TraceContext()
     inputs = tuple(Var(v.type) for v in program.inputs)
-    env = {id(old): Tracer(ctx, new) for old, new in zip(program.inputs, inputs, strict=True)}
+    env, _ = replay(ctx, program, [Tracer(ctx, v) for v in inputs])  # the forward pass
 
     def atom(a):
         return a if isinstance(a, Lit) else env[id(a)].var
 
     def value(a):  # what a reverse rule sees: a traced value, or a literal as a 0-d array
         return np.asarray(a.value, a.type.dtype.np_dtype) if isinstance(a, Lit) else env[id(a)]
-
-    for e in program.eqns:  # replay the forward pass
-        ctx.source = e.source
-        outs = ctx.emit(e.prim, [atom(a) for a in e.inputs], e.params)
-        env.update((id(old), Tracer(ctx, new)) for old, new in zip(e.outputs, outs, strict=True))
 
     cts: dict[int, Tracer] = {}
     if isinstance(out, Var):

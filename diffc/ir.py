@@ -100,7 +100,8 @@ def _pp_param(value, name: _Namer, indent: int) -> str:
     return str(value)
 
 
-def _pp(p: Program, name: _Namer, indent: int) -> str:
+def _pp_lines(p: Program, name: _Namer, indent: int) -> list[str]:
+    """The program's text as [lambda line, one string per equation..., in line]."""
     pad = " " * indent
     binders = " ".join(f"{name(v)}:{v.type}" for v in p.inputs)
     lines = [f"{pad}{{ lambda {binders} ."]
@@ -117,7 +118,11 @@ def _pp(p: Program, name: _Namer, indent: int) -> str:
         ups = ", ".join(f"{name(k)} <- {_pp_atom(v, name)}" for k, v in p.updates)
         tail += f" updates ( {ups} )"
     lines.append(tail + " }")
-    return "\n".join(lines)
+    return lines
+
+
+def _pp(p: Program, name: _Namer, indent: int) -> str:
+    return "\n".join(_pp_lines(p, name, indent))
 
 
 def pp_program(p: Program) -> str:
@@ -136,10 +141,10 @@ def verify(p: Program) -> None:
     bound: set[int] = set()
 
     def fail(msg: str, at: int | None) -> None:
-        text = pp_program(p).splitlines()
-        if at is not None:  # line 0 is the lambda line, equation i is line i + 1
-            lo, hi = max(1, at - 2), min(len(text), at + 5)
-            window = [("> " if j == at + 1 else "  ") + text[j] for j in range(lo, hi)]
+        text = _pp_lines(p, _Namer(), 0)
+        if at is not None:  # entry 0 is the lambda line, equation i is entry i + 1
+            window = [("> " if j == at + 1 else "  ") + text[j]
+                      for j in range(max(1, at - 2), min(len(text), at + 5))]
             msg += "\n" + "\n".join(window)
         raise VerifyError(msg)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import DTypeError, ShapeError
+from .ir import eval_program
 from .types import ArrayType, DType
 
 
@@ -436,6 +437,17 @@ def _softmax_cross_entropy_grad(z, y, g):
 # d/dz of softmax_cross_entropy times g: g * (softmax(z) * sum(y) - y), labels without one-hot
 primitive("softmax_cross_entropy_grad", _softmax_cross_entropy_grad,
           _softmax_cross_entropy_grad_rule, None)
+
+
+def _fused_rule(*types: ArrayType, body) -> tuple[ArrayType, ...]:
+    if tuple(v.type for v in body.inputs) != types:
+        raise ShapeError(f"fused: inputs {types} do not match the body's "
+                         f"{tuple(v.type for v in body.inputs)}")
+    return tuple(a.type for a in body.outputs)
+
+
+# elementwise equations over one shape computed in one loop (made by the fuse pass, after AD)
+primitive("fused", lambda *xs, body: tuple(eval_program(body, *xs)), _fused_rule, None)
 
 
 from . import trace as tr  # noqa: E402 - reverse rules trace; trace imports this module

@@ -310,6 +310,25 @@ def matmul(a, b):
 
 # ----------------------------------------------------------------------------- programs
 
+def replay(ctx: TraceContext, program: Program, args: list) -> tuple[dict[int, Tracer], list]:
+    """Re-emit a program's equations into ctx on the given traced args (sources kept).
+
+    Returns the map from each of the program's vars to its new traced value, and the outputs.
+    """
+    env = {id(old): a for old, a in zip(program.inputs, args, strict=True)}
+
+    def atom(a):
+        return a if isinstance(a, Lit) else env[id(a)].var
+
+    source = ctx.source
+    for e in program.eqns:
+        ctx.source = e.source
+        outs = ctx.emit(e.prim, [atom(a) for a in e.inputs], e.params)
+        env.update((id(old), Tracer(ctx, new)) for old, new in zip(e.outputs, outs, strict=True))
+    ctx.source = source
+    return env, [a if isinstance(a, Lit) else env[id(a)] for a in program.outputs]
+
+
 def trace_program(fn, sig: Signature) -> Program:
     """Trace fn on one Tracer per parameter; the result must have the annotated return type."""
     ctx = TraceContext()

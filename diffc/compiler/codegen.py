@@ -17,8 +17,9 @@ from llvmlite import ir
 
 from ..ir import Lit, Program, Var
 from ..types import ArrayType, f32, f64, i32, i64
-from .kernels import KERNELS, lower_copy, lower_elementwise
+from .kernels import KERNELS, lower_elementwise
 from .loops import I64, for_range
+from .passes.memory import MemoryPlan, plan_memory
 
 PTR = ir.PointerType()
 LLVM_TYPES = {f32: ir.FloatType(), f64: ir.DoubleType(), i32: ir.IntType(32),
@@ -110,10 +111,9 @@ def build_module(program: Program, name: str) -> tuple[ir.Module, Abi]:
     module = ir.Module(name=name)
     abi = Abi("diffc_" + c_name(name), tuple(v.type for v in program.inputs),
               tuple(a.type for a in program.outputs), symbols_of(program))
-    kernels = [_kernel_function(module, i, e, abi.symbols) for i, e in enumerate(program.eqns)]
-    scratch, staging = _workspace_vars(program)
-    _size_function(module, abi, scratch)
-    entry = _entry_function(module, abi, program, kernels, scratch, staging)
+    plan = plan_memory(program)
+    _size_function(module, abi, plan)
+    entry = _entry_function(module, abi, program, plan)
     _py_entry_function(module, abi, entry)
     return module, abi
 
@@ -122,49 +122,30 @@ def _arg_type(t: ArrayType):
     return LLVM_TYPES[t.dtype] if t.ndim == 0 else PTR
 
 
-def _kernel_function(module, index: int, eqn, symbols) -> ir.Function:
-    """An internal function computing one equation from noalias buffer pointers."""
-    var_inputs = [a for a in eqn.inputs if isinstance(a, Var)]
-    fnty = ir.FunctionType(ir.VoidType(), [PTR] * (len(eqn.outputs) + len(var_inputs)) +
-                           [I64] * len(symbols))
+def _kernel_function(module, index: int, eqn, symbols, arg_of: list[int]) -> ir.Function:
+    """An internal function computing one equation from noalias buffer pointers.
+
+    `arg_of` gives, for each var operand (outputs, then var inputs), the index of its pointer
+    argument: operands that share a buffer (an in-place update) share one argument.
+    """
+    n_args = max(arg_of, default=-1) + 1
+    fnty = ir.FunctionType(ir.VoidType(), [PTR] * n_args + [I64] * len(symbols))
     fn = ir.Function(module, fnty, f"k{index}_{eqn.prim.name}")
     fn.linkage = "internal"
     fn.attributes.add("nounwind")
-    args = iter(fn.args)
-    outputs = [Operand(v.type, next(args)) for v in eqn.outputs]
-    inputs = [Operand(a.type, const=ir.Constant(LLVM_TYPES[a.type.dtype], a.value))
-              if isinstance(a, Lit) else Operand(a.type, next(args)) for a in eqn.inputs]
-    for arg in fn.args[:len(outputs) + len(var_inputs)]:
+    for arg in fn.args[:n_args]:
         arg.add_attribute("noalias")
-    dims = dict(zip(symbols, fn.args[len(outputs) + len(var_inputs):], strict=True))
+    pointers = iter(fn.args[i] for i in arg_of)
+    outputs = [Operand(v.type, next(pointers)) for v in eqn.outputs]
+    inputs = [Operand(a.type, const=ir.Constant(LLVM_TYPES[a.type.dtype], a.value))
+              if isinstance(a, Lit) else Operand(a.type, next(pointers)) for a in eqn.inputs]
+    dims = dict(zip(symbols, fn.args[n_args:], strict=True))
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     kernel = Kernel(b, eqn, inputs, outputs, dims)
     lower = lower_elementwise if eqn.prim.elementwise else KERNELS[eqn.prim.name]
     lower(kernel)
     b.ret_void()
     return fn
-
-
-def _workspace_vars(program: Program) -> tuple[list[Var], dict[int, Var]]:
-    """Values needing workspace: everything bound by an equation that is not an output buffer,
-    plus a staging slot per update whose new value is itself an input (read before any write)."""
-    direct = set(map(id, _direct_outputs(program)))
-    scratch = [v for e in program.eqns for v in e.outputs if id(v) not in direct]
-    inputs = set(map(id, program.inputs))
-    staging = {id(v): Var(v.type) for _, v in program.updates
-               if isinstance(v, Var) and id(v) in inputs}
-    return scratch + list(staging.values()), staging
-
-
-def _direct_outputs(program: Program) -> list[Var | None]:
-    """Per output: the var computed straight into the output buffer, or None (copied after)."""
-    inputs, seen, out = set(map(id, program.inputs)), set(), []
-    for a in program.outputs:
-        direct = isinstance(a, Var) and id(a) not in inputs and id(a) not in seen
-        out.append(a if direct else None)
-        if isinstance(a, Var):
-            seen.add(id(a))
-    return out
 
 
 def _layout(b, types, dims):
@@ -179,10 +160,10 @@ def _layout(b, types, dims):
     return offsets, at
 
 
-def _size_function(module, abi: Abi, scratch) -> None:
+def _size_function(module, abi: Abi, plan: MemoryPlan) -> None:
     fn = ir.Function(module, ir.FunctionType(I64, [I64] * len(abi.symbols)), abi.workspace_size)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    _, total = _layout(b, [v.type for v in scratch], dict(zip(abi.symbols, fn.args, strict=True)))
+    _, total = _layout(b, plan.slots, dict(zip(abi.symbols, fn.args, strict=True)))
     b.ret(total)
 
 
@@ -198,42 +179,46 @@ def _copy(b, t: ArrayType, dst, src_atom, src_ptr, dims) -> None:
         b.store(value, b.gep(dst, [loop.index], source_etype=elt))
 
 
-def _entry_function(module, abi: Abi, program: Program, kernels, scratch,
-                    staging) -> ir.Function:
+def _entry_function(module, abi: Abi, program: Program, plan: MemoryPlan) -> ir.Function:
     fnty = ir.FunctionType(ir.VoidType(), [_arg_type(t) for t in abi.inputs] +
                            [PTR] * len(abi.outputs) + [I64] * len(abi.symbols) + [PTR])
     fn = ir.Function(module, fnty, abi.entry)
     n_in, n_out = len(abi.inputs), len(abi.outputs)
-    in_args, out_args = fn.args[:n_in], fn.args[n_in:n_in + n_out]
+    in_args, out_args = list(fn.args[:n_in]), fn.args[n_in:n_in + n_out]
     sym_args, workspace = fn.args[n_in + n_out:-1], fn.args[-1]
     dims = dict(zip(abi.symbols, sym_args, strict=True))
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    buffers: dict[int, ir.Value] = {}
-    for v, arg in zip(program.inputs, in_args, strict=True):
-        if v.type.ndim == 0:  # scalars live in a stack slot, so kernels see every value as memory
-            slot = b.alloca(LLVM_TYPES[v.type.dtype])
-            b.store(arg, slot)
-            arg = slot
-        buffers[id(v)] = arg
-    for v, arg in zip(_direct_outputs(program), out_args, strict=True):
-        if v is not None:
-            buffers[id(v)] = arg
-    offsets, _ = _layout(b, [v.type for v in scratch], dims)
-    for v, offset in zip(scratch, offsets, strict=True):
-        buffers[id(v)] = b.gep(workspace, [offset], source_etype=ir.IntType(8))
-    for e, kernel in zip(program.eqns, kernels, strict=True):
-        ptrs = [buffers[id(v)] for v in e.outputs] + [buffers[id(a)] for a in e.inputs
-                                                       if isinstance(a, Var)]
-        b.call(kernel, ptrs + list(sym_args))
-    for a, direct, arg in zip(program.outputs, _direct_outputs(program), out_args, strict=True):
-        if direct is None:
-            _copy(b, a.type, arg, a, buffers.get(id(a)), dims)
-    for v_id, slot in staging.items():  # read input-valued updates before any param is written
-        v = next(x for x in program.inputs if id(x) == v_id)
-        _copy(b, v.type, buffers[id(slot)], v, buffers[v_id], dims)
+    for i, t in enumerate(abi.inputs):
+        if t.ndim == 0:  # scalars live in a stack slot, so kernels see every value as memory
+            slot = b.alloca(LLVM_TYPES[t.dtype])
+            b.store(in_args[i], slot)
+            in_args[i] = slot
+    offsets, _ = _layout(b, plan.slots, dims)
+    homes = {"input": in_args, "output": out_args,
+             "slot": [b.gep(workspace, [o], source_etype=ir.IntType(8)) for o in offsets]}
+
+    def buffer(v: Var):
+        kind, k = plan.home[id(v)]
+        return homes[kind][k]
+
+    for index, e in enumerate(program.eqns):
+        operands = [buffer(v) for v in e.outputs] + [buffer(a) for a in e.inputs
+                                                      if isinstance(a, Var)]
+        distinct = list({id(p): p for p in operands}.values())
+        arg_of = [next(i for i, p in enumerate(distinct) if p is q) for q in operands]
+        kernel = _kernel_function(module, index, e, abi.symbols, arg_of)
+        b.call(kernel, distinct + list(sym_args))
+    for a, arg in zip(program.outputs, out_args, strict=True):
+        if not (isinstance(a, Var) and buffer(a) is arg):
+            _copy(b, a.type, arg, a, buffer(a) if isinstance(a, Var) else None, dims)
+    staged = {v_id: homes["slot"][slot] for v_id, slot in plan.staging.items()}
+    for v in program.inputs:  # read input-valued updates before any param is written
+        if id(v) in staged:
+            _copy(b, v.type, staged[id(v)], v, buffer(v), dims)
     for param, v in program.updates:
-        src = buffers[id(staging[id(v)])] if id(v) in staging else buffers.get(id(v))
-        _copy(b, v.type, buffers[id(param)], v, src, dims)
+        if id(v) not in plan.in_place:
+            src = staged.get(id(v)) or (buffer(v) if isinstance(v, Var) else None)
+            _copy(b, v.type, buffer(param), v, src, dims)
     b.ret_void()
     return fn
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from ..ir import Lit
 from .loops import I64, for_range, loop_nest
 from .scalar import EMITTERS, emit_exp, emit_log
 
@@ -269,6 +270,46 @@ def lower_softmax_cross_entropy_grad(k) -> None:
             out.store(b, at, b.fsub(out.load(b, at), gr))
 
 
+def lower_fused(k) -> None:
+    """One loop nest over the group's shape; body values live in registers, never in memory.
+
+    Full-shape inputs are read at the current element, rank-0 inputs once; `broadcast_in_dim`
+    and `outer` read their (smaller) inputs at the mapped index.
+    """
+    b, body = k.b, k.params["body"]
+    shape = body.outputs[0].type.shape
+    flat = not any(e.prim.name in ("broadcast_in_dim", "outer") for e in body.eqns)
+    operand = {id(v): op for v, op in zip(body.inputs, k.inputs, strict=True)}
+    scalars = {id(v): operand[id(v)].load(b, _c(I64, 0)) for v in body.inputs if v.type.ndim == 0}
+    loop = for_range(b, k.size(shape)) if flat else loop_nest(b, [k.dim(d) for d in shape])
+    with loop as it:
+        at = it.index if flat else k.offset(shape, it)
+        env = dict(scalars)
+
+        def value(a):
+            if isinstance(a, Lit):
+                return _c(k.ty, a.value)
+            if id(a) not in env:  # a full-shape input, read at this element
+                env[id(a)] = operand[id(a)].load(b, at)
+            return env[id(a)]
+
+        for e in body.eqns:
+            if e.prim.name == "broadcast_in_dim" and e.inputs[0].type.ndim > 0:
+                x = e.inputs[0]
+                src = k.offset(x.type.shape, [it[d] for d in e.params["broadcast_dimensions"]])
+                result = operand[id(x)].load(b, src)
+            elif e.prim.name == "broadcast_in_dim":
+                result = value(e.inputs[0])
+            elif e.prim.name == "outer":
+                x, y = e.inputs
+                result = b.fmul(operand[id(x)].load(b, it[0]), operand[id(y)].load(b, it[1]))
+            else:
+                result = EMITTERS[e.prim.name](b, k.ty, *map(value, e.inputs), **e.params)
+            env[id(e.outputs[0])] = result
+        for v, out in zip(body.outputs, k.outputs, strict=True):
+            out.store(b, at, env[id(v)])
+
+
 KERNELS = {
     "broadcast_in_dim": lower_broadcast_in_dim,
     "reshape": lower_copy,
@@ -279,6 +320,7 @@ KERNELS = {
     "outer": lower_outer,
     "unpick": lower_unpick,
     "softmax_cross_entropy_grad": lower_softmax_cross_entropy_grad,
+    "fused": lower_fused,
     "matvec": lower_matvec,
     "matmul": lower_matmul,
     "softmax": lower_softmax,

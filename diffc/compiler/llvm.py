@@ -43,7 +43,6 @@ class Compiled:
 
     llvm_ir: str  # after optimization
     object_code: bytes
-    asm: str
 
 
 def compile_module(module: ir.Module) -> Compiled:
@@ -56,9 +55,15 @@ def compile_module(module: ir.Module) -> Compiled:
     pto = llvm.create_pipeline_tuning_options(speed_level=3)
     pto.loop_vectorization = True
     pto.slp_vectorization = True
+    pto.loop_unrolling = False  # full unrolling of static loops bloats code 6x for no speed-up
     pb = llvm.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(mod, pb)
-    return Compiled(str(mod), tm.emit_object(mod), tm.emit_assembly(mod))
+    return Compiled(str(mod), tm.emit_object(mod))
+
+
+def assembly(optimized_llvm_ir: str) -> str:
+    """The host assembly of optimized LLVM IR (made on demand: it costs as much as the object)."""
+    return target_machine().emit_assembly(llvm.parse_assembly(optimized_llvm_ir))
 
 
 def load_object(object_code: bytes, symbols: list[str], name: str):

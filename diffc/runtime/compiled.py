@@ -19,11 +19,15 @@ class CompiledProgram:
         module, abi = codegen.build_module(optimized, name)
         compiled = llvm.compile_module(module)
         self.program, self.abi = optimized, abi
-        self.llvm_ir, self.asm, self.object_code = compiled.llvm_ir, compiled.asm, \
-            compiled.object_code
+        self.llvm_ir, self.object_code = compiled.llvm_ir, compiled.object_code
         symbols = [abi.entry, abi.py_entry, abi.workspace_size]
         self._handle, addresses = llvm.load_object(compiled.object_code, symbols, abi.entry)
-        self._invoker = Invoker(abi, signature, addresses, label_bounds(optimized))
+        written = tuple(optimized.inputs.index(p) for p, _ in optimized.updates)
+        self.invoker = Invoker(abi, signature, addresses, label_bounds(optimized), written)
+
+    @property
+    def asm(self) -> str:
+        return llvm.assembly(self.llvm_ir)
 
     def __call__(self, *args, **kwargs) -> list:
-        return self._invoker(*args, **kwargs)
+        return self.invoker(*args, **kwargs)

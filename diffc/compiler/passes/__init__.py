@@ -8,8 +8,9 @@ from __future__ import annotations
 from ...ir import Program
 from .cse import cse
 from .dce import dce
+from .fuse import fuse
 
-PIPELINE = [cse, dce]
+PIPELINE = [cse, dce, fuse]  # then codegen's plan_memory (memory.py) places every value
 
 
 def optimize(program: Program) -> Program:

@@ -1,0 +1,107 @@
+"""Optimizers as IR: the update of each parameter appended to a gradient program.
+
+Input: the program of `ad.vjp` (loss, then one gradient per param) and an optimizer.
+Output: the train-step program. Its inputs are the function's inputs, then `lr` and `t` (the
+1-based step number) as runtime scalars, then the optimizer state (one array per param and
+state slot); its output is the loss; its `updates` replace each param and state array with its
+new value, in place. The rules are exactly torch.optim's SGD and Adam (dampening 0, no amsgrad):
+state starts at zero, and SGD's zero momentum buffer makes torch's first step `buf = g` fall out.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import SignatureError
+from .ir import Lit, Program, Var
+from .trace import TraceContext, Tracer, elementwise, replay
+from .types import ArrayType
+
+
+@dataclass
+class SGD:
+    """torch.optim.SGD: p -= lr * (g + wd p), with optional (Nesterov) momentum."""
+
+    lr: float
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        _check_hyper("SGD", lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        if self.nesterov and self.momentum <= 0:
+            raise ValueError("SGD: nesterov needs momentum > 0")
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return ("momentum_buffer",) if self.momentum else ()
+
+    def update(self, p, g, state: list, lr, t) -> tuple:
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        new_state = []
+        if self.momentum:
+            buf = self.momentum * state[0] + g
+            g = g + self.momentum * buf if self.nesterov else buf
+            new_state = [buf]
+        return p - lr * g, new_state
+
+
+@dataclass
+class Adam:
+    """torch.optim.Adam (L2 weight decay added to the gradient, bias-corrected moments)."""
+
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        b1, b2 = self.betas
+        _check_hyper("Adam", lr=self.lr, eps=self.eps, weight_decay=self.weight_decay)
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"Adam: betas must lie in [0, 1), got {self.betas}")
+
+    state_names = ("exp_avg", "exp_avg_sq")
+
+    def update(self, p, g, state: list, lr, t) -> tuple:
+        b1, b2 = self.betas
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        m = b1 * state[0] + (1 - b1) * g
+        v = b2 * state[1] + (1 - b2) * (g * g)
+        correction1 = 1 - elementwise("exp", t * math.log(b1)) if b1 else 1.0  # 1 - b1**t
+        correction2 = 1 - elementwise("exp", t * math.log(b2)) if b2 else 1.0
+        denom = v ** 0.5 / correction2 ** 0.5 + self.eps
+        return p - (lr / correction1) * (m / denom), [m, v]
+
+
+def _check_hyper(name: str, **values) -> None:
+    for k, v in values.items():
+        if not isinstance(v, int | float) or isinstance(v, bool) or not v >= 0:
+            raise ValueError(f"{name}: {k} must be a number >= 0, got {v!r}")
+
+
+def train_program(grad_program: Program, param_indices: list[int], optimizer) -> Program:
+    """Append the optimizer's update of each param to a (loss, *grads) program."""
+    params = [grad_program.inputs[i] for i in param_indices]
+    dtypes = {p.type.dtype for p in params}
+    if len(dtypes) != 1:
+        raise SignatureError(f"train_step: params must share one dtype, got "
+                             f"{sorted(d.name for d in dtypes)}")
+    scalar = ArrayType(dtypes.pop(), ())
+    ctx = TraceContext()
+    inputs = [Var(v.type) for v in grad_program.inputs]
+    lr, t = Var(scalar), Var(scalar)
+    states = [[Var(p.type) for _ in optimizer.state_names] for p in params]
+    args = [Tracer(ctx, v) for v in inputs]
+    _, (loss, *grads) = replay(ctx, grad_program, args)
+    updates = []
+    for i, g, state in zip(param_indices, grads, states, strict=True):
+        new_p, new_state = optimizer.update(args[i], g, [Tracer(ctx, s) for s in state],
+                                            Tracer(ctx, lr), Tracer(ctx, t))
+        updates.append((inputs[i], new_p.var))
+        updates.extend((s, n.var) for s, n in zip(state, new_state, strict=True))
+    all_inputs = tuple(inputs) + (lr, t) + tuple(s for st in states for s in st)
+    return Program(all_inputs, ctx.eqns, (loss if isinstance(loss, Lit) else loss.var,),
+                   tuple(updates))
