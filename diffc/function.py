@@ -31,9 +31,13 @@ class CompiledFunction:
     def compile(self):
         """Build native code now (it is otherwise built on the first call); returns self."""
         if self._compiled is None:
-            from .runtime import CompiledProgram  # the runtime loads llvmlite lazily
-            self._compiled = CompiledProgram(self.program, self.signature, self.name)
+            from .runtime.compiled import CompiledProgram  # imports llvmlite: only now
+            self._compiled = CompiledProgram(self.program, self.signature, self.name,
+                                             **self._compile_options())
         return self
+
+    def _compile_options(self) -> dict:
+        return {}
 
     @property
     def llvm_ir(self) -> str:

@@ -8,14 +8,29 @@ and returns the loss before the update. It owns the optimizer state and the step
 """
 from __future__ import annotations
 
+import ctypes
+import sys
+import time
+from dataclasses import dataclass
+
 import numpy as np
 
 from .ad import vjp
-from .errors import SignatureError
+from .errors import ArgumentError, SignatureError
 from .function import CompiledFunction
 from .optim import SGD, train_program
+from .runtime.call import _data_address
 from .transforms import _as_function, _wrt_names
 from .types import ArrayType, Param, Signature
+
+# what each input of the step entry is to the native fit loop (compiler/fitloop.py)
+FIXED, STEP, SAMPLE, BATCH = "fixed", "step", "sample", "batch"
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    kinds: tuple[str, ...]  # per entry input: FIXED, STEP (the step number t), SAMPLE or BATCH
+    batch_symbol: str | None  # the symbol the BATCH inputs' leading dim is declared with
 
 
 class TrainStep(CompiledFunction):
@@ -45,6 +60,15 @@ class TrainStep(CompiledFunction):
         self.user_signature = f.signature
         self.lr = self.optimizer.lr
         self.steps = 0  # the number of updates applied since construction or reset()
+        self._data = [i for i, p in enumerate(f.signature.params) if p.name not in self.params]
+        self._batch_symbol = _batch_symbol([f.signature.params[i] for i in self._data])
+
+    def _compile_options(self) -> dict:
+        data_kind = BATCH if self._batch_symbol else SAMPLE
+        kinds = [data_kind if i in self._data else FIXED
+                 for i in range(len(self.user_signature.params))]
+        kinds += [FIXED, STEP] + [FIXED] * len(self._state)
+        return {"fit_spec": FitSpec(tuple(kinds), self._batch_symbol)}
 
     @property
     def lr(self) -> float:
@@ -69,6 +93,147 @@ class TrainStep(CompiledFunction):
         (loss,) = compiled(*values, self._lr, self.steps + 1, *self._state)
         self.steps += 1
         return loss
+
+
+    def fit(self, *args, batch_size: int | None = None, epochs: int = 1, shuffle: bool = True,
+            seed: int = 0, progress: bool = False, **kwargs) -> np.ndarray:
+        """Train over a data set in native code; returns the loss of every step (float64).
+
+        The data arguments (the non-param ones) carry a leading sample axis of length N. With a
+        symbolic leading dim (a batched function) each step takes `batch_size` samples (default
+        32), the last step of an epoch the rest; otherwise each step takes one sample. Epoch e
+        of this call visits the samples in the order of a permutation drawn from (seed, e), or
+        in order without `shuffle`.
+        """
+        compiled = self._compiled or self.compile()._compiled
+        values = compiled.invoker.bind(args, kwargs, len(self.user_signature.params))
+        n, batch, dims = self._check_fit(compiled.invoker, values, batch_size, epochs)
+        per_epoch = -(-n // batch)
+        losses = np.empty(epochs * per_epoch, self.signature.result.dtype.np_dtype)
+        native = _NativeFit(compiled, self, values, batch, dims)
+        bar = _Progress(epochs * per_epoch, batch) if progress else None
+        for epoch in range(epochs):
+            order = (np.random.default_rng([seed, epoch]).permutation(n) if shuffle
+                     else np.arange(n)).astype(np.int64)
+            epoch_losses = losses[epoch * per_epoch:(epoch + 1) * per_epoch]
+            done = 0
+            while done < per_epoch:  # one native call per epoch, or ~0.1 s chunks for progress
+                last = per_epoch if bar is None else min(per_epoch, done + bar.chunk)
+                native.run(order, done, last, n, epoch_losses, self.steps - done)
+                self.steps += last - done
+                if bar is not None:
+                    bar.update(last - done, float(epoch_losses[last - 1]))
+                done = last
+        if bar is not None:
+            bar.close()
+        return losses.astype(np.float64)
+
+    def _check_fit(self, invoker, values: list, batch_size, epochs) -> tuple[int, int, tuple]:
+        """Validate fit's arguments as one step's (on the first sample or batch), then as a
+        whole (sample counts, label ranges, overlap with the params); nothing runs before."""
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ArgumentError(f"epochs: expected an int >= 0, got {epochs!r}")
+        names = self.user_signature.names
+        counts = {}
+        for i in self._data:
+            a = values[i]
+            if not isinstance(a, np.ndarray) or a.ndim < 1:
+                raise ArgumentError(f"{names[i]}: expected a numpy array with a leading sample "
+                                    f"axis, got {type(a).__name__}")
+            counts[names[i]] = a.shape[0]
+        if len(set(counts.values())) != 1 or 0 in counts.values():
+            raise ArgumentError(f"{', '.join(counts)}: the data arguments need one common "
+                                f"number of samples >= 1, got {counts}")
+        n = next(iter(counts.values()))
+        if self._batch_symbol is None:
+            if batch_size not in (None, 1):
+                raise ArgumentError(f"batch_size: {self.function.name} takes one sample per "
+                                    f"step (it has no symbolic batch dim), got {batch_size!r}")
+            batch = 1
+        else:
+            batch = 32 if batch_size is None else batch_size
+            if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+                raise ArgumentError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+            batch = min(batch, n)
+        one = [values[i][:batch] if i in self._data and self._batch_symbol else
+               values[i][0] if i in self._data else values[i] for i in range(len(values))]
+        extra = [self._lr, 1.0, *self._state]
+        symbols = invoker.check(one + extra)
+        for i in self._data:
+            if not values[i].flags.c_contiguous:
+                raise ArgumentError(f"{names[i]}: expected a C-contiguous array, got a "
+                                    f"non-contiguous {values[i].dtype} {values[i].shape}")
+            if i in invoker.labels:
+                classes = invoker.labels[i]
+                invoker._check_labels(names[i], values[i], symbols.get(classes, classes))
+        invoker._check_written(values + extra)
+        return n, batch, tuple(symbols[d] for d in invoker.abi.symbols)
+
+
+def _batch_symbol(data_params) -> str | None:
+    """The symbol every data param's leading dim is declared with, or None (per-sample)."""
+    leading = {p.type.shape[0] if p.type.ndim else None for p in data_params}
+    if len(leading) == 1 and isinstance(next(iter(leading)), str):
+        return leading.pop()
+    if any(isinstance(d, str) for d in leading):
+        names = ", ".join(p.name for p in data_params)
+        raise SignatureError(f"train_step: the data parameters ({names}) must all have the same "
+                             f"symbolic leading (batch) dim, or none")
+    return None
+
+
+class _NativeFit:
+    """The pointer tables and staging buffers of one fit call, and the native loop."""
+
+    def __init__(self, compiled, step: TrainStep, values: list, batch: int, dims: tuple):
+        abi = compiled.abi
+        self.lr = np.array(step.lr, abi.inputs[len(values)].dtype.np_dtype)
+        self.t0 = np.array(0, abi.inputs[len(values) + 1].dtype.np_dtype)
+        inputs = values + [self.lr, self.t0] + step._state
+        self.buffers = [a if isinstance(a, np.ndarray) else np.array(a, t.dtype.np_dtype)
+                        for a, t in zip(inputs, abi.inputs, strict=True)]
+        self.table = np.array([_data_address(a) for a in self.buffers], np.uint64)
+        self.staging = [np.empty((batch,) + a.shape[1:], a.dtype)
+                        if i in step._data and step._batch_symbol else None
+                        for i, a in enumerate(self.buffers)]
+        self.staging_table = np.array([0 if a is None else _data_address(a)
+                                       for a in self.staging], np.uint64)
+        self.batch, self.dims, self.invoker = batch, dims, compiled.invoker
+        argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 2
+        self.fn = ctypes.CFUNCTYPE(None, *argtypes, *[ctypes.c_int64] * len(dims),
+                                   ctypes.c_void_p)(compiled.addresses[abi.fit_entry])
+
+    def run(self, order: np.ndarray, first: int, last: int, n: int, losses: np.ndarray,
+            t0: int) -> None:
+        self.t0[()] = t0
+        with self.invoker._lock:
+            self.fn(self.table.ctypes.data, order.ctypes.data, first, last, self.batch, n,
+                    losses.ctypes.data, self.staging_table.ctypes.data, *self.dims,
+                    self.invoker._workspace_for(self.dims))
+
+
+class _Progress:
+    """A one-line progress bar on stderr: steps, last loss, samples per second."""
+
+    def __init__(self, total: int, batch: int):
+        self.total, self.batch, self.done = total, batch, 0
+        self.start = time.perf_counter()
+        self.chunk = 1  # grows until a chunk takes about 0.1 s
+
+    def update(self, steps: int, loss: float) -> None:
+        self.done += steps
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        self.chunk = max(1, min(self.total, int(0.1 * self.done / elapsed)))
+        width = 30
+        filled = width * self.done // max(self.total, 1)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                         f"steps  loss {loss:.4f}  {self.done * self.batch / elapsed:,.0f} "
+                         f"samples/s")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
 
 
 def train_step(f, params, optimizer=None) -> TrainStep:

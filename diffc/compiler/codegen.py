@@ -45,6 +45,10 @@ class Abi:
     def workspace_size(self) -> str:
         return self.entry + "_workspace_size"
 
+    @property
+    def fit_entry(self) -> str:
+        return self.entry + "_fit"
+
 
 class Operand:
     """An equation's input or output inside a kernel: a typed pointer, or a literal."""

@@ -137,6 +137,22 @@ class Invoker:
             self._check_written(values)
         return symbols
 
+    def _check_symbolic(self, name: str, t: ArrayType, a, symbols: dict) -> None:
+        """Shape check of an array whose type has symbolic dims (or a wrong static shape)."""
+        if a.ndim != t.ndim:
+            raise ArgumentError(f"{name}: expected {t}, got {_describe(a)}")
+        for d, s in zip(t.shape, a.shape):
+            if isinstance(d, int):
+                if d != s:
+                    raise ArgumentError(f"{name}: expected {t}, got {_describe(a)}")
+            elif symbols.setdefault(d, s) != s:
+                first = next(p.name for p, v in zip(self.signature.params, self.abi.inputs)
+                             if d in v.shape)
+                raise ArgumentError(f"{name}: expected {t} with {d}={symbols[d]} (as bound by "
+                                    f"{first}), got {_describe(a)}")
+            elif s < 1:
+                raise ArgumentError(f"{name}: dimension {d} must be >= 1, got {_describe(a)}")
+
     def _check_written(self, values: list) -> None:
         """Arrays updated in place must be writable and share memory with no other argument."""
         spans = []

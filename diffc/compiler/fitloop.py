@@ -1,0 +1,77 @@
+"""The native training loop behind `TrainStep.fit`: whole epochs without returning to Python.
+
+Input: the module and `Abi` of a train-step program, and a `FitSpec` saying what each entry
+input is. Output: `diffc_<name>_fit` in the module:
+
+    void fit(void **table, const int64_t *perm, int64_t first, int64_t last, int64_t batch,
+             int64_t n, T *losses, void **staging, int64_t dims..., void *workspace)
+
+runs steps `first <= s < last` of an epoch over `n` samples taken in the order `perm`.
+`table[i]` points at entry input i: a param, state or other fixed buffer or scalar; for the step
+number, a scalar `t0` (step s gets `t0 + s + 1`); for data, the whole data set. A per-sample
+input of step s is row `perm[s]` of its data (no copy); a batch input gathers rows
+`perm[s*batch ...]` (the last batch takes the rest) into `staging[i]` and binds the batch symbol
+to the rows taken. Step s writes its loss to `losses[s]`.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from ..train import FIXED, SAMPLE, STEP, FitSpec
+from .codegen import LLVM_TYPES, PTR, Abi, product
+from .loops import I64, for_range
+
+
+def build_fit(module: ir.Module, abi: Abi, entry: ir.Function, spec: FitSpec) -> None:
+    loss_type = LLVM_TYPES[abi.outputs[0].dtype]
+    fnty = ir.FunctionType(ir.VoidType(), [PTR, PTR, I64, I64, I64, I64, PTR, PTR] +
+                           [I64] * len(abi.symbols) + [PTR])
+    fn = ir.Function(module, fnty, abi.fit_entry)
+    table, perm, first, last, batch, n, losses, staging = fn.args[:8]
+    fixed_dims = dict(zip(abi.symbols, fn.args[8:-1], strict=True))
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+
+    def slot(array, i):
+        return b.load(b.gep(array, [ir.Constant(I64, i)], source_etype=PTR), typ=PTR)
+
+    def perm_at(i):
+        return b.load(b.gep(perm, [i], source_etype=I64), typ=I64)
+
+    with for_range(b, b.sub(last, first), name="s") as loop:
+        s = b.add(first, loop.index)
+        start = b.mul(s, batch)
+        rest = b.sub(n, start)
+        size = b.select(b.icmp_signed("<", rest, batch), rest, batch)
+        dims = dict(fixed_dims)
+        if spec.batch_symbol is not None:
+            dims[spec.batch_symbol] = size
+        args = []
+        for i, (t, kind) in enumerate(zip(abi.inputs, spec.kinds, strict=True)):
+            elt, src = LLVM_TYPES[t.dtype], slot(table, i)
+            if kind == FIXED:
+                args.append(b.load(src, typ=elt) if t.ndim == 0 else src)
+            elif kind == STEP:
+                args.append(b.fadd(b.load(src, typ=elt), b.sitofp(b.add(s, ir.Constant(I64, 1)),
+                                                                  elt)))
+            elif kind == SAMPLE:
+                row = b.mul(perm_at(start), product(b, [_dim(d, dims) for d in t.shape]))
+                args.append(b.load(b.gep(src, [row], source_etype=elt), typ=elt) if t.ndim == 0
+                            else b.gep(src, [row], source_etype=elt))
+            else:  # BATCH: gather this step's rows
+                stage = slot(staging, i)
+                width = product(b, [_dim(d, dims) for d in t.shape[1:]])
+                with for_range(b, size, name="r") as r:
+                    src_row = b.mul(perm_at(b.add(start, r.index)), width)
+                    dst_row = b.mul(r.index, width)
+                    with for_range(b, width, name="c") as c:
+                        value = b.load(b.gep(src, [b.add(src_row, c.index)], source_etype=elt),
+                                       typ=elt)
+                        b.store(value, b.gep(stage, [b.add(dst_row, c.index)], source_etype=elt))
+                args.append(stage)
+        out = b.gep(losses, [s], source_etype=loss_type)
+        b.call(entry, args + [out] + [dims[d] for d in abi.symbols] + [fn.args[-1]])
+    b.ret_void()
+
+
+def _dim(d, dims):
+    return ir.Constant(I64, d) if isinstance(d, int) else dims[d]
