@@ -174,6 +174,8 @@ def _annotations(fn) -> dict:
     """Annotations with string annotations (PEP 563) evaluated in the function's globals."""
     raw = dict(getattr(fn, "__annotations__", {}))
     env = dict(getattr(fn, "__globals__", {}))
+    if any(isinstance(a, str) for a in raw.values()) and getattr(fn, "__closure__", None):
+        env.update(inspect.getclosurevars(fn).nonlocals)  # a function defined in a function
     out = {}
     for key, ann in raw.items():
         if isinstance(ann, str):

@@ -184,6 +184,12 @@ class Invoker:
         if t.dtype.is_float:
             if not isinstance(a, _NUMBERS):
                 raise ArgumentError(f"{name}: expected a {t} number, got {_describe(a)}")
+            if isinstance(a, int):
+                try:
+                    float(a)
+                except OverflowError:
+                    raise ArgumentError(f"{name}: expected a {t} number, got an int too large "
+                                        f"for a float ({_describe(a)})") from None
             return
         lo, hi = _INT_RANGE[t.dtype.name]
         if not isinstance(a, _INTEGERS) or not lo <= a <= hi:

@@ -1,0 +1,310 @@
+"""The call path: argument validation, binding, result types and function attributes."""
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import diffc
+from diffc import ArgumentError, f32, f64, i32, i64, nn
+
+
+@diffc.function
+def scaled(W: f64[3, 4], x: f64[4], lr: f64, k: i32) -> f64:
+    return nn.softmax_cross_entropy(nn.dense(W, x) * lr, k)
+
+
+@diffc.function
+def rowdot(X: f64["B", 4], Y: f64["B", 4]) -> f64["B"]:
+    return (X * Y).sum(1)
+
+
+@diffc.function
+def sce_symbolic(z: f64["B", "C"], y: i32["B"]) -> f64:
+    return nn.softmax_cross_entropy(z, y)
+
+
+@diffc.function
+def ce_static(z: f64["B", 5], y: i64["B"]) -> f64:
+    return nn.cross_entropy(nn.softmax(z), y)
+
+
+@diffc.function
+def ce_sample(z: f64[5], y: i64) -> f64:
+    return nn.softmax_cross_entropy(z, y)
+
+
+@diffc.function
+def total32(x: f32[4]) -> f32:
+    return x.sum()
+
+
+@diffc.function
+def unused_ints(a: i64, b: i32, x: f64[2]) -> f64:
+    return x.sum()
+
+
+W = np.arange(12.0).reshape(3, 4) / 10
+X = np.array([1.0, -2.0, 0.5, 4.0])
+
+
+def scaled_ref(W, x, lr, k):
+    z = (W @ x) * lr
+    return np.log(np.exp(z - z.max()).sum()) + z.max() - z[k]
+
+
+def expect_error(call, *fragments):
+    """call() raises ArgumentError whose message holds every fragment."""
+    with pytest.raises(ArgumentError) as info:
+        call()
+    for fragment in fragments:
+        assert fragment in str(info.value), (fragment, str(info.value))
+
+
+# ----------------------------------------------------------------------------- arrays
+
+@pytest.mark.parametrize("bad, given", [
+    (X.astype(np.float32), "float32"),
+    (X.astype(np.int64), "int64"),
+    (np.ones(5), "(5,)"),
+    (np.ones(3), "(3,)"),
+    (np.ones((1, 4)), "(1, 4)"),
+    (np.ones((4, 1)), "(4, 1)"),
+    (np.float64(1.0), "float64"),
+    (np.array(1.0), "()"),
+], ids=["f32", "i64", "long", "short", "rank2", "rank2t", "npscalar", "rank0"])
+def test_wrong_array_dtype_shape_or_rank(bad, given):
+    expect_error(lambda: scaled(W, bad, 1.0, 0), "x", "f64[4]", given)
+
+
+def test_wrong_matrix_shape():
+    expect_error(lambda: scaled(W.T.copy(), X, 1.0, 0), "W", "f64[3,4]", "(4, 3)")
+
+
+def test_symbolic_dim_bound_two_ways_names_both_parameters():
+    expect_error(lambda: rowdot(np.ones((3, 4)), np.ones((5, 4))), "Y", "X", "B", "3", "(5, 4)")
+    expect_error(lambda: rowdot(np.ones((3, 4)), np.ones((3, 5))), "Y", "f64[B,4]", "(3, 5)")
+
+
+def test_symbolic_dim_must_be_positive():
+    expect_error(lambda: rowdot(np.ones((0, 4)), np.ones((0, 4))), "X", "B", "(0, 4)")
+
+
+@pytest.mark.parametrize("w, x, name, given", [
+    (W, np.ones(8)[::2], "x", "(4,)"),
+    (W, np.ones((4, 2))[:, 0], "x", "(4,)"),
+    (W, X[::-1], "x", "(4,)"),
+    (np.asfortranarray(W), X, "W", "(3, 4)"),
+], ids=["stride2", "column", "reversed", "fortran"])
+def test_non_contiguous_array(w, x, name, given):
+    expect_error(lambda: scaled(w, x, 1.0, 0), name, "contiguous", "float64", given)
+
+
+@pytest.mark.parametrize("bad, given", [([1.0, 2.0, 3.0, 4.0], "list"), (None, "None"),
+                                        ("abcd", "str"), ((1.0, 2.0, 3.0, 4.0), "tuple"),
+                                        (3.0, "float")])
+def test_non_array_for_an_array_parameter(bad, given):
+    expect_error(lambda: scaled(W, bad, 1.0, 0), "x", "f64[4]", given)
+
+
+def test_read_only_and_sliced_contiguous_inputs_are_accepted():
+    x = X.copy()
+    x.flags.writeable = False
+    rows = np.arange(24.0).reshape(6, 4)[1:4]  # a contiguous view with an offset
+    assert scaled(rows, x, 0.5, 2) == pytest.approx(scaled_ref(rows, x, 0.5, 2), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- scalars
+
+@pytest.mark.parametrize("bad, given", [("0.1", "str"), (True, "bool"), (None, "None"),
+                                        (1j, "complex"), (np.ones(1), "(1,)"),
+                                        (np.bool_(False), "bool")])
+def test_bad_float_scalar(bad, given):
+    expect_error(lambda: scaled(W, X, bad, 0), "lr", "f64", given)
+
+
+@pytest.mark.parametrize("bad, given", [("1", "str"), (False, "bool"), (1.0, "1.0"),
+                                        (2 ** 31, "2147483648"), (-2 ** 31 - 1, "-2147483649"),
+                                        (np.int64(2 ** 40), str(2 ** 40))])
+def test_bad_int_scalar(bad, given):
+    expect_error(lambda: scaled(W, X, 1.0, bad), "k", "i32", given)
+
+
+def test_i64_scalar_out_of_range():
+    expect_error(lambda: unused_ints(2 ** 63, 0, np.ones(2)), "a", "i64", str(2 ** 63))
+    expect_error(lambda: unused_ints(-2 ** 63 - 1, 0, np.ones(2)), "a", "i64")
+    expect_error(lambda: unused_ints(np.uint64(2 ** 64 - 1), 0, np.ones(2)), "a", "i64")
+
+
+def test_integer_scalars_at_the_limits_are_accepted():
+    for a, b in [(2 ** 63 - 1, 2 ** 31 - 1), (-2 ** 63, -2 ** 31), (np.int64(5), np.int32(-5)),
+                 (np.uint64(7), np.array(3, np.int32))]:
+        assert unused_ints(a, b, np.array([1.0, 2.5])) == 3.5
+
+
+def test_float_scalar_too_large_for_the_dtype():
+    expect_error(lambda: scaled(W, X, 10 ** 400, 0), "lr", "f64")
+
+
+def test_scalar_values_in_range_and_numpy_scalars_are_accepted():
+    for lr, k in [(1, 2), (np.float32(0.5), 0), (np.float64(2.0), np.int64(1)),
+                  (np.array(0.25), np.array(2, np.int32)), (np.int16(3), np.uint8(1))]:
+        expected = scaled_ref(W, X, float(lr), int(k))
+        assert scaled(W, X, lr, k) == pytest.approx(expected, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- binding
+
+def test_missing_argument():
+    expect_error(lambda: scaled(W, X, 1.0), "k", "missing")
+    expect_error(lambda: scaled(W, lr=1.0, k=0), "x", "missing")
+
+
+def test_extra_positional_argument():
+    expect_error(lambda: scaled(W, X, 1.0, 0, 5), "4", "5", "W, x, lr, k")
+
+
+def test_unknown_keyword():
+    expect_error(lambda: scaled(W, X, 1.0, 0, z=5), "z", "W, x, lr, k")
+    expect_error(lambda: scaled(W, X, 1.0, kk=0), "kk")
+
+
+def test_same_argument_twice():
+    expect_error(lambda: scaled(W, X, 1.0, 0, W=W), "W", "twice")
+    expect_error(lambda: scaled(W, X, 1.0, x=X), "x", "twice")
+
+
+def test_keyword_calls_equal_positional_calls():
+    positional = scaled(W, X, 0.5, 1)
+    assert positional == pytest.approx(scaled_ref(W, X, 0.5, 1), rel=1e-12)
+    assert scaled(W=W, x=X, lr=0.5, k=1) == positional
+    assert scaled(k=1, lr=0.5, x=X, W=W) == positional
+    assert scaled(W, X, k=1, lr=0.5) == positional
+    assert scaled(W, lr=0.5, k=1, x=X) == positional
+
+
+# ----------------------------------------------------------------------------- labels
+
+Z = np.random.default_rng(0).standard_normal((3, 5))
+
+
+@pytest.mark.parametrize("fn, dtype", [(sce_symbolic, np.int32), (ce_static, np.int64)],
+                         ids=["softmax_cross_entropy", "cross_entropy"])
+@pytest.mark.parametrize("labels, given", [([0, -1, 4], "-1"), ([0, 5, 1], "5"),
+                                           ([2 ** 31 - 1, 1, 1], str(2 ** 31 - 1))])
+def test_labels_out_of_range(fn, dtype, labels, given):
+    expect_error(lambda: fn(Z, np.array(labels, dtype)), "y", "5", given)
+
+
+def test_labels_in_range_are_accepted():
+    y = np.array([4, 0, 2])
+    shifted = Z - Z.max(1, keepdims=True)
+    ref = -(shifted[np.arange(3), y] - np.log(np.exp(shifted).sum(1))).mean()
+    assert sce_symbolic(Z, y.astype(np.int32)) == pytest.approx(ref, rel=1e-12)
+    assert ce_static(Z, y) == pytest.approx(ref, rel=1e-12)
+
+
+@pytest.mark.parametrize("label", [-1, 5, 2 ** 40])
+def test_scalar_label_out_of_range(label):
+    expect_error(lambda: ce_sample(Z[0], label), "y", "5", str(label))
+
+
+def test_label_dtype_mismatch():
+    expect_error(lambda: sce_symbolic(Z, np.array([0, 1, 2], np.int64)), "y", "i32[B]", "int64")
+    expect_error(lambda: ce_static(Z, np.array([0.0, 1.0, 2.0])), "y", "i64[B]", "float64")
+
+
+# ----------------------------------------------------------------------------- results, attributes
+
+def test_scalar_results_are_python_floats():
+    out32, out64 = total32(np.ones(4, np.float32)), ce_sample(Z[0], 2)
+    assert type(out32) is float and out32 == 4.0
+    assert type(out64) is float
+
+
+def test_signature_attribute():
+    sig = scaled.signature
+    assert str(sig) == "(W: f64[3,4], x: f64[4], lr: f64, k: i32) -> f64"
+    assert sig.names == ("W", "x", "lr", "k")
+    assert sig.param("x").type == f64[4] and sig.param("k").type.shape == ()
+    assert sig.result == f64[()] and unused_ints.signature.param("b").type == i32[()]
+    assert str(rowdot.signature) == "(X: f64[B,4], Y: f64[B,4]) -> f64[B]"
+
+
+def test_compile_returns_the_function():
+    @diffc.function
+    def twice(x: f64[2]) -> f64[2]:
+        return x + x
+
+    assert twice.compile() is twice
+    assert twice.compile() is twice
+    np.testing.assert_array_equal(twice(np.array([1.0, 2.5])), [2.0, 5.0])
+
+
+def test_rejected_calls_leave_the_function_usable():
+    expect_error(lambda: rowdot(np.ones((3, 4)), np.ones((5, 4))), "Y")
+    x, y = np.arange(8.0).reshape(2, 4), np.ones((2, 4))
+    np.testing.assert_array_equal(rowdot(x, y), [6.0, 22.0])
+
+
+# ----------------------------------------------------------------------------- no crashes
+
+GARBAGE = textwrap.dedent("""
+    import numpy as np
+    import diffc
+    from diffc import nn, f64, i32
+
+    @diffc.function
+    def f(W: f64[3, 4], x: f64[4], lr: f64, k: i32) -> f64:
+        return nn.softmax_cross_entropy(nn.dense(W, x) * lr, k)
+
+    @diffc.function
+    def g(z: f64["B", "C"], y: i32["B"]) -> f64:
+        return nn.softmax_cross_entropy(z, y)
+
+    W, x, z = np.ones((3, 4)), np.ones(4), np.ones((2, 5))
+    y = np.zeros(2, np.int32)
+    bad = [
+        lambda: f(W, None, 1.0, 0), lambda: f(None, x, 1.0, 0), lambda: f(W, object(), 1.0, 0),
+        lambda: f(W, b"12345678", 1.0, 0), lambda: f(W, {}, 1.0, 0), lambda: f(W, 4, 1.0, 0),
+        lambda: f(W, [[1.0] * 4], 1.0, 0), lambda: f(W, np.ones(4, object), 1.0, 0),
+        lambda: f(W, np.ones(4, complex), 1.0, 0), lambda: f(W, np.ones(4, np.float16), 1.0, 0),
+        lambda: f(W, np.zeros(4, [("a", "f8")]), 1.0, 0), lambda: f(W, np.array(1.0), 1.0, 0),
+        lambda: f(W, np.empty(0), 1.0, 0), lambda: f(W, np.ones(10 ** 6), 1.0, 0),
+        lambda: f(W, np.ones(8)[::2], 1.0, 0), lambda: f(W, x[::-1], 1.0, 0),
+        lambda: f(np.ones((4, 3)).T, x, 1.0, 0), lambda: f(np.ones((3, 4, 1)), x, 1.0, 0),
+        lambda: f(W, x, None, 0), lambda: f(W, x, "1", 0), lambda: f(W, x, [1.0], 0),
+        lambda: f(W, x, x, 0), lambda: f(W, x, 1.0, None), lambda: f(W, x, 1.0, 2 ** 100),
+        lambda: f(W, x, 1.0, float("nan")), lambda: f(W, x, 1.0, -2 ** 31 - 1),
+        lambda: f(W, x, 1.0, np.ones(2, np.int32)), lambda: f(W, x, 10 ** 400, 0),
+        lambda: f(W, x, 1.0, 3), lambda: f(W, x, 1.0, -1), lambda: f(W, x, 1.0, 2 ** 31 - 1),
+        lambda: f(W, x, 1.0), lambda: f(), lambda: f(W, x, 1.0, 0, 0),
+        lambda: f(W, x, 1.0, 0, W=W), lambda: f(W, x, 1.0, 0, bogus=1),
+        lambda: f(W, x, 1.0, **{"": 0}),
+        lambda: g(z, np.array([0, 5], np.int32)), lambda: g(z, np.array([-1, 0], np.int32)),
+        lambda: g(z, np.array([0, 2 ** 31 - 1], np.int32)), lambda: g(z, np.zeros(3, np.int32)),
+        lambda: g(z, np.zeros(2, np.int64)), lambda: g(z, np.zeros(2)), lambda: g(z, 0),
+        lambda: g(np.ones((0, 5)), np.zeros(0, np.int32)), lambda: g(np.ones((2, 0)), y),
+        lambda: g(np.ones(5), y), lambda: g(z, y.reshape(2, 1)), lambda: g(z[:, ::2], y),
+        lambda: g(z, np.zeros(4, np.int32)[::2]),
+    ]
+    failed = []
+    for i, call in enumerate(bad):
+        try:
+            call()
+        except diffc.ArgumentError:
+            continue
+        except Exception as e:
+            failed.append(f"case {i}: {type(e).__name__}: {e}")
+        else:
+            failed.append(f"case {i}: no error")
+    print("\\n".join(failed))
+    raise SystemExit(1 if failed else 0)
+""")
+
+
+def test_garbage_arguments_raise_in_a_subprocess():
+    proc = subprocess.run([sys.executable, "-c", GARBAGE], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-2000:]}"
