@@ -3,9 +3,8 @@
 Input: a `Kernel` (codegen.py): an IRBuilder inside the kernel's own function, the equation,
 its operands and the symbolic dims. Output: code that writes the equation's outputs.
 Invariants: arrays are dense row-major; outputs never alias inputs (pointer args are noalias);
-accumulations carry `reassoc contract` so LLVM vectorizes them into packed FMAs. The matmul
-here is the plain loop order LLVM vectorizes; the packed, register-blocked GEMM takes its place
-in `lower_matmul` later.
+accumulations carry `reassoc contract` so LLVM vectorizes them into packed FMAs. Matrix
+multiplication has its own module, `gemm.py`.
 """
 from __future__ import annotations
 
@@ -13,6 +12,8 @@ from llvmlite import ir
 
 from ..ir import Lit
 from .loops import I64, for_range, loop_nest
+from .gemm import Gemm, lower_matmul
+from .gemm import run as run_gemm
 from .scalar import EMITTERS, emit_exp, emit_log
 
 REDUCE = ("reassoc", "contract")
@@ -118,28 +119,6 @@ def lower_matvec(k) -> None:
     with for_range(b, rows, name="i") as i:
         base = b.mul(i.index, cols)
         _axpy(k, out, _c(I64, 0), x.load(b, i.index), lambda j: a.load(b, b.add(base, j)), cols)
-
-
-def lower_matmul(k) -> None:
-    """C = op(A) @ op(B), row-major; the inner loop runs along contiguous memory."""
-    b, (a, bm), (out,) = k.b, k.inputs, k.outputs
-    ta, tb = k.params["transpose_a"], k.params["transpose_b"]
-    m, n = (k.dim(d) for d in out.type.shape)
-    depth = k.dim(a.type.shape[0] if ta else a.type.shape[1])
-
-    def a_at(i, p):  # op(A)[i, p]
-        return a.load(b, b.add(b.mul(p, m), i) if ta else b.add(b.mul(i, depth), p))
-
-    if tb:  # C[i, j] = op(A)[i, :] . B[j, :]
-        with loop_nest(b, [m, n]) as (i, j):
-            row = b.mul(j, depth)
-            value = _dot(k, lambda p: a_at(i, p), lambda p: bm.load(b, b.add(row, p)), depth)
-            out.store(b, b.add(b.mul(i, n), j), value)
-        return
-    k.zero(out)  # C[i, :] += op(A)[i, p] * B[p, :]
-    with loop_nest(b, [m, depth]) as (i, p):
-        brow = b.mul(p, n)
-        _axpy(k, out, b.mul(i, n), a_at(i, p), lambda j: bm.load(b, b.add(brow, j)), n)
 
 
 def lower_outer(k) -> None:
@@ -277,6 +256,9 @@ def lower_fused(k) -> None:
     and `outer` read their (smaller) inputs at the mapped index.
     """
     b, body = k.b, k.params["body"]
+    if body.eqns[0].prim.name == "matmul":
+        _gemm_with_epilogue(k)
+        return
     shape = body.outputs[0].type.shape
     flat = not any(e.prim.name in ("broadcast_in_dim", "outer") for e in body.eqns)
     operand = {id(v): op for v, op in zip(body.inputs, k.inputs, strict=True)}
@@ -310,6 +292,50 @@ def lower_fused(k) -> None:
             out.store(b, at, env[id(v)])
 
 
+def _gemm_with_epilogue(k) -> None:
+    """A matmul whose results the rest of the fused body (EPILOGUE ops) finishes in registers:
+    one vector of a row's columns at a time in the blocks, one value at a time in the tails."""
+    b, body = k.b, k.params["body"]
+    head, rest = body.eqns[0], body.eqns[1:]
+    operand = {id(v): op for v, op in zip(body.inputs, k.inputs, strict=True)}
+    outputs = list(zip(body.outputs, k.outputs, strict=True))
+
+    def finish(i, j, value):
+        vector = isinstance(value.type, ir.VectorType)
+        flat = b.add(b.mul(i, gemm.n), j)
+        env = {id(head.outputs[0]): value}
+
+        def lanes(scalar):
+            return gemm.splat(scalar) if vector else scalar
+
+        def read(a):
+            if isinstance(a, Lit):
+                return ir.Constant(value.type, a.value)
+            if id(a) not in env:  # rank 0: the same in every lane; else C-shaped
+                op = operand[id(a)]
+                env[id(a)] = lanes(op.load(b, _c(I64, 0))) if a.type.ndim == 0 else \
+                    gemm.load(op, flat, vector)
+            return env[id(a)]
+
+        for e in rest:
+            if e.prim.name == "broadcast_in_dim" and e.inputs[0].type.ndim > 0:
+                x, dims = e.inputs[0], e.params["broadcast_dimensions"]
+                at = {(0,): None, (1,): j, (0, 1): flat}[dims]
+                result = lanes(operand[id(x)].load(b, i)) if at is None else \
+                    gemm.load(operand[id(x)], at, vector)
+            elif e.prim.name == "broadcast_in_dim":
+                result = read(e.inputs[0])
+            else:
+                result = EMITTERS[e.prim.name](b, value.type, *map(read, e.inputs), **e.params)
+            env[id(e.outputs[0])] = result
+        for v, out in outputs:
+            gemm.store(out, i, j, env[id(v)])
+
+    a, bm = (operand[id(x)] for x in head.inputs)
+    gemm = Gemm(k, a, bm, head.params, head.outputs[0].type, finish)
+    run_gemm(gemm)
+
+
 KERNELS = {
     "broadcast_in_dim": lower_broadcast_in_dim,
     "reshape": lower_copy,
@@ -322,7 +348,7 @@ KERNELS = {
     "softmax_cross_entropy_grad": lower_softmax_cross_entropy_grad,
     "fused": lower_fused,
     "matvec": lower_matvec,
-    "matmul": lower_matmul,
+    "matmul": lower_matmul,  # gemm.py
     "softmax": lower_softmax,
     "log_softmax": lower_log_softmax,
     "pick": lower_pick,

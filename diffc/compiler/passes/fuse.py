@@ -2,8 +2,10 @@
 
 A group is a chain of elementwise equations (plus `broadcast_in_dim` and `outer`, whose inputs
 are read through an index map) whose outputs all have the group's shape; its kernel is one loop
-nest, so intermediate values live in registers and are never stored. Values a group computes
-that anything outside it reads become the fused equation's outputs.
+nest, so intermediate values live in registers and are never stored. A group may also start
+with a `matmul` whose results the rest of the group (vector-safe `EPILOGUE` ops only: bias,
+relu, an SGD update) finishes while they are in registers. Values a group computes that
+anything outside it reads become the fused equation's outputs.
 One forward walk: an equation joins an open group it reads from if the shapes agree; a group is
 closed (emitted) just before the first equation outside it that reads one of its values, or at
 the end. Emitting a group at its close keeps every producer before its consumers.
@@ -14,6 +16,8 @@ from ...ir import Eqn, Lit, Program, Var
 from ...ops import PRIMITIVES
 
 INDEXED = ("broadcast_in_dim", "outer")  # read smaller inputs at a mapped index
+# what a GEMM can apply to its results while they are still in vector registers
+EPILOGUE = ("add", "sub", "mul", "div", "neg", "relu", "step", "broadcast_in_dim")
 
 
 def fusible(e: Eqn) -> bool:
@@ -25,30 +29,50 @@ def fuse(program: Program) -> Program:
     group_of: dict[int, int] = {}  # var id -> index of the group computing it
     open_groups: list[int] = []
     order: list = []  # equations and group indices, in emission order
+    position = {id(e): i for i, e in enumerate(program.eqns)}
 
     def close(indices) -> None:
         for gi in sorted(indices):
             open_groups.remove(gi)
             order.append(gi)
 
+    def start(e: Eqn) -> int:
+        groups.append([])
+        open_groups.append(len(groups) - 1)
+        return len(groups) - 1
+
+    def headed(gi: int) -> bool:  # a matmul whose results the group's other members finish
+        return groups[gi][0].prim.name == "matmul"
+
+    def epilogue_only(gi: int) -> bool:
+        return all(m.prim.name in EPILOGUE for m in groups[gi])
+
     for e in program.eqns:
         read = {group_of[id(a)] for a in e.inputs if isinstance(a, Var) and id(a) in group_of}
         read &= set(open_groups)
-        if fusible(e):
+        if e.prim.name == "matmul":
+            close(read)
+            gi = start(e)
+        elif fusible(e):
             shape = e.outputs[0].type.shape
-            same = sorted(gi for gi in read if groups[gi][0].outputs[0].type.shape == shape)
-            close(read - set(same[:1]))
-            if same:
-                gi = same[0]
-            else:
-                gi = len(groups)
-                groups.append([])
-                open_groups.append(gi)
-            groups[gi].append(e)
-            group_of.update((id(v), gi) for v in e.outputs)
+            same = [gi for gi in sorted(read) if groups[gi][0].outputs[0].type.shape == shape
+                    and (not headed(gi) or e.prim.name in EPILOGUE)]
+            heads = [gi for gi in same if headed(gi)]
+            gi = heads[0] if heads else same[0] if same else start(e)
+            merged = [g for g in same if g != gi and not headed(g) and
+                      (not headed(gi) or epilogue_only(g))]
+            for g in merged:  # open groups read by e never read each other: merge in order
+                groups[gi] = sorted(groups[gi] + groups[g], key=lambda m: position[id(m)])
+                group_of.update((id(v), gi) for m in groups[g] for v in m.outputs)
+                groups[g] = []
+                open_groups.remove(g)
+            close(read - {gi} - set(merged))
         else:
             close(read)
             order.append(e)
+            continue
+        groups[gi].append(e)
+        group_of.update((id(v), gi) for v in e.outputs)
     close(list(open_groups))
 
     used_outside = _uses_outside(program, groups, group_of)

@@ -100,6 +100,6 @@ def _reads_at_write_index(e: Eqn, param: Var) -> bool:
     body = e.params["body"]
     inner = {id(b) for a, b in zip(e.inputs, body.inputs, strict=True) if a is param}
     for be in body.eqns:
-        if be.prim.name in INDEXED and any(id(a) in inner for a in be.inputs):
+        if be.prim.name in (*INDEXED, "matmul") and any(id(a) in inner for a in be.inputs):
             return False
     return all(v.type.shape == param.type.shape for v in e.outputs)

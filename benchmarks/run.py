@@ -1,0 +1,112 @@
+"""Run the DESIGN.md §7 workloads: diffc against a numpy baseline in the same run.
+
+    python benchmarks/run.py [--quick] [--threads 1 2] [--workloads W1 W2]
+
+Each thread count runs in its own process (BLAS reads its thread count at import). Before any
+time is printed, diffc's loss trajectory is checked against numpy's over the same steps
+(float64: 1e-9 relative at every step; float32: 1e-4 over the first 50 steps); a mismatch is
+reported instead of a time and makes the exit status 1. torch and jax columns appear when those
+packages are installed. Compile time is the cold compile of the train step.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOLERANCE = {"f64": (1e-9, None), "f32": (1e-4, 50)}  # relative, over how many steps
+
+
+def trajectory_error(ours, reference, dtype: str) -> float:
+    import numpy as np
+    _, steps = TOLERANCE[dtype]
+    a, b = np.asarray(ours)[:steps], np.asarray(reference)[:steps]
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-30)))
+
+
+def measure(workload: str, dtype: str, quick: bool) -> dict:
+    """One workload in one dtype: diffc, numpy and the peers that are installed."""
+    import numpy as np
+
+    import peers
+    import workloads as w
+    from diffc import f32, f64
+    dt = {"f32": f32, "f64": f64}[dtype]
+    rng = np.random.default_rng(0)
+    if workload == "W1":
+        n, batch = (300 if quick else 2000), None
+        params = w.he_params(rng, [784, 128, 10], dt.np_dtype)
+        data = w.data(rng, n, dt.np_dtype, one_hot=True)
+        function, baseline, others = w.w1_function(dt), w.w1_numpy, (peers.w1_torch,
+                                                                      peers.w1_jax)
+    else:
+        n, batch = (6400 if quick else 60000), 64
+        params = w.he_params(rng, [784, 128, 64, 10], dt.np_dtype)
+        data = w.data(rng, n, dt.np_dtype, one_hot=False)
+        function, baseline, others = w.w2_function(dt), w.w2_numpy, (peers.w2_torch,
+                                                                      peers.w2_jax)
+    extra = (batch,) if batch else ()
+    copy = lambda: [p.copy() for p in params]  # noqa: E731
+    ref_losses, ref_seconds = baseline(copy(), *data, *extra)
+    losses, seconds, compile_seconds = w.diffc_fit(function, copy(), data, batch)
+    row = {"workload": workload, "dtype": dtype, "n": n, "numpy": ref_seconds / n * 1e6,
+           "diffc": seconds / n * 1e6, "compile": compile_seconds,
+           "error": trajectory_error(losses, ref_losses, dtype)}
+    for peer in others:
+        name = peer.__name__.split("_")[1]
+        try:
+            peer_losses, peer_seconds = peer(copy(), *data, *extra)
+        except ImportError:
+            continue
+        row[name] = peer_seconds / n * 1e6
+        row[name + "_error"] = trajectory_error(peer_losses, ref_losses[:len(peer_losses)], dtype)
+    return row
+
+
+def child(args) -> None:
+    rows = [measure(wl, dt, args.quick) for wl in args.workloads for dt in ("f64", "f32")]
+    print(json.dumps(rows))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller data sets")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workloads", nargs="+", default=["W1", "W2"], choices=["W1", "W2"])
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return 0
+    print(f"{'workload':8} {'dtype':5} {'thr':>3} {'numpy us':>9} {'diffc us':>9} "
+          f"{'ratio':>6} {'torch us':>9} {'jax us':>9} {'compile s':>9}  loss check")
+    failed = False
+    for threads in args.threads:
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+                   MKL_NUM_THREADS=str(threads), DIFFC_NUM_THREADS=str(threads))
+        command = [sys.executable, os.path.join(HERE, "run.py"), "--child", "--workloads",
+                   *args.workloads] + (["--quick"] if args.quick else [])
+        out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=HERE)
+        if out.returncode != 0:
+            print(out.stderr, file=sys.stderr)
+            return 1
+        for r in json.loads(out.stdout.strip().splitlines()[-1]):
+            limit = TOLERANCE[r["dtype"]][0]
+            ok = r["error"] <= limit
+            failed |= not ok
+            peer = lambda k: f"{r[k]:9.1f}" if k in r else f"{'-':>9}"  # noqa: E731
+            diffc_us = f"{r['diffc']:9.1f}" if ok else f"{'MISMATCH':>9}"
+            ratio = f"{r['numpy'] / r['diffc']:5.2f}x" if ok else f"{'-':>6}"
+            print(f"{r['workload']:8} {r['dtype']:5} {threads:3d} {r['numpy']:9.1f} {diffc_us} "
+                  f"{ratio} {peer('torch')} {peer('jax')} {r['compile']:9.3f}  "
+                  f"max rel diff {r['error']:.1e} (limit {limit:.0e})")
+    print("us = microseconds per sample; ratio = numpy time / diffc time, same process run")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, HERE)
+    sys.exit(main())
