@@ -19,14 +19,40 @@ from .types import ArrayType, Signature, signature_of
 class CompiledFunction:
     """A named program with a signature; native code is built on `.compile()` or first call."""
 
-    def __init__(self, name: str, signature: Signature, program: Program):
+    def __init__(self, name: str, signature: Signature, program: Program | None):
         self.name, self.signature, self.program = name, signature, program
         self._compiled = None
+        self._ir_text = None  # the IR of code loaded from an export (there is no program)
 
     @property
     def ir(self) -> str:
         """The IR as text, one equation per line."""
-        return str(self.program)
+        return self._ir_text if self.program is None else str(self.program)
+
+    def export(self, path: str) -> list[str]:
+        """Write path.o, path.h, path.json (and path.so where a C compiler exists)."""
+        from .runtime.export import export  # imports llvmlite (through compile)
+        return export(self, path)
+
+    def _export_kind(self) -> str:
+        return "function"
+
+    def _export_options(self) -> dict:
+        """What `_restore` needs, besides the signature, to rebuild this object."""
+        return {}
+
+    @classmethod
+    def _restore(cls, meta: dict, program):
+        """An object of this class around loaded code (`diffc.load`): nothing is traced."""
+        from .runtime.load import signature_from_json
+        obj = cls.__new__(cls)
+        CompiledFunction.__init__(obj, meta["name"], signature_from_json(meta), None)
+        obj._compiled, obj._ir_text = program, meta["ir"]
+        obj._restore_options(meta["options"])
+        return obj
+
+    def _restore_options(self, options: dict) -> None:
+        pass
 
     def compile(self):
         """Build native code now (it is otherwise built on the first call); returns self."""

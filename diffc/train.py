@@ -18,7 +18,7 @@ import numpy as np
 from .ad import vjp
 from .errors import ArgumentError, SignatureError
 from .function import CompiledFunction
-from .optim import SGD, train_program
+from .optim import SGD, Adam, train_program
 from .runtime.call import _data_address
 from .transforms import _as_function, _wrt_names
 from .types import ArrayType, Param, Signature
@@ -47,7 +47,7 @@ class TrainStep(CompiledFunction):
                 raise SignatureError(f"train_step: param {n!r} has symbolic dims "
                                      f"({f.signature.param(n).type}); params need static shapes")
         program = train_program(vjp(f.program, indices), indices, self.optimizer)
-        self.function = f
+        self.function = f  # the traced function (None for a step loaded from an export)
         self._state = [np.zeros(f.signature.param(n).type.shape,
                                 f.signature.param(n).type.dtype.np_dtype)
                        for n in self.params for _ in self.optimizer.state_names]
@@ -69,6 +69,32 @@ class TrainStep(CompiledFunction):
                  for i in range(len(self.user_signature.params))]
         kinds += [FIXED, STEP] + [FIXED] * len(self._state)
         return {"fit_spec": FitSpec(tuple(kinds), self._batch_symbol)}
+
+    def _export_kind(self) -> str:
+        return "train_step"
+
+    def _export_options(self) -> dict:
+        optimizer = {"type": type(self.optimizer).__name__, **vars(self.optimizer)}
+        return {"params": list(self.params), "optimizer": optimizer,
+                "user_params": len(self.user_signature.params), "data": self._data,
+                "batch_symbol": self._batch_symbol}
+
+    def _restore_options(self, options: dict) -> None:
+        settings = dict(options["optimizer"])
+        kind = {"SGD": SGD, "Adam": Adam}[settings.pop("type")]
+        if "betas" in settings:
+            settings["betas"] = tuple(settings["betas"])
+        self.optimizer = kind(**settings)
+        self.params = tuple(options["params"])
+        self.user_signature = Signature(self.signature.params[:options["user_params"]],
+                                        self.signature.result)
+        self._data, self._batch_symbol = options["data"], options["batch_symbol"]
+        self._state = [np.zeros(self.user_signature.param(n).type.shape,
+                                self.user_signature.param(n).type.dtype.np_dtype)
+                       for n in self.params for _ in self.optimizer.state_names]
+        self.lr = self.optimizer.lr
+        self.steps = 0
+        self.function = None
 
     @property
     def lr(self) -> float:
@@ -147,7 +173,7 @@ class TrainStep(CompiledFunction):
         n = next(iter(counts.values()))
         if self._batch_symbol is None:
             if batch_size not in (None, 1):
-                raise ArgumentError(f"batch_size: {self.function.name} takes one sample per "
+                raise ArgumentError(f"batch_size: {self.name} takes one sample per "
                                     f"step (it has no symbolic batch dim), got {batch_size!r}")
             batch = 1
         else:

@@ -67,6 +67,16 @@ class GradFunction(CompiledFunction):
             program.outputs = program.outputs[1:]
         super().__init__(f"{kind}_{f.name}", f.signature, program)
 
+    def _export_kind(self) -> str:
+        return "grad"
+
+    def _export_options(self) -> dict:
+        return {"wrt": list(self.wrt), "single": self._single, "with_value": self.with_value}
+
+    def _restore_options(self, options: dict) -> None:
+        self.wrt, self._single = tuple(options["wrt"]), options["single"]
+        self.with_value = options["with_value"]
+
     def _results(self, outputs: list):
         value, grads = (outputs[0], outputs[1:]) if self.with_value else (None, outputs)
         grads = grads[0] if self._single else tuple(grads)

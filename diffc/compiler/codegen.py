@@ -11,11 +11,10 @@ entry writes outputs and then applies `updates` (param <- value) after every rea
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from llvmlite import ir
 
 from ..ir import Lit, Program, Var
+from ..runtime.abi import Abi
 from ..types import ArrayType, f32, f64, i32, i64
 from .kernels import KERNELS, lower_elementwise
 from .loops import I64, for_range
@@ -26,28 +25,6 @@ LLVM_TYPES = {f32: ir.FloatType(), f64: ir.DoubleType(), i32: ir.IntType(32),
               i64: ir.IntType(64)}
 ALIGN = 64
 NUMPY_DATA_OFFSET = 16  # offsetof(PyArrayObject_fields, data): after ob_refcnt and ob_type
-
-
-@dataclass(frozen=True)
-class Abi:
-    """The calling convention of a compiled program, as the runtime and exporters see it."""
-
-    entry: str
-    inputs: tuple[ArrayType, ...]
-    outputs: tuple[ArrayType, ...]
-    symbols: tuple[str, ...]
-
-    @property
-    def py_entry(self) -> str:
-        return self.entry + "_py"
-
-    @property
-    def workspace_size(self) -> str:
-        return self.entry + "_workspace_size"
-
-    @property
-    def fit_entry(self) -> str:
-        return self.entry + "_fit"
 
 
 class Operand:

@@ -46,11 +46,25 @@ class Compiled:
 
 
 def compile_module(module: ir.Module) -> Compiled:
-    """Verify, optimize at O3 (vectorizers on) for the host CPU, and emit object code."""
+    """Verify, optimize at O3 (vectorizers on) for the host CPU, and emit object code; the
+    on-disk cache (runtime/cache.py) skips all of that for a module compiled before."""
+    from ..runtime import cache
     tm = target_machine()
     module.triple = tm.triple
     module.data_layout = str(tm.target_data)
-    mod = llvm.parse_assembly(str(module))
+    text = str(module)
+    key = cache.key(text, cache_context())
+    hit = cache.load(key)
+    if hit is not None:
+        return Compiled(hit[1], hit[0])
+    compiled = _compile(text)
+    cache.store(key, compiled.object_code, compiled.llvm_ir)
+    return compiled
+
+
+def _compile(text: str) -> Compiled:
+    tm = target_machine()
+    mod = llvm.parse_assembly(text)
     mod.verify()
     pto = llvm.create_pipeline_tuning_options(speed_level=3)
     pto.loop_vectorization = True
@@ -75,8 +89,10 @@ def load_object(object_code: bytes, symbols: list[str], name: str):
     return tracker, {s: tracker[s] for s in symbols}
 
 
-def versions() -> dict:
-    """What a cache key needs to know about the compiler."""
+def cache_context() -> dict:
+    """Everything besides the IR that decides the object code: a cache key's other half."""
+    from .. import __version__
     h = host()
     return {"llvmlite": llvmlite.__version__, "llvm": ".".join(map(str, llvm.llvm_version_info)),
-            "triple": h.triple, "cpu": h.cpu, "features": h.features}
+            "diffc": __version__, "triple": h.triple, "cpu": h.cpu, "features": h.features,
+            "options": {"opt": 3, "reloc": "pic", "loop_unrolling": False}}
