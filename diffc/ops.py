@@ -450,4 +450,24 @@ def _fused_rule(*types: ArrayType, body) -> tuple[ArrayType, ...]:
 primitive("fused", lambda *xs, body: tuple(eval_program(body, *xs)), _fused_rule, None)
 
 
+def _update_matvec_rule(w: ArrayType, a: ArrayType, x: ArrayType, lr: ArrayType,
+                        x_next: ArrayType) -> tuple[ArrayType, ArrayType]:
+    _float_dtype("update_matvec", w, a, x, lr, x_next)
+    if w.ndim != 2 or a.shape != w.shape[:1] or x.shape != w.shape[1:] or lr.ndim or \
+            x_next != x:
+        raise ShapeError(f"update_matvec: expected W (m, n), a (m,), x (n,), lr scalar, "
+                         f"x_next (n,), got {w}, {a}, {x}, {lr}, {x_next}")
+    return w, a
+
+
+def _update_matvec(w, a, x, lr, x_next):
+    w_new = w - lr * np.outer(a, x)
+    return w_new, w_new @ x_next
+
+
+# one SGD step of a dense layer's weights fused with the next sample's forward product on the
+# updated weights: what `fit` runs per sample (passes/crossstep.py), one pass over W
+primitive("update_matvec", _update_matvec, _update_matvec_rule, None)
+
+
 from . import trace as tr  # noqa: E402 - reverse rules trace; trace imports this module

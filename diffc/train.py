@@ -209,13 +209,16 @@ def _batch_symbol(data_params) -> str | None:
 
 
 class _NativeFit:
-    """The pointer tables and staging buffers of one fit call, and the native loop."""
+    """The pointer tables, buffers and workspace of one fit call, and the native loop."""
 
     def __init__(self, compiled, step: TrainStep, values: list, batch: int, dims: tuple):
-        abi = compiled.abi
+        abi = compiled.fit_abi
         self.lr = np.array(step.lr, abi.inputs[len(values)].dtype.np_dtype)
         self.t0 = np.array(0, abi.inputs[len(values) + 1].dtype.np_dtype)
         inputs = values + [self.lr, self.t0] + step._state
+        for r in compiled.fit_rewrites:  # the carried W @ x, and the data the next x comes from
+            inputs += [np.empty(abi.inputs[r.carry].shape, abi.inputs[r.carry].dtype.np_dtype),
+                       values[r.data]]
         self.buffers = [a if isinstance(a, np.ndarray) else np.array(a, t.dtype.np_dtype)
                         for a, t in zip(inputs, abi.inputs, strict=True)]
         self.table = np.array([_data_address(a) for a in self.buffers], np.uint64)
@@ -224,18 +227,21 @@ class _NativeFit:
                         for i, a in enumerate(self.buffers)]
         self.staging_table = np.array([0 if a is None else _data_address(a)
                                        for a in self.staging], np.uint64)
-        self.batch, self.dims, self.invoker = batch, dims, compiled.invoker
+        size = ctypes.CFUNCTYPE(ctypes.c_int64, *[ctypes.c_int64] * len(dims))(
+            compiled.addresses[abi.workspace_size])(*dims)
+        self.workspace = np.empty(size + 64, np.uint8)
+        self.batch, self.dims, self.lock = batch, dims, compiled.invoker._lock
         argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 2
         self.fn = ctypes.CFUNCTYPE(None, *argtypes, *[ctypes.c_int64] * len(dims),
-                                   ctypes.c_void_p)(compiled.addresses[abi.fit_entry])
+                                   ctypes.c_void_p)(compiled.addresses[compiled.abi.fit_entry])
 
     def run(self, order: np.ndarray, first: int, last: int, n: int, losses: np.ndarray,
             t0: int) -> None:
         self.t0[()] = t0
-        with self.invoker._lock:
+        with self.lock:
             self.fn(self.table.ctypes.data, order.ctypes.data, first, last, self.batch, n,
                     losses.ctypes.data, self.staging_table.ctypes.data, *self.dims,
-                    self.invoker._workspace_for(self.dims))
+                    (self.workspace.ctypes.data + 63) & -64)
 
 
 class _Progress:

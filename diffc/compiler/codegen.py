@@ -90,30 +90,38 @@ def c_name(name: str) -> str:
 
 def build_module(program: Program, name: str) -> tuple[ir.Module, Abi]:
     module = ir.Module(name=name)
-    abi = Abi("diffc_" + c_name(name), tuple(v.type for v in program.inputs),
+    abi, entry = add_entry(module, program, "diffc_" + c_name(name))
+    _py_entry_function(module, abi, entry)
+    return module, abi
+
+
+def add_entry(module: ir.Module, program: Program, entry: str) -> tuple[Abi, ir.Function]:
+    """The entry `entry` computing program, its kernels and its workspace-size function."""
+    abi = Abi(entry, tuple(v.type for v in program.inputs),
               tuple(a.type for a in program.outputs), symbols_of(program))
     plan = plan_memory(program)
     _size_function(module, abi, plan)
-    entry = _entry_function(module, abi, program, plan)
-    _py_entry_function(module, abi, entry)
-    return module, abi
+    return abi, _entry_function(module, abi, program, plan)
 
 
 def _arg_type(t: ArrayType):
     return LLVM_TYPES[t.dtype] if t.ndim == 0 else PTR
 
 
-def _kernel_function(module, index: int, eqn, symbols, arg_of: list[int]) -> ir.Function:
+def _kernel_function(module, name: str, eqn, symbols, arg_of: list[int]) -> ir.Function:
     """An internal function computing one equation from noalias buffer pointers.
 
     `arg_of` gives, for each var operand (outputs, then var inputs), the index of its pointer
-    argument: operands that share a buffer (an in-place update) share one argument.
+    argument: operands that share a buffer (an in-place update) share one argument. Kernels are
+    never inlined, so the same equation compiles to the same code in every entry (`fit`'s step
+    entry must reproduce the step entry's arithmetic exactly).
     """
     n_args = max(arg_of, default=-1) + 1
     fnty = ir.FunctionType(ir.VoidType(), [PTR] * n_args + [I64] * len(symbols))
-    fn = ir.Function(module, fnty, f"k{index}_{eqn.prim.name}")
+    fn = ir.Function(module, fnty, name)
     fn.linkage = "internal"
     fn.attributes.add("nounwind")
+    fn.attributes.add("noinline")
     for arg in fn.args[:n_args]:
         arg.add_attribute("noalias")
     pointers = iter(fn.args[i] for i in arg_of)
@@ -187,7 +195,8 @@ def _entry_function(module, abi: Abi, program: Program, plan: MemoryPlan) -> ir.
                                                       if isinstance(a, Var)]
         distinct = list({id(p): p for p in operands}.values())
         arg_of = [next(i for i, p in enumerate(distinct) if p is q) for q in operands]
-        kernel = _kernel_function(module, index, e, abi.symbols, arg_of)
+        kernel = _kernel_function(module, f"{abi.entry}.k{index}.{e.prim.name}", e,
+                                  abi.symbols, arg_of)
         b.call(kernel, distinct + list(sym_args))
     for a, arg in zip(program.outputs, out_args, strict=True):
         if not (isinstance(a, Var) and buffer(a) is arg):

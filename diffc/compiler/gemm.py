@@ -30,7 +30,8 @@ def _c(value):
     return ir.Constant(I64, value)
 
 
-def _intrinsic(b: ir.IRBuilder, name: str, result, args) -> ir.Function:
+def intrinsic(b: ir.IRBuilder, name: str, result, args) -> ir.Function:
+    """The declaration of an LLVM intrinsic by its full (mangled) name."""
     module = b.block.function.module
     if name in module.globals:
         return module.globals[name]
@@ -52,8 +53,8 @@ class Gemm:
         self.finish = finish or (lambda i, j, value: self.store(k.outputs[0], i, j, value))
         self.vec = ir.VectorType(self.elt, self.width)
         suffix = f"v{self.width}f{8 * self.itemsize}"  # llvmlite cannot mangle vector types
-        self.fma = _intrinsic(self.b, f"llvm.fma.{suffix}", self.vec, [self.vec] * 3)
-        self.hsum = _intrinsic(self.b, f"llvm.vector.reduce.fadd.{suffix}", self.elt,
+        self.fma = intrinsic(self.b, f"llvm.fma.{suffix}", self.vec, [self.vec] * 3)
+        self.hsum = intrinsic(self.b, f"llvm.vector.reduce.fadd.{suffix}", self.elt,
                                [self.elt, self.vec])
 
     def a_index(self, i, p):  # flat index of op(A)[i, p]

@@ -12,7 +12,7 @@ from llvmlite import ir
 
 from ..ir import Lit
 from .loops import I64, for_range, loop_nest
-from .gemm import Gemm, lower_matmul
+from .gemm import Gemm, intrinsic, lower_matmul
 from .gemm import run as run_gemm
 from .scalar import EMITTERS, emit_exp, emit_log
 
@@ -106,19 +106,71 @@ def _axpy(k, out, out_base, alpha, x_at, n):
         out.store(b, dst, b.fadd(out.load(b, dst), prod, flags=REDUCE))
 
 
+def vector_dot(b, elt, x_ptr, y_ptr, n):
+    """sum_j x[j] * y[j] for contiguous x, y: 4 vector FMA accumulators, then a scalar tail.
+
+    An explicit summation order (not LLVM's choice), so every kernel that uses it gets the
+    same bits: `update_matvec` in `fit` must reproduce `matvec` exactly.
+    """
+    itemsize = 8 if isinstance(elt, ir.DoubleType) else 4
+    width, unroll = 32 // itemsize, 4
+    vec = ir.VectorType(elt, width)
+    suffix = f"v{width}f{8 * itemsize}"
+    fma = intrinsic(b, f"llvm.fma.{suffix}", vec, [vec] * 3)
+    fma1 = intrinsic(b, f"llvm.fma.f{8 * itemsize}", elt, [elt] * 3)
+    hsum = intrinsic(b, f"llvm.vector.reduce.fadd.{suffix}", elt, [elt, vec])
+    step = width * unroll
+    blocks = b.sdiv(n, _c(I64, step))
+
+    def load(ptr, at, typ):
+        return b.load(b.gep(ptr, [at], inbounds=True, source_etype=elt), typ=typ,
+                      align=itemsize)
+
+    with for_range(b, blocks, carry=[ir.Constant(vec, None)] * unroll, name="v") as loop:
+        base = b.mul(loop.index, _c(I64, step))
+        loop.update([b.call(fma, [load(x_ptr, at, vec), load(y_ptr, at, vec), acc])
+                     for u, acc in enumerate(loop.carried)
+                     for at in [b.add(base, _c(I64, u * width))]])
+    a0, a1, a2, a3 = loop.results
+    total = b.call(hsum, [_c(elt, 0.0), b.fadd(b.fadd(a0, a1), b.fadd(a2, a3))])
+    done = b.mul(blocks, _c(I64, step))
+    with for_range(b, b.sub(n, done), carry=[total], name="t") as tail:
+        at = b.add(done, tail.index)
+        tail.update([b.call(fma1, [load(x_ptr, at, elt), load(y_ptr, at, elt),
+                                   tail.carried[0]])])
+    return tail.results[0]
+
+
 def lower_matvec(k) -> None:
     b, (a, x), (out,) = k.b, k.inputs, k.outputs
     rows, cols = (k.dim(d) for d in a.type.shape)
     if not k.params["transpose_a"]:  # y[i] = A[i, :] . x
         with for_range(b, rows, name="i") as i:
-            base = b.mul(i.index, cols)
-            out.store(b, i.index, _dot(k, lambda j: a.load(b, b.add(base, j)),
-                                       lambda j: x.load(b, j), cols))
+            row = b.gep(a.ptr, [b.mul(i.index, cols)], inbounds=True, source_etype=k.ty)
+            out.store(b, i.index, vector_dot(b, k.ty, row, x.ptr, cols))
         return
     k.zero(out)  # y = A^T x = sum over rows i of x[i] * A[i, :]
     with for_range(b, rows, name="i") as i:
         base = b.mul(i.index, cols)
         _axpy(k, out, _c(I64, 0), x.load(b, i.index), lambda j: a.load(b, b.add(base, j)), cols)
+
+
+def lower_update_matvec(k) -> None:
+    """Per row i: W[i, :] -= lr * (a[i] * x) (skipped where a[i] == 0: plain SGD leaves the row
+    as it is), then g[i] = W[i, :] . x_next while the row is still in L1 cache."""
+    b, (w, a, x, lr, x_next), (w_new, g) = k.b, k.inputs, k.outputs
+    rows, cols = (k.dim(d) for d in w.type.shape)
+    rate = lr.load(b, _c(I64, 0))
+    with for_range(b, rows, name="i") as i:
+        base = b.mul(i.index, cols)
+        ai = a.load(b, i.index)
+        with b.if_then(b.fcmp_unordered("!=", ai, _c(k.ty, 0.0))):
+            with for_range(b, cols, name="j") as j:
+                at = b.add(base, j.index)
+                step = b.fmul(rate, b.fmul(ai, x.load(b, j.index)))
+                w_new.store(b, at, b.fsub(w.load(b, at), step))
+        row = b.gep(w_new.ptr, [base], inbounds=True, source_etype=k.ty)
+        g.store(b, i.index, vector_dot(b, k.ty, row, x_next.ptr, cols))
 
 
 def lower_outer(k) -> None:
@@ -344,6 +396,7 @@ KERNELS = {
     "dim_size": lower_dim_size,
     "fill": lower_fill,
     "outer": lower_outer,
+    "update_matvec": lower_update_matvec,
     "unpick": lower_unpick,
     "softmax_cross_entropy_grad": lower_softmax_cross_entropy_grad,
     "fused": lower_fused,

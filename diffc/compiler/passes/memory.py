@@ -92,7 +92,12 @@ def _in_place_producer(program: Program, param: Var, new, last_use) -> Eqn | Non
 
 
 def _reads_at_write_index(e: Eqn, param: Var) -> bool:
-    """Whether e is elementwise over param's shape and reads param only at the written index."""
+    """Whether e can write its output over param: it does not read param, or reads it only
+    at the index it writes (elementwise, or row by row for `update_matvec`'s weights)."""
+    if not any(a is param for a in e.inputs):
+        return True
+    if e.prim.name == "update_matvec":
+        return e.inputs[0] is param and not any(a is param for a in e.inputs[1:])
     if e.prim.elementwise:
         return all(v.type.shape == param.type.shape for v in e.outputs)
     if e.prim.name != "fused":
