@@ -59,6 +59,9 @@ def metadata(fn, compiled) -> dict:
         "labels": {str(i): n for i, n in compiled.invoker.labels.items()},
         "written": sorted(compiled.invoker.written),
         "ir": fn.ir,
+        "fit": None if compiled.fit_abi is None else {
+            "abi": compiled.fit_abi.to_json(),
+            "rewrites": [vars(r) for r in compiled.fit_rewrites]},
     }
 
 
@@ -102,7 +105,10 @@ def c_header(meta: dict) -> str:
             f"   {abi.fit_entry} runs steps first <= s < last of an epoch over n samples in the",
             "   order perm: table[i] points at input i (data inputs: the whole data set with a",
             "   leading sample axis; `t`: a scalar t0, step s uses t0 + s + 1), staging[i] at a",
-            "   batch-sized buffer for batched data inputs; step s writes its loss to losses[s]. */",
+            "   batch-sized buffer for batched data inputs; step s writes its loss to losses[s].",
+            "   The table lists the inputs of the JSON's fit.abi: with cross-step fusion",
+            "   (fit.rewrites) each fused layer adds a carry buffer (W @ x, of W's row count) and",
+            "   the data set of its x again. */",
             f"void {abi.fit_entry}(void **table, const int64_t *perm, int64_t first, "
             f"int64_t last, int64_t batch, int64_t n, {C_TYPES[abi.outputs[0].dtype.name]} "
             f"*losses, void **staging" + "".join(f", int64_t {s}" for s in abi.symbols) +

@@ -12,6 +12,7 @@ import os
 
 from ..errors import DiffcError
 from ..types import Param, Signature
+from ..compiler.passes.crossstep import CrossStep
 from .abi import Abi, type_from_json
 from .call import Invoker
 
@@ -22,10 +23,14 @@ class LoadedProgram:
     def __init__(self, meta: dict, library: ctypes.CDLL):
         self.abi = Abi.from_json(meta["abi"])
         self.library = library
+        self.fit_abi, self.fit_rewrites = None, []
+        if meta["fit"] is not None:
+            self.fit_abi = Abi.from_json(meta["fit"]["abi"])
+            self.fit_rewrites = [CrossStep(**r) for r in meta["fit"]["rewrites"]]
         self.addresses = {}
         for symbol in (self.abi.entry, self.abi.py_entry, self.abi.workspace_size,
-                       self.abi.fit_entry):
-            if hasattr(library, symbol):
+                       self.abi.fit_entry, self.fit_abi and self.fit_abi.workspace_size):
+            if symbol and hasattr(library, symbol):
                 self.addresses[symbol] = ctypes.cast(getattr(library, symbol),
                                                      ctypes.c_void_p).value
         signature = signature_from_json(meta)
