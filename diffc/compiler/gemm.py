@@ -16,6 +16,8 @@ rounding order.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from llvmlite import ir
 
 from .loops import I64, for_range
@@ -45,6 +47,7 @@ class Gemm:
         self.k, self.b = k, k.b
         self.A, self.B = a, b
         self.ta, self.tb = params["transpose_a"], params["transpose_b"]
+        self.out_shape = out_type.shape
         self.m, self.n = (k.dim(d) for d in out_type.shape)
         self.depth = k.dim(a.type.shape[0] if self.ta else a.type.shape[1])
         self.elt = k.ty
@@ -93,6 +96,25 @@ class Gemm:
         count = self.b.sdiv(size, _c(block))
         return count, self.b.mul(count, _c(block))
 
+    def rows_outer(self, rows_per_block: int, cols_per_block: int) -> bool:
+        """Whether to loop over row blocks outside column blocks: the inner loop re-reads the
+        other operand once per outer block, so stream whichever costs fewer bytes."""
+        m, n = (_guess(d) for d in self.out_shape)
+        depth = _guess(self.A.type.shape[0] if self.ta else self.A.type.shape[1])
+        return m / rows_per_block * depth * n <= n / cols_per_block * depth * m
+
+    @contextmanager
+    def block_loops(self, row_blocks, col_blocks, rows_outer: bool):
+        """Nested loops over (row block, column block) in the chosen order."""
+        first, second = (row_blocks, col_blocks) if rows_outer else (col_blocks, row_blocks)
+        with for_range(self.b, first, name="ob") as outer, \
+                for_range(self.b, second, name="ib") as inner:
+            yield (outer.index, inner.index) if rows_outer else (inner.index, outer.index)
+
+
+def _guess(d) -> int:
+    return d if isinstance(d, int) else 64  # a symbolic dim: typically a batch
+
 
 def lower_matmul(k) -> None:
     run(Gemm(k, *k.inputs, k.params, k.outputs[0].type))
@@ -115,23 +137,21 @@ def _axpy_blocks(g: Gemm):
     row_blocks, rows_done = g.blocks(g.m, mr)
     col_blocks, cols_done = g.blocks(g.n, nr * g.width)
     zero = ir.Constant(g.vec, None)
-    with for_range(b, row_blocks, name="ib") as ib:
-        i0 = b.mul(ib.index, _c(mr))
-        with for_range(b, col_blocks, name="jb") as jb:
-            j0 = b.mul(jb.index, _c(nr * g.width))
-            with for_range(b, g.depth, carry=[zero] * (mr * nr), name="p") as loop:
-                bs = [g.load(g.B, g.b_index(loop.index, b.add(j0, _c(c * g.width))), True)
-                      for c in range(nr)]
-                acc = []
-                for r in range(mr):
-                    a = g.splat(g.A.load(b, g.a_index(b.add(i0, _c(r)), loop.index)))
-                    acc += [b.call(g.fma, [a, bs[c], loop.carried[r * nr + c]])
-                            for c in range(nr)]
-                loop.update(acc)
+    with g.block_loops(row_blocks, col_blocks, g.rows_outer(mr, nr * g.width)) as (ib, jb):
+        i0, j0 = b.mul(ib, _c(mr)), b.mul(jb, _c(nr * g.width))
+        with for_range(b, g.depth, carry=[zero] * (mr * nr), name="p") as loop:
+            bs = [g.load(g.B, g.b_index(loop.index, b.add(j0, _c(c * g.width))), True)
+                  for c in range(nr)]
+            acc = []
             for r in range(mr):
-                for c in range(nr):
-                    g.finish(b.add(i0, _c(r)), b.add(j0, _c(c * g.width)),
-                             loop.results[r * nr + c])
+                a = g.splat(g.A.load(b, g.a_index(b.add(i0, _c(r)), loop.index)))
+                acc += [b.call(g.fma, [a, bs[c], loop.carried[r * nr + c]])
+                        for c in range(nr)]
+            loop.update(acc)
+        for r in range(mr):
+            for c in range(nr):
+                g.finish(b.add(i0, _c(r)), b.add(j0, _c(c * g.width)),
+                         loop.results[r * nr + c])
     return rows_done, cols_done
 
 
@@ -141,23 +161,21 @@ def _dot_blocks(g: Gemm):
     col_blocks, cols_done = g.blocks(g.n, nr)
     depth_vectors, depth_done = g.blocks(g.depth, g.width)
     zero = ir.Constant(g.vec, None)
-    with for_range(b, row_blocks, name="ib") as ib:
-        i0 = b.mul(ib.index, _c(mr))
-        with for_range(b, col_blocks, name="jb") as jb:
-            j0 = b.mul(jb.index, _c(nr))
-            with for_range(b, depth_vectors, carry=[zero] * (mr * nr), name="p") as loop:
-                p = b.mul(loop.index, _c(g.width))
-                avs = [g.load(g.A, g.a_index(b.add(i0, _c(r)), p), True) for r in range(mr)]
-                bvs = [g.load(g.B, g.b_index(p, b.add(j0, _c(c))), True) for c in range(nr)]
-                loop.update([b.call(g.fma, [avs[r], bvs[c], loop.carried[r * nr + c]])
-                             for r in range(mr) for c in range(nr)])
-            for r in range(mr):
-                i = b.add(i0, _c(r))
-                for c in range(nr):
-                    j = b.add(j0, _c(c))
-                    total = b.call(g.hsum, [ir.Constant(g.elt, 0.0), loop.results[r * nr + c]],
-                                   fastmath=REDUCE)
-                    g.finish(i, j, _dot(g, i, j, depth_done, g.depth, total))  # + depth tail
+    with g.block_loops(row_blocks, col_blocks, g.rows_outer(mr, nr)) as (ib, jb):
+        i0, j0 = b.mul(ib, _c(mr)), b.mul(jb, _c(nr))
+        with for_range(b, depth_vectors, carry=[zero] * (mr * nr), name="p") as loop:
+            p = b.mul(loop.index, _c(g.width))
+            avs = [g.load(g.A, g.a_index(b.add(i0, _c(r)), p), True) for r in range(mr)]
+            bvs = [g.load(g.B, g.b_index(p, b.add(j0, _c(c))), True) for c in range(nr)]
+            loop.update([b.call(g.fma, [avs[r], bvs[c], loop.carried[r * nr + c]])
+                         for r in range(mr) for c in range(nr)])
+        for r in range(mr):
+            i = b.add(i0, _c(r))
+            for c in range(nr):
+                j = b.add(j0, _c(c))
+                total = b.call(g.hsum, [ir.Constant(g.elt, 0.0), loop.results[r * nr + c]],
+                               fastmath=REDUCE)
+                g.finish(i, j, _dot(g, i, j, depth_done, g.depth, total))  # + depth tail
     return rows_done, cols_done
 
 
