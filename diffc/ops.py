@@ -450,6 +450,18 @@ def _fused_rule(*types: ArrayType, body) -> tuple[ArrayType, ...]:
 primitive("fused", lambda *xs, body: tuple(eval_program(body, *xs)), _fused_rule, None)
 
 
+def _sgd_outer_rule(w: ArrayType, a: ArrayType, x: ArrayType, lr: ArrayType) -> ArrayType:
+    _float_dtype("sgd_outer", w, a, x, lr)
+    if w.ndim != 2 or a.shape != w.shape[:1] or x.shape != w.shape[1:] or lr.ndim:
+        raise ShapeError(f"sgd_outer: expected W (m, n), a (m,), x (n,), lr scalar, got {w}, "
+                         f"{a}, {x}, {lr}")
+    return w
+
+
+# W - lr * outer(a, x), row by row, leaving rows with a[i] == 0 untouched (passes/sgd.py)
+primitive("sgd_outer", lambda w, a, x, lr: w - lr * np.outer(a, x), _sgd_outer_rule, None)
+
+
 def _update_matvec_rule(w: ArrayType, a: ArrayType, x: ArrayType, lr: ArrayType,
                         x_next: ArrayType) -> tuple[ArrayType, ArrayType]:
     _float_dtype("update_matvec", w, a, x, lr, x_next)

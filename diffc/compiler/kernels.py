@@ -155,10 +155,10 @@ def lower_matvec(k) -> None:
         _axpy(k, out, _c(I64, 0), x.load(b, i.index), lambda j: a.load(b, b.add(base, j)), cols)
 
 
-def lower_update_matvec(k) -> None:
-    """Per row i: W[i, :] -= lr * (a[i] * x) (skipped where a[i] == 0: plain SGD leaves the row
-    as it is), then g[i] = W[i, :] . x_next while the row is still in L1 cache."""
-    b, (w, a, x, lr, x_next), (w_new, g) = k.b, k.inputs, k.outputs
+def _sgd_rows(k, w, a, x, lr, w_new, then=None) -> None:
+    """Per row i: W[i, :] -= lr * (a[i] * x), skipped where a[i] == 0 (plain SGD leaves such a
+    row as it is); then `then(i, row)` while the row is still in L1 cache."""
+    b = k.b
     rows, cols = (k.dim(d) for d in w.type.shape)
     rate = lr.load(b, _c(I64, 0))
     with for_range(b, rows, name="i") as i:
@@ -169,8 +169,20 @@ def lower_update_matvec(k) -> None:
                 at = b.add(base, j.index)
                 step = b.fmul(rate, b.fmul(ai, x.load(b, j.index)))
                 w_new.store(b, at, b.fsub(w.load(b, at), step))
-        row = b.gep(w_new.ptr, [base], inbounds=True, source_etype=k.ty)
-        g.store(b, i.index, vector_dot(b, k.ty, row, x_next.ptr, cols))
+        if then is not None:
+            then(i.index, b.gep(w_new.ptr, [base], inbounds=True, source_etype=k.ty))
+
+
+def lower_sgd_outer(k) -> None:
+    _sgd_rows(k, *k.inputs, k.outputs[0])
+
+
+def lower_update_matvec(k) -> None:
+    """sgd_outer, then g[i] = W[i, :] . x_next for the next sample (one pass over W)."""
+    (w, a, x, lr, x_next), (w_new, g) = k.inputs, k.outputs
+    cols = k.dim(w.type.shape[1])
+    _sgd_rows(k, w, a, x, lr, w_new, lambda i, row: g.store(
+        k.b, i, vector_dot(k.b, k.ty, row, x_next.ptr, cols)))
 
 
 def lower_outer(k) -> None:
@@ -397,6 +409,7 @@ KERNELS = {
     "fill": lower_fill,
     "outer": lower_outer,
     "update_matvec": lower_update_matvec,
+    "sgd_outer": lower_sgd_outer,
     "unpick": lower_unpick,
     "softmax_cross_entropy_grad": lower_softmax_cross_entropy_grad,
     "fused": lower_fused,

@@ -41,6 +41,13 @@ def _data_address(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
 
+def _owner(a: np.ndarray):
+    """The object that owns a's memory: an array that owns its data, or a foreign buffer."""
+    while isinstance(a, np.ndarray) and not a.flags.owndata:
+        a = a.base
+    return a
+
+
 def label_bounds(program) -> dict[int, object]:
     """Input index -> the number of classes (an int or a symbol) of each integer-label input."""
     index = {id(v): i for i, v in enumerate(program.inputs)}
@@ -155,15 +162,20 @@ class Invoker:
 
     def _check_written(self, values: list) -> None:
         """Arrays updated in place must be writable and share memory with no other argument."""
+        for i in self.written:
+            if not values[i].flags.writeable:
+                raise ArgumentError(f"{self.names[i]}: expected a writable array (it is updated "
+                                    f"in place), got a read-only {_describe(values[i])}")
+        arrays = [a for a in values if isinstance(a, np.ndarray) and a.ndim]
+        roots = [_owner(a) for a in arrays]
+        if len({id(r) for r in roots}) == len(roots) and all(
+                isinstance(r, np.ndarray) for r in roots):
+            return  # arrays with distinct owners of their memory cannot overlap
         spans = []
         for i, a in enumerate(values):
             if isinstance(a, np.ndarray) and a.ndim:
                 start = _data_address(a)
                 spans.append((start, start + a.nbytes, i))
-        for i in self.written:
-            if not values[i].flags.writeable:
-                raise ArgumentError(f"{self.names[i]}: expected a writable array (it is updated "
-                                    f"in place), got a read-only {_describe(values[i])}")
         spans.sort()
         reach, owner = -1, -1  # the furthest end seen so far, and whose it is
         for start, end, i in spans:  # an array overlapping any earlier one overlaps `owner`'s

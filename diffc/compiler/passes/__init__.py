@@ -9,8 +9,11 @@ from ...ir import Program
 from .cse import cse
 from .dce import dce
 from .fuse import fuse
+from .sgd import rowwise_sgd
 
-PIPELINE = [cse, dce, fuse]  # then codegen's plan_memory (memory.py) places every value
+# then codegen's plan_memory (memory.py) places every value; fit's step program also goes
+# through crossstep.py
+PIPELINE = [cse, dce, fuse, rowwise_sgd]
 
 
 def optimize(program: Program) -> Program:

@@ -3,7 +3,7 @@
 Input: a per-sample train-step program after fusion, and which of its inputs are per-sample
 data. Output: the program each step of `fit` runs, and a `CrossStep` per rewritten layer.
 A layer qualifies when its weight W is first read by `matvec(W, x)` with x a data input, and
-last by the fused plain-SGD update `W - lr * outer(a, x)` that replaces it. In the rewritten
+last by the plain-SGD update `sgd_outer(W, a, x, lr)` (passes/sgd.py) that replaces it. In the rewritten
 program the matvec's result comes in as an extra input `carry` (computed by the previous step,
 or by the fit loop before the first), and the update becomes `update_matvec(W, a, x, lr, next)`,
 which also computes `W' @ next` for the next sample (an extra input) and leaves it in `carry`.
@@ -40,12 +40,10 @@ def fuse_across_steps(program: Program, data: set[int]) -> tuple[Program, list[C
         if first.prim.name != "matvec" or first.params["transpose_a"] or first.inputs[0] is not w:
             continue
         x = first.inputs[1]
-        if not any(x is inputs[i] for i in data) or new not in last.outputs:
+        if not any(x is inputs[i] for i in data) or last.prim.name != "sgd_outer" or \
+                last.inputs[0] is not w or last.inputs[2] is not x:
             continue
-        update = _plain_sgd_update(last, w, x)
-        if update is None:
-            continue
-        (a, lr), carry, x_next = update, Var(first.outputs[0].type), Var(x.type)
+        (_, a, _, lr), carry, x_next = last.inputs, Var(first.outputs[0].type), Var(x.type)
         g_next = Var(first.outputs[0].type)
         inputs += [carry, x_next]
         renamed[id(first.outputs[0])] = carry
@@ -62,20 +60,3 @@ def fuse_across_steps(program: Program, data: set[int]) -> tuple[Program, list[C
             for e in eqns if e is not None]
     return Program(tuple(inputs), eqns, tuple(map(rename, program.outputs)),
                    tuple(updates)), rewrites
-
-
-def _plain_sgd_update(e: Eqn, w: Var, x: Var):
-    """(a, lr) if e is `fused[outer(a, x); mul(lr, .); sub(w, .)]` giving only W's new value."""
-    if e.prim.name != "fused" or [q.prim.name for q in e.params["body"].eqns] != [
-            "outer", "mul", "sub"]:
-        return None
-    body = e.params["body"]
-    outer_, mul, sub = body.eqns
-    outside = {id(inner): a for inner, a in zip(body.inputs, e.inputs, strict=True)}
-    a, xx = (outside.get(id(v)) for v in outer_.inputs)
-    others = [v for v in mul.inputs if v is not outer_.outputs[0]]
-    lr = outside.get(id(others[0])) if len(others) == 1 else None
-    ok = (xx is x and a is not None and lr is not None and lr.type.ndim == 0 and
-          sub.inputs[1] is mul.outputs[0] and outside.get(id(sub.inputs[0])) is w and
-          body.outputs == (sub.outputs[0],))
-    return (a, lr) if ok else None

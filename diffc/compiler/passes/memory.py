@@ -93,10 +93,10 @@ def _in_place_producer(program: Program, param: Var, new, last_use) -> Eqn | Non
 
 def _reads_at_write_index(e: Eqn, param: Var) -> bool:
     """Whether e can write its output over param: it does not read param, or reads it only
-    at the index it writes (elementwise, or row by row for `update_matvec`'s weights)."""
+    at the index it writes (elementwise, or row by row for the weights of the SGD kernels)."""
     if not any(a is param for a in e.inputs):
         return True
-    if e.prim.name == "update_matvec":
+    if e.prim.name in ("update_matvec", "sgd_outer"):
         return e.inputs[0] is param and not any(a is param for a in e.inputs[1:])
     if e.prim.elementwise:
         return all(v.type.shape == param.type.shape for v in e.outputs)
