@@ -30,9 +30,9 @@ def trajectory_error(ours, reference, dtype: str) -> float:
 def measure(workload: str, dtype: str, quick: bool) -> dict:
     """One workload in one dtype: diffc, numpy and the peers that are installed."""
     import numpy as np
-
     import peers
     import workloads as w
+
     from diffc import f32, f64
     dt = {"f32": f32, "f64": f64}[dtype]
     rng = np.random.default_rng(0)
@@ -97,7 +97,7 @@ def main() -> int:
             limit = TOLERANCE[r["dtype"]][0]
             ok = r["error"] <= limit
             failed |= not ok
-            peer = lambda k: f"{r[k]:9.1f}" if k in r else f"{'-':>9}"  # noqa: E731
+            peer = lambda k, r=r: f"{r[k]:9.1f}" if k in r else f"{'-':>9}"  # noqa: E731
             diffc_us = f"{r['diffc']:9.1f}" if ok else f"{'MISMATCH':>9}"
             ratio = f"{r['numpy'] / r['diffc']:5.2f}x" if ok else f"{'-':>6}"
             print(f"{r['workload']:8} {r['dtype']:5} {threads:3d} {r['numpy']:9.1f} {diffc_us} "

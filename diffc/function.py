@@ -135,7 +135,7 @@ class Function(CompiledFunction):
         names = self.signature.names
         if len(args) > len(names):
             raise TypeError(f"takes {len(names)} arguments, got {len(args)}")
-        values = dict(zip(names, args))
+        values = dict(zip(names, args, strict=False))  # checked: no more args than names
         for k, v in kwargs.items():
             if k not in names:
                 raise TypeError(f"unexpected argument {k!r}; the parameters are {list(names)}")

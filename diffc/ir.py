@@ -210,7 +210,7 @@ def eval_program(p: Program, *args, float64: bool = False) -> list:
     symbols: dict[str, int] = {}
     for v, x in zip(p.inputs, args, strict=True):
         env[id(v)] = np.asarray(x, dtype=np_dtype(v.type))
-        symbols.update((d, s) for d, s in zip(v.type.shape, env[id(v)].shape)
+        symbols.update((d, s) for d, s in zip(v.type.shape, env[id(v)].shape, strict=False)
                        if isinstance(d, str))
 
     def resolve(value):  # shape params may hold symbolic dims: use this call's sizes

@@ -11,9 +11,9 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ..ir import Lit
-from .loops import I64, for_range, loop_nest
 from .gemm import Gemm, intrinsic, lower_matmul
 from .gemm import run as run_gemm
+from .loops import I64, for_range, loop_nest
 from .scalar import EMITTERS, emit_exp, emit_log
 
 REDUCE = ("reassoc", "contract")
@@ -85,7 +85,7 @@ def lower_fill(k) -> None:
 
 def lower_dim_size(k) -> None:
     x, (out,) = k.inputs[0], k.outputs
-    k.outputs[0].store(k.b, _c(I64, 0), k.b.sitofp(k.dim(x.type.shape[k.params["axis"]]), k.ty))
+    out.store(k.b, _c(I64, 0), k.b.sitofp(k.dim(x.type.shape[k.params["axis"]]), k.ty))
 
 
 def _dot(k, a_at, b_at, n):

@@ -88,7 +88,7 @@ class Invoker:
         else:
             array_arg, self._pass = ctypes.c_void_p, (lambda a: a.ctypes.data)
             address = addresses[abi.entry]
-        argtypes = ([array_arg if t.ndim else c for t, c in zip(abi.inputs, scalar_args)] +
+        argtypes = ([array_arg if t.ndim else c for t, c in zip(abi.inputs, scalar_args, strict=True)] +
                     [array_arg] * len(abi.outputs) + [ctypes.c_int64] * len(abi.symbols) +
                     [ctypes.c_void_p])
         self._entry = ctypes.CFUNCTYPE(None, *argtypes)(address)
@@ -108,7 +108,7 @@ class Invoker:
         if len(args) > len(names):
             raise ArgumentError(f"takes {len(names)} arguments ({', '.join(names)}), "
                                 f"got {len(args)}")
-        values = dict(zip(names, args))
+        values = dict(zip(names, args, strict=False))  # checked: no more args than names
         for k, v in kwargs.items():
             if k not in names:
                 raise ArgumentError(f"{k}: unexpected argument; the parameters are "
@@ -124,7 +124,7 @@ class Invoker:
     def check(self, values: list) -> dict[str, int]:
         """Validate every argument; returns the symbolic dims' values."""
         symbols: dict[str, int] = {}
-        for (name, t, is_array, np_dtype, static_shape), a in zip(self._plans, values):
+        for (name, t, is_array, np_dtype, static_shape), a in zip(self._plans, values, strict=True):
             if not is_array:
                 self._check_scalar(name, t, a)
                 continue
@@ -148,12 +148,13 @@ class Invoker:
         """Shape check of an array whose type has symbolic dims (or a wrong static shape)."""
         if a.ndim != t.ndim:
             raise ArgumentError(f"{name}: expected {t}, got {_describe(a)}")
-        for d, s in zip(t.shape, a.shape):
+        for d, s in zip(t.shape, a.shape, strict=True):
             if isinstance(d, int):
                 if d != s:
                     raise ArgumentError(f"{name}: expected {t}, got {_describe(a)}")
             elif symbols.setdefault(d, s) != s:
-                first = next(p.name for p, v in zip(self.signature.params, self.abi.inputs)
+                first = next(p.name for p, v in zip(self.signature.params, self.abi.inputs,
+                                                        strict=True)
                              if d in v.shape)
                 raise ArgumentError(f"{name}: expected {t} with {d}={symbols[d]} (as bound by "
                                     f"{first}), got {_describe(a)}")
@@ -233,7 +234,8 @@ class Invoker:
         outs = [np.empty(o[1] if self._static_outs else tuple(symbols.get(d, d) for d in o[1]),
                          o[0]) if type(o) is tuple else o for o in self._outs]
         pass_array = self._pass
-        call_args = [pass_array(a) if plan[2] else a for a, plan in zip(values, self._plans)]
+        call_args = [pass_array(a) if plan[2] else a for a, plan in zip(values, self._plans,
+                                                                             strict=True)]
         with self._lock:
             self._entry(*call_args, *map(pass_array, outs), *dims, self._workspace_for(dims))
             return [o if o.ndim else o.item() for o in outs]

@@ -10,9 +10,9 @@ import ctypes
 import json
 import os
 
+from ..compiler.passes.crossstep import CrossStep
 from ..errors import DiffcError
 from ..types import Param, Signature
-from ..compiler.passes.crossstep import CrossStep
 from .abi import Abi, type_from_json
 from .call import Invoker
 

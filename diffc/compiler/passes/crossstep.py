@@ -2,13 +2,14 @@
 
 Input: a per-sample train-step program after fusion, and which of its inputs are per-sample
 data. Output: the program each step of `fit` runs, and a `CrossStep` per rewritten layer.
-A layer qualifies when its weight W is first read by `matvec(W, x)` with x a data input, and
-last by the plain-SGD update `sgd_outer(W, a, x, lr)` (passes/sgd.py) that replaces it. In the rewritten
-program the matvec's result comes in as an extra input `carry` (computed by the previous step,
-or by the fit loop before the first), and the update becomes `update_matvec(W, a, x, lr, next)`,
-which also computes `W' @ next` for the next sample (an extra input) and leaves it in `carry`.
-Each row of W is then read once per sample, while in cache, instead of twice; the arithmetic is
-the same as the step program's, so `fit` gives the same numbers as a loop of step calls.
+A layer qualifies when its weight W is first read by `matvec(W, x)`, x a data input, and last
+by the plain-SGD update `sgd_outer(W, a, x, lr)` (passes/sgd.py) that replaces it. In the
+rewritten program the matvec's result comes in as an extra input `carry` (computed by the
+previous step, or by the fit loop before the first), and the update becomes
+`update_matvec(W, a, x, lr, next)`, which also computes `W' @ next` for the next sample (an
+extra input) and leaves it in `carry`. Each row of W is then read once per sample, while in
+cache, instead of twice; the arithmetic is the same as the step program's, so `fit` gives the
+same numbers as a loop of step calls.
 """
 from __future__ import annotations
 
