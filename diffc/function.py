@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 
-from .errors import DTypeError, ShapeError, TraceError
+from .errors import ArgumentError, DTypeError, ShapeError, TraceError
 from .ir import Program
+from .runtime.call import bind_arguments
 from .trace import Tracer, _at_user, as_result, trace_program
 from .types import ArrayType, Signature, signature_of
 
@@ -106,8 +107,8 @@ class Function(CompiledFunction):
     def _inline(self, args, kwargs):
         """Trace the body into the caller's trace, checking argument types like a call does."""
         try:
-            bound = self.signature_bind(args, kwargs)
-        except TypeError as e:
+            bound = bind_arguments(self.signature.names, args, kwargs)
+        except ArgumentError as e:
             raise _at_user(TraceError, f"{self.name}: {e}") from None
         symbols: dict[str, object] = {}
         ctx = next(a.ctx for a in bound if isinstance(a, Tracer))
@@ -129,23 +130,6 @@ class Function(CompiledFunction):
                                                    for d in expected.shape))
         return Tracer(ctx, as_result(result, expected, ctx, self.fn)) if isinstance(
             result, Tracer) else result
-
-    def signature_bind(self, args, kwargs) -> list:
-        """Positional and keyword arguments in parameter order; TypeError if they do not fit."""
-        names = self.signature.names
-        if len(args) > len(names):
-            raise TypeError(f"takes {len(names)} arguments, got {len(args)}")
-        values = dict(zip(names, args, strict=False))  # checked: no more args than names
-        for k, v in kwargs.items():
-            if k not in names:
-                raise TypeError(f"unexpected argument {k!r}; the parameters are {list(names)}")
-            if k in values:
-                raise TypeError(f"argument {k!r} given twice")
-            values[k] = v
-        missing = [n for n in names if n not in values]
-        if missing:
-            raise TypeError(f"missing argument(s) {missing}")
-        return [values[n] for n in names]
 
 
 def function(fn=None, *, name: str | None = None):

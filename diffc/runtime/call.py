@@ -59,6 +59,24 @@ def label_bounds(program) -> dict[int, object]:
     return bounds
 
 
+def bind_arguments(names, args, kwargs) -> list:
+    """Positional and keyword arguments in the order of `names`, or an ArgumentError."""
+    if len(args) > len(names):
+        raise ArgumentError(f"takes {len(names)} arguments ({', '.join(names)}), got {len(args)}")
+    values = dict(zip(names, args, strict=False))  # checked: no more args than names
+    for k, v in kwargs.items():
+        if k not in names:
+            raise ArgumentError(f"{k}: unexpected argument; the parameters are "
+                                f"{', '.join(names)}")
+        if k in values:
+            raise ArgumentError(f"{k}: given twice (by position and by keyword)")
+        values[k] = v
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise ArgumentError(f"{', '.join(missing)}: missing argument")
+    return [values[n] for n in names]
+
+
 def _describe(a) -> str:
     if isinstance(a, np.ndarray):
         return f"{a.dtype} {a.shape}"
@@ -88,9 +106,10 @@ class Invoker:
         else:
             array_arg, self._pass = ctypes.c_void_p, (lambda a: a.ctypes.data)
             address = addresses[abi.entry]
-        argtypes = ([array_arg if t.ndim else c for t, c in zip(abi.inputs, scalar_args, strict=True)] +
-                    [array_arg] * len(abi.outputs) + [ctypes.c_int64] * len(abi.symbols) +
-                    [ctypes.c_void_p])
+        inputs = [array_arg if t.ndim else c
+                  for t, c in zip(abi.inputs, scalar_args, strict=True)]
+        argtypes = (inputs + [array_arg] * len(abi.outputs) +
+                    [ctypes.c_int64] * len(abi.symbols) + [ctypes.c_void_p])
         self._entry = ctypes.CFUNCTYPE(None, *argtypes)(address)
         self._size = ctypes.CFUNCTYPE(ctypes.c_int64, *[ctypes.c_int64] * len(abi.symbols))(
             addresses[abi.workspace_size])
@@ -105,21 +124,7 @@ class Invoker:
         names = self.names if count is None else self.names[:count]
         if not kwargs and len(args) == len(names):
             return list(args)
-        if len(args) > len(names):
-            raise ArgumentError(f"takes {len(names)} arguments ({', '.join(names)}), "
-                                f"got {len(args)}")
-        values = dict(zip(names, args, strict=False))  # checked: no more args than names
-        for k, v in kwargs.items():
-            if k not in names:
-                raise ArgumentError(f"{k}: unexpected argument; the parameters are "
-                                    f"{', '.join(names)}")
-            if k in values:
-                raise ArgumentError(f"{k}: given twice (by position and by keyword)")
-            values[k] = v
-        missing = [n for n in names if n not in values]
-        if missing:
-            raise ArgumentError(f"{', '.join(missing)}: missing argument")
-        return [values[n] for n in names]
+        return bind_arguments(names, args, kwargs)
 
     def check(self, values: list) -> dict[str, int]:
         """Validate every argument; returns the symbolic dims' values."""
