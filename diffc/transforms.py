@@ -8,8 +8,6 @@ with `SignatureError` before anything is built.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-
 import numpy as np
 
 from .ad import vjp
@@ -93,15 +91,20 @@ def value_and_grad(f, wrt=None) -> GradFunction:
     return GradFunction(f, wrt, with_value=True)
 
 
-@dataclass
-class GradCheck:
-    """The worst relative error between compiled gradients and finite differences, per param."""
+class GradCheck(float):
+    """The worst relative error between gradients and finite differences (a float), with the
+    worst error of each parameter in `errors` and a readable table as its `str`."""
 
     errors: dict[str, float]
 
+    def __new__(cls, errors: dict[str, float]):
+        check = super().__new__(cls, max(errors.values()))
+        check.errors = errors
+        return check
+
     @property
     def worst(self) -> float:
-        return max(self.errors.values())
+        return float(self)
 
     def __str__(self) -> str:
         rows = [f"  {name:>16}: {err:.3e}" for name, err in self.errors.items()]
