@@ -224,8 +224,9 @@ def eval_program(p: Program, *args, float64: bool = False) -> list:
         outs = out if isinstance(out, tuple) else (out,)
         for v, x in zip(e.outputs, outs, strict=True):
             env[id(v)] = np.asarray(x, dtype=np_dtype(v.type))
-    results = [read(a) for a in p.outputs]
-    new_values = [read(v) for _, v in p.updates]
+    # copies: an output or new value may be an argument array that the updates overwrite
+    results = [np.array(read(a)) for a in p.outputs]
+    new_values = [np.array(read(v)) for _, v in p.updates]
     for (k, _), x in zip(p.updates, new_values, strict=True):
         np.copyto(args[p.inputs.index(k)], x)
     return results

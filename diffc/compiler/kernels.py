@@ -161,14 +161,21 @@ def _sgd_rows(k, w, a, x, lr, w_new, then=None) -> None:
     b = k.b
     rows, cols = (k.dim(d) for d in w.type.shape)
     rate = lr.load(b, _c(I64, 0))
+    in_place = w_new.ptr is w.ptr  # one pointer argument: W is updated in its own buffer
     with for_range(b, rows, name="i") as i:
         base = b.mul(i.index, cols)
         ai = a.load(b, i.index)
-        with b.if_then(b.fcmp_unordered("!=", ai, _c(k.ty, 0.0))):
-            with for_range(b, cols, name="j") as j:
-                at = b.add(base, j.index)
-                step = b.fmul(rate, b.fmul(ai, x.load(b, j.index)))
-                w_new.store(b, at, b.fsub(w.load(b, at), step))
+        with b.if_else(b.fcmp_unordered("!=", ai, _c(k.ty, 0.0))) as (update, keep):
+            with update:
+                with for_range(b, cols, name="j") as j:
+                    at = b.add(base, j.index)
+                    step = b.fmul(rate, b.fmul(ai, x.load(b, j.index)))
+                    w_new.store(b, at, b.fsub(w.load(b, at), step))
+            with keep:
+                if not in_place:  # the row is unchanged, but it must reach the new buffer
+                    with for_range(b, cols, name="j") as j:
+                        at = b.add(base, j.index)
+                        w_new.store(b, at, w.load(b, at))
         if then is not None:
             then(i.index, b.gep(w_new.ptr, [base], inbounds=True, source_etype=k.ty))
 

@@ -40,10 +40,14 @@ def _c(ty, value):
     return ir.Constant(ty, value)
 
 
+def _intrinsic_n(b: ir.IRBuilder, name: str, ty, arity: int) -> ir.Function:
+    """The declaration of an overloaded LLVM intrinsic taking `arity` operands of type ty."""
+    return b.block.function.module.declare_intrinsic(name, [ty],
+                                                     ir.FunctionType(ty, [ty] * arity))
+
+
 def _intrinsic(b: ir.IRBuilder, name: str, ty, *args):
-    module = b.block.function.module
-    fn = module.declare_intrinsic(name, [ty], ir.FunctionType(ty, [ty] * len(args)))
-    return b.call(fn, list(args))
+    return b.call(_intrinsic_n(b, name, ty, len(args)), list(args))
 
 
 def _horner(b, x, coeffs, ty):
@@ -104,8 +108,9 @@ def emit_tanh(b: ir.IRBuilder, ty, x):
     return _intrinsic(b, "llvm.copysign", ty, t, x)
 
 
-def emit_log(b: ir.IRBuilder, ty, x):
-    pr = Precision(ty)
+def _log_split(b, pr: Precision, x):
+    """For finite x > 0: (e, log m) with x = 2**e * m, m in [sqrt(1/2), sqrt(2)], e a float."""
+    ty = pr.ty
     subnormal = b.fcmp_ordered("<", x, _c(ty, pr.tiny))
     x1 = b.select(subnormal, b.fmul(x, _c(ty, 2.0 ** pr.tiny_scale_bits)), x)
     bits = b.bitcast(x1, pr.int)
@@ -122,6 +127,12 @@ def emit_log(b: ir.IRBuilder, ty, x):
     series = _horner(b, z, [1 / (2 * n + 1) for n in range(pr.log_terms + 1)], ty)
     log_m = b.fmul(b.fmul(s, _c(ty, 2.0)), series, flags=FLAGS)
     ef = b.sitofp(b.trunc(e, ir.IntType(32)) if pr.int.width == 64 else e, ty)
+    return ef, log_m
+
+
+def emit_log(b: ir.IRBuilder, ty, x):
+    pr = Precision(ty)
+    ef, log_m = _log_split(b, pr, x)
     lo = b.fadd(b.fmul(ef, _c(ty, pr.ln2_lo), flags=FLAGS), log_m, flags=FLAGS)
     result = b.fadd(b.fmul(ef, _c(ty, pr.ln2_hi), flags=FLAGS), lo, flags=FLAGS)
     result = b.select(b.fcmp_ordered("==", x, _c(ty, math.inf)), x, result)
@@ -130,26 +141,67 @@ def emit_log(b: ir.IRBuilder, ty, x):
     return b.select(b.fcmp_ordered(">", x, _c(ty, 0.0)), result, nonpositive)
 
 
+def _exp_y_log(b, ty, x, y: float):
+    """exp(y * log(x)) for finite x > 0, with log x and the product in double-double: the
+    rounding of y * log(x) (|y log x| up to ~700) would otherwise cost ~|y log x| ulp."""
+    pr = Precision(ty)
+    ef, log_m = _log_split(b, pr, x)
+    head = b.fmul(ef, _c(ty, pr.ln2_hi))  # exact: ln2_hi has trailing zero bits
+    tail = b.fadd(b.fmul(ef, _c(ty, pr.ln2_lo), flags=FLAGS), log_m, flags=FLAGS)
+    log_hi = b.fadd(head, tail)
+    log_lo = b.fadd(b.fsub(head, log_hi), tail)  # Fast2Sum: |head| >= |tail| unless head = 0
+    prod_hi = b.fmul(_c(ty, y), log_hi)
+    fma = _intrinsic_n(b, "llvm.fma", ty, 3)
+    prod_lo = b.fadd(b.call(fma, [_c(ty, y), log_hi, b.fneg(prod_hi)]),
+                     b.fmul(_c(ty, y), log_lo))
+    e = emit_exp(b, ty, prod_hi)
+    return b.call(fma, [e, prod_lo, e])  # e * (1 + prod_lo)
+
+
 def emit_sigmoid(b: ir.IRBuilder, ty, x):
     return b.fdiv(_c(ty, 1.0), b.fadd(_c(ty, 1.0), emit_exp(b, ty, b.fneg(x))))
 
 
+def _int_pow(b, ty, x, n: int):
+    """x**n for an integer n, by squaring (x**0 is 1, as in numpy, even for nan)."""
+    result, base, m = None, x, abs(n)
+    while m:
+        if m & 1:
+            result = base if result is None else b.fmul(result, base)
+        m >>= 1
+        if m:
+            base = b.fmul(base, base)
+    if result is None:
+        return _c(ty, 1.0)
+    return b.fdiv(_c(ty, 1.0), result) if n < 0 else result
+
+
 def emit_pow(b: ir.IRBuilder, ty, x, *, y):
-    """x**y for a constant y: multiplications for integers, sqrt for 1/2, else exp(y log x)."""
+    """x**y for a constant y, with numpy's (C99's) special values.
+
+    Integers: multiplications; 1/2: sqrt (numpy's fast path); other halves: x**n * sqrt(x);
+    otherwise exp(y * log(x)), whose error grows with |y log x|: float32 computes it in
+    float64. Negative x with a non-integer y gives nan; +-0 and -inf follow C99's pow.
+    """
     if float(y).is_integer():
-        n, result, base = abs(int(y)), None, x
-        while n:  # exponentiation by squaring
-            if n & 1:
-                result = base if result is None else b.fmul(result, base)
-            n >>= 1
-            if n:
-                base = b.fmul(base, base)
-        if result is None:
-            return _c(ty, 1.0)
-        return b.fdiv(_c(ty, 1.0), result) if y < 0 else result
-    if y == 0.5:
+        return _int_pow(b, ty, x, int(y))
+    if y == 0.5:  # numpy's fast path: exactly sqrt
         return _intrinsic(b, "llvm.sqrt", ty, x)
-    return emit_exp(b, ty, b.fmul(_c(ty, float(y)), emit_log(b, ty, x)))
+    if float(2 * y).is_integer():
+        whole = _int_pow(b, ty, x, int(abs(y) - 0.5))
+        root = b.fmul(whole, _intrinsic(b, "llvm.sqrt", ty, x))
+        result = b.fdiv(_c(ty, 1.0), root) if y < 0 else root
+    elif isinstance(ty, ir.FloatType):
+        wide = ir.DoubleType()
+        return b.fptrunc(emit_pow(b, wide, b.fpext(x, wide), y=y), ty)
+    else:
+        result = _exp_y_log(b, ty, x, float(y))
+        result = b.select(b.fcmp_ordered(">", x, _c(ty, 0.0)), result, _c(ty, math.nan))
+        result = b.select(b.fcmp_ordered("==", x, _c(ty, math.inf)),
+                          _c(ty, math.inf if y > 0 else 0.0), result)
+    far, near = (math.inf, 0.0) if y > 0 else (0.0, math.inf)  # C99: (-inf)**y and (+-0)**y
+    result = b.select(b.fcmp_ordered("==", x, _c(ty, 0.0)), _c(ty, near), result)
+    return b.select(b.fcmp_ordered("==", x, _c(ty, -math.inf)), _c(ty, far), result)
 
 
 EMITTERS = {
