@@ -8,6 +8,7 @@ with `SignatureError` before anything is built.
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
 
 from .ad import vjp
