@@ -422,6 +422,8 @@ primitive("softmax_cross_entropy", _softmax_cross_entropy, _softmax_cross_entrop
 
 def _softmax_cross_entropy_grad_rule(z: ArrayType, y: ArrayType, g: ArrayType) -> ArrayType:
     out = _softmax_cross_entropy_rule(z, y)
+    if g.dtype != out.dtype:
+        raise DTypeError(f"softmax_cross_entropy_grad: cotangent {out} expected, got {g}")
     if g != out:
         raise ShapeError(f"softmax_cross_entropy_grad: cotangent {out} expected, got {g}")
     return z
@@ -440,6 +442,9 @@ primitive("softmax_cross_entropy_grad", _softmax_cross_entropy_grad,
 
 
 def _fused_rule(*types: ArrayType, body) -> tuple[ArrayType, ...]:
+    if tuple(v.type.dtype for v in body.inputs) != tuple(t.dtype for t in types):
+        raise DTypeError(f"fused: inputs {types} do not match the body's "
+                         f"{tuple(v.type for v in body.inputs)}")
     if tuple(v.type for v in body.inputs) != types:
         raise ShapeError(f"fused: inputs {types} do not match the body's "
                          f"{tuple(v.type for v in body.inputs)}")

@@ -1,0 +1,684 @@
+"""Every primitive against an independent numpy formula: impl, shape rule and compiled code.
+
+The table `CASES` holds, for every registered primitive, example operands, params and a numpy
+reference written here. Each case is built into a one-equation Program, evaluated by the
+primitive's `impl`, by `eval_program` and by compiled native code (a symbolic dim `B` takes two
+sizes in one compiled function), in f32 and f64.
+"""
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from diffc.errors import DTypeError, ShapeError
+from diffc.ir import Eqn, Lit, Program, Var, eval_program
+from diffc.ops import PRIMITIVES
+from diffc.runtime import CompiledProgram
+from diffc.types import ArrayType, Param, Signature, f32, f64, i32, i64
+
+RTOL = {f32: 1e-5, f64: 1e-12}
+FLOATS = [f32, f64]
+SIZES = (3, 7)  # the sizes the symbolic dim B takes, both through one compiled function
+LIT = 1.5  # the value of a literal operand
+
+
+@dataclass(frozen=True)
+class Case:
+    """One example of a primitive: operands as (kind, shape), the output shapes its shape rule
+    must give, a numpy reference (float64 operands, **params) and optionally the magnitude each
+    output's error is measured against (where cancellation makes |ref| unfair)."""
+
+    inputs: tuple
+    out: tuple
+    ref: Callable
+    params: dict | Callable = field(default_factory=dict)  # or dtype -> dict
+    scale: Callable | None = None
+    binders: tuple = ()  # extra program inputs (kind, shape) that only bind symbolic dims
+
+
+def _np_softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _np_logsumexp(z):
+    m = z.max(-1, keepdims=True)
+    return (m + np.log(np.exp(z - m).sum(-1, keepdims=True)))[..., 0]
+
+
+def _onehot(label, n):
+    return np.eye(n)[label]
+
+
+def _sigmoid(x):
+    with np.errstate(over="ignore"):
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _tanh(x):
+    u = np.expm1(-2 * np.abs(x))
+    return np.sign(x) * -u / (u + 2)
+
+
+def _unary(ref, kind="x"):
+    return [Case(((kind, (5,)),), ((5,),), ref),
+            Case(((kind, ("B", 4)),), (("B", 4),), ref),
+            Case(((kind, ()),), ((),), ref)]
+
+
+def _binary(ref, scale=None, right="x"):
+    return [Case((("x", ("B", 3)), (right, ("B", 3))), (("B", 3),), ref, scale=scale),
+            Case((("x", (4,)), (right, ())), ((4,),), ref, scale=scale),
+            Case((("lit", ()), (right, (2, 3))), ((2, 3),), ref, scale=scale)]
+
+
+def _pow(y, kind="pos", shape=("B", 3)):
+    return Case(((kind, shape),), (shape,), lambda x, y: x ** float(y), {"y": y})
+
+
+def _add_scale(x, y):
+    return np.abs(x) + np.abs(y)
+
+
+def _bcast_ref(x, shape, broadcast_dimensions):
+    missing = tuple(d for d in range(len(shape)) if d not in broadcast_dimensions)
+    return np.broadcast_to(np.expand_dims(x, missing), shape)
+
+
+def _matmul_ref(a, b, transpose_a, transpose_b):
+    return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
+
+
+def _matmul_scale(a, b, transpose_a, transpose_b):
+    return _matmul_ref(np.abs(a), np.abs(b), transpose_a, transpose_b)
+
+
+def _matmul(a, b, out, ta=False, tb=False):
+    return Case((("x", a), ("x", b)), (out,), _matmul_ref,
+                {"transpose_a": ta, "transpose_b": tb}, _matmul_scale)
+
+
+def _matvec(a, x, out, ta=False):
+    return Case((("x", a), ("x", x)), (out,),
+                lambda a, x, transpose_a: (a.T if transpose_a else a) @ x, {"transpose_a": ta},
+                lambda a, x, transpose_a: np.abs(a.T if transpose_a else a) @ np.abs(x))
+
+
+def _log_softmax_scale(z):
+    return np.abs(z) + np.abs(_np_logsumexp(z))[..., None]
+
+
+def _sce_ref(z, y):
+    log_p = z - _np_logsumexp(z)[..., None]
+    if y.dtype.kind == "f":
+        return -(y * log_p).sum(-1)
+    return -np.take_along_axis(log_p, y[..., None], -1)[..., 0]
+
+
+def _sce_scale(z, y):
+    lse = np.abs(_np_logsumexp(z))
+    if y.dtype.kind == "f":
+        return lse * np.abs(y).sum(-1) + np.abs(y * z).sum(-1)
+    return lse + np.abs(np.take_along_axis(z, y[..., None], -1)[..., 0])
+
+
+def _sce_grad_ref(z, y, g):
+    p = _np_softmax(z)
+    t = y if y.dtype.kind == "f" else _onehot(y, z.shape[-1])
+    return g[..., None] * (p * t.sum(-1, keepdims=True) - t)
+
+
+def _sce_grad_scale(z, y, g):
+    t = np.abs(y) if y.dtype.kind == "f" else _onehot(y, z.shape[-1])
+    return np.abs(g)[..., None] * (_np_softmax(z) * t.sum(-1, keepdims=True) + t)
+
+
+def _unpick_ref(g, label, shape):
+    return _onehot(label, shape[-1]) * g[..., None]
+
+
+def _sgd_ref(w, a, x, lr):
+    return w - lr * a[:, None] * x[None, :]
+
+
+def _sgd_scale(w, a, x, lr):
+    return np.abs(w) + np.abs(lr * a[:, None] * x[None, :])
+
+
+def _update_matvec_ref(w, a, x, lr, x_next):
+    w_new = _sgd_ref(w, a, x, lr)
+    return w_new, w_new @ x_next
+
+
+def _update_matvec_scale(w, a, x, lr, x_next):
+    s = _sgd_scale(w, a, x, lr)
+    return s, s @ np.abs(x_next)
+
+
+def _fused_tanh(dt):
+    """Body: t = x * y; (tanh(t) + x, t)."""
+    x, y = Var(dt["B", 4]), Var(dt["B", 4])
+    t, u, v = Var(dt["B", 4]), Var(dt["B", 4]), Var(dt["B", 4])
+    p = PRIMITIVES
+    return {"body": Program((x, y), [Eqn(p["mul"], (x, y), {}, (t,)),
+                                     Eqn(p["tanh"], (t,), {}, (u,)),
+                                     Eqn(p["add"], (u, x), {}, (v,))], (v, t))}
+
+
+def _fused_broadcast(dt):
+    """Body: d = x - b[None, :]; d * d * 0.5."""
+    x, b = Var(dt["B", 4]), Var(dt[4])
+    bb, d, d2, h = (Var(dt["B", 4]) for _ in range(4))
+    p = PRIMITIVES
+    eqns = [Eqn(p["broadcast_in_dim"], (b,), {"shape": ("B", 4), "broadcast_dimensions": (1,)},
+                (bb,)),
+            Eqn(p["sub"], (x, bb), {}, (d,)), Eqn(p["mul"], (d, d), {}, (d2,)),
+            Eqn(p["mul"], (d2, Lit(0.5, ArrayType(dt, ()))), {}, (h,))]
+    return {"body": Program((x, b), eqns, (h,))}
+
+
+def _fused_scalar(dt):
+    """Body: exp(x) * s for a rank-0 s."""
+    x, s, e, out = Var(dt[5]), Var(ArrayType(dt, ())), Var(dt[5]), Var(dt[5])
+    p = PRIMITIVES
+    return {"body": Program((x, s), [Eqn(p["exp"], (x,), {}, (e,)),
+                                     Eqn(p["mul"], (e, s), {}, (out,))], (out,))}
+
+
+CASES: dict[str, list[Case]] = {
+    "neg": _unary(lambda x: -x),
+    "exp": _unary(np.vectorize(math.exp, otypes=[float])),
+    "log": _unary(np.vectorize(math.log, otypes=[float]), "pos"),
+    "tanh": _unary(_tanh),
+    "sigmoid": _unary(_sigmoid),
+    "relu": _unary(lambda x: np.where(x > 0, x, 0.0)),
+    "step": _unary(lambda x: np.where(x > 0, 1.0, 0.0)),
+    "pow": [_pow(1.5), _pow(3, "x", (6,)), _pow(-2, shape=(4,)), _pow(0.5, shape=()),
+            _pow(0, "x", (5,)), _pow(-1)],
+    "add": _binary(lambda x, y: x + y, _add_scale),
+    "sub": _binary(lambda x, y: x - y, _add_scale),
+    "mul": _binary(lambda x, y: x * y),
+    "div": _binary(lambda x, y: x / y, right="pos"),
+    "broadcast_in_dim": [
+        Case((("x", (3,)),), ((2, 3),), _bcast_ref,
+             {"shape": (2, 3), "broadcast_dimensions": (1,)}),
+        Case((("x", ("B",)),), (("B", 4),), _bcast_ref,
+             {"shape": ("B", 4), "broadcast_dimensions": (0,)}),
+        Case((("x", ()),), ((2, "B"),), _bcast_ref,
+             {"shape": (2, "B"), "broadcast_dimensions": ()}, binders=(("x", ("B",)),)),
+        Case((("x", (2, 3)),), ((2, 4, 3),), _bcast_ref,
+             {"shape": (2, 4, 3), "broadcast_dimensions": (0, 2)}),
+    ],
+    "reshape": [
+        Case((("x", ("B", 1, 3)),), (("B", 3),), lambda x, shape: x[:, 0, :], {"shape": ("B", 3)}),
+        Case((("x", (4,)),), ((1, 4, 1),), lambda x, shape: x[None, :, None],
+             {"shape": (1, 4, 1)}),
+    ],
+    "transpose": [
+        Case((("x", ("B", 3)),), ((3, "B"),), lambda x, perm: np.einsum("ab->ba", x),
+             {"perm": (1, 0)}),
+        Case((("x", (2, 3, 4)),), ((4, 2, 3),), lambda x, perm: np.einsum("abc->cab", x),
+             {"perm": (2, 0, 1)}),
+    ],
+    "reduce_sum": [
+        Case((("x", ("B", 4)),), (("B",),), lambda x, axes: x.sum(axis=axes), {"axes": (1,)},
+             lambda x, axes: np.abs(x).sum(axis=axes)),
+        Case((("x", ("B", 4)),), ((4,),), lambda x, axes: x.sum(axis=axes), {"axes": (0,)},
+             lambda x, axes: np.abs(x).sum(axis=axes)),
+        Case((("x", (2, 3, 4)),), ((3,),), lambda x, axes: x.sum(axis=axes), {"axes": (0, 2)},
+             lambda x, axes: np.abs(x).sum(axis=axes)),
+        Case((("x", (5,)),), ((),), lambda x, axes: x.sum(axis=axes), {"axes": (0,)},
+             lambda x, axes: np.abs(x).sum(axis=axes)),
+    ],
+    "dim_size": [
+        Case((("x", ("B", 4)),), ((),), lambda x, axis, dtype: np.float64(x.shape[axis]),
+             lambda dt: {"axis": 0, "dtype": dt}),
+        Case((("x", ("B", 4)),), ((),), lambda x, axis, dtype: np.float64(x.shape[axis]),
+             lambda dt: {"axis": 1, "dtype": dt}),
+    ],
+    "fill": [
+        Case((), ((2, 3),), lambda shape, dtype, value: np.full(shape, value),
+             lambda dt: {"shape": (2, 3), "dtype": dt, "value": 2.5}),
+        Case((), (("B", 2),), lambda shape, dtype, value: np.full(shape, value),
+             lambda dt: {"shape": ("B", 2), "dtype": dt, "value": -1.25},
+             binders=(("x", ("B",)),)),
+    ],
+    "matmul": [
+        _matmul(("B", 4), (5, 4), ("B", 5), tb=True),
+        _matmul((4, "B"), (4, 6), ("B", 6), ta=True),
+        _matmul((3, 5), (5, 2), (3, 2)),
+        _matmul((5, 3), (4, 5), (3, 4), ta=True, tb=True),
+        _matmul(("B", 37), (37, 19), ("B", 19)),
+        _matmul((33, 40), (17, 40), (33, 17), tb=True),
+    ],
+    "matvec": [
+        _matvec((5, 4), (4,), (5,)),
+        _matvec(("B", 3), (3,), ("B",)),
+        _matvec(("B", 6), ("B",), (6,), ta=True),
+        _matvec((19, 37), (37,), (19,)),
+    ],
+    "outer": [
+        Case((("x", ("B",)), ("x", (4,))), (("B", 4),), lambda a, b: a[:, None] * b[None, :]),
+        Case((("x", (3,)), ("x", (5,))), ((3, 5),), lambda a, b: a[:, None] * b[None, :]),
+    ],
+    "softmax": [Case((("x", s),), (s,), _np_softmax) for s in [("B", 5), (7,), (2, 3, 4)]],
+    "log_softmax": [Case((("x", s),), (s,), lambda z: z - _np_logsumexp(z)[..., None],
+                         scale=_log_softmax_scale) for s in [("B", 5), (7,), (2, 3, 4)]],
+    "pick": [
+        Case((("x", ("B", 5)), (("i32", 5), ("B",))), (("B",),),
+             lambda p, y: p[np.arange(len(y)), y]),
+        Case((("x", (6,)), (("i64", 6), ())), ((),), lambda p, y: p[y]),
+        Case((("x", (2, 3, 4)), (("i64", 4), (2, 3))), ((2, 3),),
+             lambda p, y: np.take_along_axis(p, y[..., None], -1)[..., 0]),
+    ],
+    "unpick": [
+        Case((("x", ("B",)), (("i32", 5), ("B",))), (("B", 5),), _unpick_ref,
+             {"shape": ("B", 5)}),
+        Case((("x", ()), (("i64", 4), ())), ((4,),), _unpick_ref, {"shape": (4,)}),
+    ],
+    "softmax_cross_entropy": [
+        Case((("x", ("B", 5)), ("unit", ("B", 5))), (("B",),), _sce_ref, scale=_sce_scale),
+        Case((("x", ("B", 5)), (("i32", 5), ("B",))), (("B",),), _sce_ref, scale=_sce_scale),
+        Case((("x", (6,)), (("i64", 6), ())), ((),), _sce_ref, scale=_sce_scale),
+    ],
+    "softmax_cross_entropy_grad": [
+        Case((("x", ("B", 5)), ("unit", ("B", 5)), ("x", ("B",))), (("B", 5),), _sce_grad_ref,
+             scale=_sce_grad_scale),
+        Case((("x", ("B", 5)), (("i64", 5), ("B",)), ("x", ("B",))), (("B", 5),),
+             _sce_grad_ref, scale=_sce_grad_scale),
+        Case((("x", (4,)), (("i32", 4), ()), ("x", ())), ((4,),), _sce_grad_ref,
+             scale=_sce_grad_scale),
+    ],
+    "fused": [
+        Case((("x", ("B", 4)), ("x", ("B", 4))), (("B", 4), ("B", 4)),
+             lambda x, y, body: (np.tanh(x * y) + x, x * y), _fused_tanh,
+             lambda x, y, body: (np.abs(np.tanh(x * y)) + np.abs(x) + np.abs(x * y),
+                                 np.abs(x * y))),
+        Case((("x", ("B", 4)), ("x", (4,))), (("B", 4),),
+             lambda x, b, body: 0.5 * (x - b) ** 2, _fused_broadcast,
+             lambda x, b, body: (np.abs(x) + np.abs(b)) ** 2),
+        Case((("x", (5,)), ("x", ())), ((5,),), lambda x, s, body: np.exp(x) * s, _fused_scalar),
+    ],
+    "sgd_outer": [
+        Case((("x", ("B", 5)), ("sparse", ("B",)), ("x", (5,)), ("pos", ())), (("B", 5),),
+             _sgd_ref, scale=_sgd_scale),
+        Case((("x", (3, 4)), ("sparse", (3,)), ("x", (4,)), ("pos", ())), ((3, 4),), _sgd_ref,
+             scale=_sgd_scale),
+    ],
+    "update_matvec": [
+        Case((("x", ("B", 5)), ("sparse", ("B",)), ("x", (5,)), ("pos", ()), ("x", (5,))),
+             (("B", 5), ("B",)), _update_matvec_ref, scale=_update_matvec_scale),
+        Case((("x", (4, 37)), ("sparse", (4,)), ("x", (37,)), ("pos", ()), ("x", (37,))),
+             ((4, 37), (4,)), _update_matvec_ref, scale=_update_matvec_scale),
+    ],
+}
+
+CASE_IDS = [(name, i) for name in CASES for i in range(len(CASES[name]))]
+
+
+# ----------------------------------------------------------------------------- machinery
+
+def _resolve(value, size: int):
+    """A shape (or shape param) with the symbolic dim B replaced by size."""
+    if isinstance(value, tuple):
+        return tuple(size if d == "B" else d for d in value)
+    return value
+
+
+def _type(kind, shape, dt) -> ArrayType:
+    if isinstance(kind, tuple):  # (integer dtype name, number of classes)
+        return ArrayType({"i32": i32, "i64": i64}[kind[0]], shape)
+    return ArrayType(dt, shape)
+
+
+def _value(rng, kind, shape, dt):
+    """A random operand of the given kind, in its program dtype."""
+    if isinstance(kind, tuple):
+        return rng.integers(0, kind[1], shape).astype(_type(kind, (), dt).dtype.np_dtype)
+    x = {"x": lambda: 2 * rng.standard_normal(shape),
+         "pos": lambda: rng.uniform(0.2, 4.0, shape),
+         "unit": lambda: rng.uniform(0.0, 1.0, shape),
+         "sparse": lambda: np.where(rng.random(shape) < 0.4, 0.0, rng.standard_normal(shape)),
+         "lit": lambda: np.float64(LIT)}[kind]()
+    return np.asarray(x, dt.np_dtype)
+
+
+def _params(case: Case, dt) -> dict:
+    return case.params(dt) if callable(case.params) else dict(case.params)
+
+
+def _sizes(case: Case) -> tuple:
+    shapes = [s for _, s in case.inputs + case.binders] + list(case.out)
+    return SIZES if any("B" in s for s in shapes) else (None,)
+
+
+@functools.cache
+def _built(name: str, index: int, dt) -> tuple[Program, CompiledProgram]:
+    """The case as a one-equation program, and its compiled code (shared by the tests)."""
+    case = CASES[name][index]
+    binders = tuple(Var(_type(k, s, dt)) for k, s in case.binders)
+    atoms = tuple(Lit(LIT, ArrayType(dt, ())) if k == "lit" else Var(_type(k, s, dt))
+                  for k, s in case.inputs)
+    outs = tuple(Var(ArrayType(dt, s)) for s in case.out)
+    inputs = binders + tuple(a for a in atoms if isinstance(a, Var))
+    program = Program(inputs, [Eqn(PRIMITIVES[name], atoms, _params(case, dt), outs)], outs)
+    signature = Signature(tuple(Param(f"x{i}", v.type) for i, v in enumerate(inputs)),
+                          outs[0].type)
+    return program, CompiledProgram(program, signature, f"{name}_{index}_{dt.name}")
+
+
+def _examples(name: str, index: int, dt):
+    """Per size of B: (binder values, operand values, params with B resolved, references)."""
+    case = CASES[name][index]
+    rng = np.random.default_rng(0)
+    for size in _sizes(case):
+        binders = [_value(rng, k, _resolve(s, size), dt) for k, s in case.binders]
+        operands = [_value(rng, k, _resolve(s, size), dt) for k, s in case.inputs]
+        params = {k: _resolve(v, size) for k, v in _params(case, dt).items()}
+        wide = [x.astype(np.float64) if x.dtype.kind == "f" else x for x in operands]
+        ref = case.ref(*wide, **params)
+        scale = case.scale(*wide, **params) if case.scale else None
+        refs = ref if isinstance(ref, tuple) else (ref,)
+        scales = scale if isinstance(scale, tuple) else (scale,) * len(refs)
+        yield size, binders, operands, params, list(zip(refs, scales, strict=True))
+
+
+def assert_close(got, want, rtol, scale=None, what=""):
+    """|got - want| <= rtol * scale elementwise, scale defaulting to |want|; shapes equal."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
+    bound = rtol * (np.abs(want) if scale is None else np.asarray(scale, np.float64))
+    err = np.abs(got - want)
+    worst = np.unravel_index(np.argmax(err - bound), err.shape) if err.ndim else ()
+    assert np.all(err <= bound), (f"{what}: error {err[worst]:.3g} > bound {bound[worst]:.3g} "
+                                  f"at {worst}: got {got[worst]!r}, expected {want[worst]!r}")
+
+
+def _call_args(values: list) -> list:
+    """Compiled-call arguments: rank-0 values as Python numbers."""
+    return [x.item() if x.ndim == 0 else x for x in values]
+
+
+# ----------------------------------------------------------------------------- tests
+
+def test_every_primitive_has_cases():
+    assert sorted(CASES) == sorted(PRIMITIVES)
+    assert all(CASES[name] for name in CASES)
+
+
+def test_every_primitive_has_a_symbolic_case():
+    for name, cases in CASES.items():
+        assert any(_sizes(c) == SIZES for c in cases), name
+
+
+@pytest.mark.parametrize("dt", FLOATS, ids=str)
+@pytest.mark.parametrize("name,index", CASE_IDS)
+def test_impl_matches_numpy(name, index, dt):
+    for size, _, operands, params, refs in _examples(name, index, dt):
+        out = PRIMITIVES[name].impl(*operands, **params)
+        outs = out if isinstance(out, tuple) else (out,)
+        assert len(outs) == len(refs)
+        for k, (got, (ref, scale)) in enumerate(zip(outs, refs, strict=True)):
+            assert np.asarray(got).dtype == dt.np_dtype, f"output {k}: {np.asarray(got).dtype}"
+            assert_close(got, ref, RTOL[dt], scale, f"impl output {k}, B={size}")
+
+
+@pytest.mark.parametrize("dt", FLOATS, ids=str)
+@pytest.mark.parametrize("name,index", CASE_IDS)
+def test_shape_rule(name, index, dt):
+    case = CASES[name][index]
+    types = [_type(k, s, dt) for k, s in case.inputs]
+    out = PRIMITIVES[name].shape_rule(*types, **_params(case, dt))
+    expected = tuple(ArrayType(dt, s) for s in case.out)
+    assert (out if isinstance(out, tuple) else (out,)) == expected
+    for size, _, _, _, refs in _examples(name, index, dt):  # the references agree with it
+        assert [np.shape(r) for r, _ in refs] == [_resolve(s, size) for s in case.out]
+
+
+@pytest.mark.parametrize("dt", FLOATS, ids=str)
+@pytest.mark.parametrize("name,index", CASE_IDS)
+def test_compiled_matches_eval_and_numpy(name, index, dt):
+    program, compiled = _built(name, index, dt)
+    for size, binders, operands, _, refs in _examples(name, index, dt):
+        values = binders + [x for (k, _), x in zip(CASES[name][index].inputs, operands,
+                                                   strict=True) if k != "lit"]
+        evaluated = eval_program(program, *values)
+        native = compiled(*_call_args(values))
+        assert len(native) == len(evaluated) == len(refs)
+        for k, (got, ev, (ref, scale)) in enumerate(zip(native, evaluated, refs, strict=True)):
+            if np.ndim(ref):
+                assert got.dtype == dt.np_dtype, f"output {k}: {got.dtype}"
+            else:
+                assert isinstance(got, float), f"output {k}: {type(got)}"
+            where = f"output {k}, B={size}"
+            assert_close(got, ev, RTOL[dt], scale if scale is not None else np.abs(ref),
+                         f"compiled vs eval_program, {where}")
+            assert_close(got, ref, RTOL[dt], scale, f"compiled vs numpy, {where}")
+            assert_close(ev, ref, RTOL[dt], scale, f"eval_program vs numpy, {where}")
+
+
+# ----------------------------------------------------------------------------- shape rule errors
+
+def _t(dt, *shape) -> ArrayType:
+    return ArrayType(dt, shape)
+
+
+_BODY = _fused_scalar(f32)["body"]  # inputs f32[5], f32
+# primitive, operand types, params, the error its shape rule must raise
+BAD = [
+    ("broadcast_in_dim", [_t(f32, 3)], {"shape": (2, 4), "broadcast_dimensions": (1,)},
+     ShapeError),
+    ("broadcast_in_dim", [_t(f32, 3)], {"shape": (3, 2), "broadcast_dimensions": ()}, ShapeError),
+    ("broadcast_in_dim", [_t(f32, 2, 3)], {"shape": (3, 2), "broadcast_dimensions": (1, 0)},
+     ShapeError),
+    ("broadcast_in_dim", [_t(f32, 3)], {"shape": (2, 3), "broadcast_dimensions": (2,)},
+     ShapeError),
+    ("broadcast_in_dim", [_t(f32, "B")], {"shape": ("C", 2), "broadcast_dimensions": (0,)},
+     ShapeError),
+    ("reshape", [_t(f32, 2, 3)], {"shape": (3, 2)}, ShapeError),
+    ("reshape", [_t(f32, 6)], {"shape": (2, 3)}, ShapeError),
+    ("transpose", [_t(f32, 2, 3)], {"perm": (0,)}, ShapeError),
+    ("transpose", [_t(f32, 2, 3)], {"perm": (0, 0)}, ShapeError),
+    ("reduce_sum", [_t(f32, 2, 3)], {"axes": (2,)}, ShapeError),
+    ("reduce_sum", [_t(f32, 2, 3)], {"axes": (0, 0)}, ShapeError),
+    ("reduce_sum", [_t(i32, 3)], {"axes": (0,)}, DTypeError),
+    ("dim_size", [_t(f32, 2, 3)], {"axis": 2, "dtype": f32}, ShapeError),
+    ("matmul", [_t(f32, 2, 3), _t(f32, 4, 5)], {"transpose_a": False, "transpose_b": False},
+     ShapeError),
+    ("matmul", [_t(f32, 3, 2), _t(f32, 3, 4)], {"transpose_a": True, "transpose_b": True},
+     ShapeError),
+    ("matmul", [_t(f32, 2, "B"), _t(f32, "C", 4)], {"transpose_a": False, "transpose_b": False},
+     ShapeError),
+    ("matmul", [_t(f32, 3), _t(f32, 3, 4)], {"transpose_a": False, "transpose_b": False},
+     ShapeError),
+    ("matmul", [_t(f32, 2, 3), _t(f64, 3, 4)], {"transpose_a": False, "transpose_b": False},
+     DTypeError),
+    ("matmul", [_t(i64, 2, 3), _t(i64, 3, 4)], {"transpose_a": False, "transpose_b": False},
+     DTypeError),
+    ("matvec", [_t(f32, 2, 3), _t(f32, 2)], {"transpose_a": False}, ShapeError),
+    ("matvec", [_t(f32, 2, 3), _t(f32, 3)], {"transpose_a": True}, ShapeError),
+    ("matvec", [_t(f32, 2, 3), _t(f32, 3, 1)], {"transpose_a": False}, ShapeError),
+    ("matvec", [_t(f64, 2, 3), _t(f32, 3)], {"transpose_a": False}, DTypeError),
+    ("outer", [_t(f32, 2, 3), _t(f32, 3)], {}, ShapeError),
+    ("outer", [_t(f32, 2), _t(f64, 3)], {}, DTypeError),
+    ("softmax", [_t(f32)], {}, ShapeError),
+    ("softmax", [_t(i32, 3)], {}, DTypeError),
+    ("log_softmax", [_t(f64)], {}, ShapeError),
+    ("log_softmax", [_t(i64, 3)], {}, DTypeError),
+    ("pick", [_t(f32, 2, 5), _t(i32, 3)], {}, ShapeError),
+    ("pick", [_t(f32, 2, 5), _t(f32, 2)], {}, DTypeError),
+    ("pick", [_t(f32), _t(i32)], {}, ShapeError),
+    ("pick", [_t(i32, 2, 5), _t(i32, 2)], {}, DTypeError),
+    ("unpick", [_t(f32, 2), _t(i32, 2)], {"shape": (3, 5)}, ShapeError),
+    ("unpick", [_t(f32, 4), _t(i32, 3)], {"shape": (3, 5)}, ShapeError),
+    ("unpick", [_t(f32, 3), _t(f32, 3)], {"shape": (3, 5)}, DTypeError),
+    ("softmax_cross_entropy", [_t(f32, 2, 5), _t(f32, 2, 4)], {}, ShapeError),
+    ("softmax_cross_entropy", [_t(f32, 2, 5), _t(f64, 2, 5)], {}, DTypeError),
+    ("softmax_cross_entropy", [_t(f32, 2, 5), _t(i32, 5)], {}, ShapeError),
+    ("softmax_cross_entropy", [_t(f32), _t(i32)], {}, ShapeError),
+    ("softmax_cross_entropy_grad", [_t(f32, 2, 5), _t(i32, 2), _t(f32, 3)], {}, ShapeError),
+    ("softmax_cross_entropy_grad", [_t(f32, 2, 5), _t(f32, 2, 4), _t(f32, 2)], {},
+     ShapeError),
+    ("softmax_cross_entropy_grad", [_t(f32, 2, 5), _t(i32, 2), _t(f64, 2)], {}, DTypeError),
+    ("fused", [_t(f32, 4), _t(f32)], {"body": _BODY}, ShapeError),
+    ("fused", [_t(f32, 5)], {"body": _BODY}, ShapeError),
+    ("fused", [_t(f64, 5), _t(f64)], {"body": _BODY}, DTypeError),
+    ("sgd_outer", [_t(f32, 3, 4), _t(f32, 4), _t(f32, 4), _t(f32)], {}, ShapeError),
+    ("sgd_outer", [_t(f32, 3, 4), _t(f32, 3), _t(f32, 4), _t(f32, 1)], {}, ShapeError),
+    ("sgd_outer", [_t(f32, 3, 4), _t(f32, 3), _t(f64, 4), _t(f32)], {}, DTypeError),
+    ("update_matvec", [_t(f32, 3, 4), _t(f32, 3), _t(f32, 4), _t(f32), _t(f32, 5)], {},
+     ShapeError),
+    ("update_matvec", [_t(f32, 12), _t(f32, 3), _t(f32, 4), _t(f32), _t(f32, 4)], {},
+     ShapeError),
+    ("update_matvec", [_t(f32, 3, 4), _t(f32, 3), _t(f32, 4), _t(f64), _t(f32, 4)], {},
+     DTypeError),
+]
+
+
+def test_every_non_elementwise_primitive_has_error_cases():
+    """fill is exempt: it has no operands, only params."""
+    wanted = {n for n, p in PRIMITIVES.items() if not p.elementwise} - {"fill"}
+    assert wanted == {name for name, *_ in BAD}
+
+
+@pytest.mark.parametrize("name,types,params,error", BAD,
+                         ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD)])
+def test_shape_rule_rejects(name, types, params, error):
+    with pytest.raises(error) as info:
+        PRIMITIVES[name].shape_rule(*types, **params)
+    found = [str(t) for t in types] + [t.dtype.name for t in types] + [str(v) for v in
+                                                                        params.values()]
+    assert any(f in str(info.value) for f in found), "the message names what was found"
+
+
+ELEMENTWISE = [n for n, p in PRIMITIVES.items() if p.elementwise]
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_elementwise_rule_rejects(name):
+    arity = len(CASES[name][0].inputs)
+    ints = [_t(i32, 3)] * arity
+    with pytest.raises(DTypeError):
+        PRIMITIVES[name].shape_rule(*ints, **_params(CASES[name][0], f32))
+    if arity == 2:
+        with pytest.raises(DTypeError):
+            PRIMITIVES[name].shape_rule(_t(f32, 3), _t(f64, 3))
+        with pytest.raises(ShapeError):
+            PRIMITIVES[name].shape_rule(_t(f32, 3), _t(f32, 4))
+        with pytest.raises(ShapeError):
+            PRIMITIVES[name].shape_rule(_t(f32, "B", 3), _t(f32, 3))
+
+
+# ----------------------------------------------------------------------------- accuracy
+
+@functools.cache
+def _unary_compiled(name: str, dt, **params) -> CompiledProgram:
+    """out = name(x) over x: dt[N], compiled once per op, dtype and params."""
+    x, out = Var(dt["N"]), Var(dt["N"])
+    program = Program((x,), [Eqn(PRIMITIVES[name], (x,), dict(params), (out,))], (out,))
+    return CompiledProgram(program, Signature((Param("x", x.type),), out.type), f"u_{name}")
+
+
+def _run(name, x, **params):
+    dt = f32 if x.dtype == np.float32 else f64
+    (out,) = _unary_compiled(name, dt, **params)(np.ascontiguousarray(x))
+    return out
+
+
+SWEEP_RTOL = {f32: 1e-6, f64: 1e-14}
+_rng = np.random.default_rng(0)
+
+
+def _logspace(lo, hi, n=20000):
+    """Random magnitudes 10**[lo, hi), both signs; seeded."""
+    return 10.0 ** _rng.uniform(lo, hi, n) * _rng.choice([-1.0, 1.0], n)
+
+
+SWEEPS = {  # op -> dtype -> inputs; reference: numpy in float64 (correctly rounded or nearly)
+    "exp": {f64: np.r_[np.linspace(-745, 709.78, 100001), _logspace(-320, 0)],
+            f32: np.r_[np.linspace(-103, 88.7, 100001), _logspace(-45, 0)]},
+    "log": {f64: np.r_[np.abs(_logspace(-323, 308)), np.linspace(0.5, 2, 100001)],
+            f32: np.r_[np.abs(_logspace(-45, 38)), np.linspace(0.5, 2, 100001)]},
+    "tanh": {f64: np.r_[np.linspace(-30, 30, 100001), _logspace(-320, 0)],
+             f32: np.r_[np.linspace(-15, 15, 100001), _logspace(-45, 0)]},
+    "sigmoid": {f64: np.r_[np.linspace(-700, 700, 100001), _logspace(-320, 0)],
+                f32: np.r_[np.linspace(-80, 80, 100001), _logspace(-45, 0)]},
+}
+POWERS = [2, 3, -1, -2, 0.5, 1.5, -2.5, 1 / 3]
+
+
+def _sweep_ref(name, x):
+    with np.errstate(over="ignore"):
+        return {"exp": np.exp, "log": np.log, "tanh": np.tanh, "sigmoid": _sigmoid}[name](x)
+
+
+def _assert_accurate(out, ref, dt):
+    """Relative error within SWEEP_RTOL, or within one subnormal step where ref is subnormal."""
+    floor = np.finfo(dt.np_dtype).smallest_subnormal
+    ref = ref.astype(dt.np_dtype).astype(np.float64)  # what a correctly rounded result gives
+    assert_close(out, ref, SWEEP_RTOL[dt], np.abs(ref) + floor / SWEEP_RTOL[dt])
+
+
+@pytest.mark.parametrize("dt", FLOATS, ids=str)
+@pytest.mark.parametrize("name", list(SWEEPS))
+def test_transcendental_sweep(name, dt):
+    x = SWEEPS[name][dt].astype(dt.np_dtype)
+    _assert_accurate(_run(name, x), _sweep_ref(name, x.astype(np.float64)), dt)
+
+
+@pytest.mark.parametrize("dt", FLOATS, ids=str)
+@pytest.mark.parametrize("y", POWERS, ids=str)
+def test_pow_sweep(y, dt):
+    x = np.abs(_logspace(-100, 100) if dt is f64 else _logspace(-12, 12)).astype(dt.np_dtype)
+    _assert_accurate(_run("pow", x, y=y), x.astype(np.float64) ** y, dt)
+
+
+TINY = {f64: 5e-324, f32: 1e-45}
+SPECIAL = [0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0]
+SPECIAL_BY_OP = {  # op -> dtype -> extra inputs: overflow, underflow, subnormals, signs
+    "exp": {f64: [709.78, 709.79, 1000.0, -745.1, -745.2, -746.0, -1000.0],
+            f32: [88.72, 88.73, 1000.0, -103.9, -104.0, -105.0, -1000.0]},
+    "log": {f64: [-5.0, 2.2250738585072014e-308, 1e-310, -1e-310],
+            f32: [-5.0, 1.1754944e-38, 1e-40, -1e-40]},
+    "tanh": {f64: [20.0, -20.0, 1e300, -1e300], f32: [10.0, -10.0, 1e30, -1e30]},
+    "sigmoid": {f64: [1000.0, -1000.0, 36.0, -36.0], f32: [100.0, -100.0, 17.0, -17.0]},
+    "pow": {f64: [-2.0, 4.0, -8.0, 1e300, 1e-300], f32: [-2.0, 4.0, -8.0, 1e30, 1e-30]},
+}
+
+
+def _assert_special(out, ref, dt):
+    """nan, infinities and zeros (with their sign) exactly as numpy; finite values close."""
+    assert np.array_equal(np.isnan(out), np.isnan(ref)), (out, ref)
+    exact = np.isinf(ref) | (ref == 0)
+    assert np.array_equal(out[exact], ref[exact]), (out[exact], ref[exact])
+    assert np.array_equal(np.signbit(out[exact]), np.signbit(ref[exact])), (out, ref)
+    finite = np.isfinite(ref) & ~exact
+    _assert_accurate(out[finite], ref[finite].astype(np.float64), dt)
+
+
+def _special_inputs(name, dt):
+    x = SPECIAL + [TINY[dt], -TINY[dt]] + SPECIAL_BY_OP[name][dt]
+    return np.array(x, dt.np_dtype)
+
+
+@pytest.mark.parametrize("dt", FLOATS, ids=str)
+@pytest.mark.parametrize("name", ["exp", "log", "tanh", "sigmoid"])
+def test_special_values(name, dt):
+    x = _special_inputs(name, dt)
+    with np.errstate(all="ignore"):
+        ref = {"exp": np.exp, "log": np.log, "tanh": np.tanh,
+               "sigmoid": lambda v: 1 / (1 + np.exp(-v))}[name](x)
+    _assert_special(_run(name, x), ref, dt)
+
+
+@pytest.mark.parametrize("dt", FLOATS, ids=str)
+@pytest.mark.parametrize("y", [0, 2, 3, -1, -2, 0.5, 1.5, -2.5], ids=str)
+def test_pow_special_values(y, dt):
+    x = _special_inputs("pow", dt)
+    with np.errstate(all="ignore"):
+        ref = np.power(x, dt.np_dtype.type(y))
+    _assert_special(_run("pow", x, y=y), ref, dt)
