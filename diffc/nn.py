@@ -58,6 +58,9 @@ def dense(W, x, b=None):
     if tw is None or tw.ndim != 2 or tx is None or tx.ndim not in (1, 2):
         raise _at_user(ShapeError, f"dense expects W of shape (out, in) and x of shape (in,) or "
                                    f"(B, in), got W: {tw or W}, x: {tx or x}")
+    if tx.shape[-1] != tw.shape[1]:
+        raise _at_user(ShapeError, f"dense: W: {tw} takes inputs of length {tw.shape[1]}, got "
+                                   f"x: {tx}")
     if tx.ndim == 1:
         y = matmul(W, x)
     else:
