@@ -100,8 +100,8 @@ class Invoker:
         self._static_outs = not any(t.symbols for t in abi.outputs)
         self._lock = threading.Lock()
         scalar_args = [_CTYPES[t.dtype.name] for t in abi.inputs]
-        if NUMPY_LAYOUT_OK:
-            array_arg, self._pass = ctypes.py_object, (lambda a: a)
+        if NUMPY_LAYOUT_OK:  # arrays go to the entry that reads their data pointers itself
+            array_arg, self._pass = ctypes.py_object, None
             address = addresses[abi.py_entry]
         else:
             array_arg, self._pass = ctypes.c_void_p, (lambda a: a.ctypes.data)
@@ -151,20 +151,25 @@ class Invoker:
 
     def _check_symbolic(self, name: str, t: ArrayType, a, symbols: dict) -> None:
         """Shape check of an array whose type has symbolic dims (or a wrong static shape)."""
-        if a.ndim != t.ndim:
+        shape = a.shape
+        if len(shape) != len(t.shape):
             raise ArgumentError(f"{name}: expected {t}, got {_describe(a)}")
-        for d, s in zip(t.shape, a.shape, strict=True):
-            if isinstance(d, int):
+        for d, s in zip(t.shape, shape, strict=True):
+            if d.__class__ is int:
                 if d != s:
                     raise ArgumentError(f"{name}: expected {t}, got {_describe(a)}")
-            elif symbols.setdefault(d, s) != s:
+                continue
+            bound = symbols.get(d)
+            if bound is None:
+                if s < 1:
+                    raise ArgumentError(f"{name}: dimension {d} must be >= 1, got "
+                                        f"{_describe(a)}")
+                symbols[d] = s
+            elif bound != s:
                 first = next(p.name for p, v in zip(self.signature.params, self.abi.inputs,
-                                                        strict=True)
-                             if d in v.shape)
-                raise ArgumentError(f"{name}: expected {t} with {d}={symbols[d]} (as bound by "
+                                                        strict=True) if d in v.shape)
+                raise ArgumentError(f"{name}: expected {t} with {d}={bound} (as bound by "
                                     f"{first}), got {_describe(a)}")
-            elif s < 1:
-                raise ArgumentError(f"{name}: dimension {d} must be >= 1, got {_describe(a)}")
 
     def _check_written(self, values: list) -> None:
         """Arrays updated in place must be writable and share memory with no other argument."""
@@ -235,12 +240,16 @@ class Invoker:
     def __call__(self, *args, **kwargs) -> list:
         values = args if not kwargs and len(args) == len(self.names) else self.bind(args, kwargs)
         symbols = self.check(values)
-        dims = tuple(symbols[s] for s in self.abi.symbols)
-        outs = [np.empty(o[1] if self._static_outs else tuple(symbols.get(d, d) for d in o[1]),
-                         o[0]) if type(o) is tuple else o for o in self._outs]
-        pass_array = self._pass
-        call_args = [pass_array(a) if plan[2] else a for a, plan in zip(values, self._plans,
-                                                                             strict=True)]
+        dims = tuple([symbols[s] for s in self.abi.symbols])
+        outs = [o if o.__class__ is np.ndarray else np.empty(
+            o[1] if self._static_outs else tuple([symbols.get(d, d) for d in o[1]]), o[0])
+            for o in self._outs]
+        if self._pass is not None:
+            values = [self._pass(a) if plan[2] else a
+                      for a, plan in zip(values, self._plans, strict=True)]
+            outs_args = [self._pass(o) for o in outs]
+        else:
+            outs_args = outs
         with self._lock:
-            self._entry(*call_args, *map(pass_array, outs), *dims, self._workspace_for(dims))
+            self._entry(*values, *outs_args, *dims, self._workspace_for(dims))
             return [o if o.ndim else o.item() for o in outs]
