@@ -34,6 +34,8 @@ class FitSpec:
 
 
 class TrainStep(CompiledFunction):
+    """Loss, gradients and optimizer update of `params` in one native call; also `fit`."""
+
     def __init__(self, f, params, optimizer=None):
         f = _as_function(f)
         if isinstance(params, str) or params is None:
@@ -48,9 +50,7 @@ class TrainStep(CompiledFunction):
                                      f"({f.signature.param(n).type}); params need static shapes")
         program = train_program(vjp(f.program, indices), indices, self.optimizer)
         self.function = f  # the traced function (None for a step loaded from an export)
-        self._state = [np.zeros(f.signature.param(n).type.shape,
-                                f.signature.param(n).type.dtype.np_dtype)
-                       for n in self.params for _ in self.optimizer.state_names]
+        self._state = _zero_state(f.signature, self.params, self.optimizer)
         scalar = ArrayType(f.signature.param(self.params[0]).type.dtype, ())
         extra = [Param("lr", scalar), Param("t", scalar)] + [
             Param(f"{n}.{s}", f.signature.param(n).type)
@@ -89,9 +89,7 @@ class TrainStep(CompiledFunction):
         self.user_signature = Signature(self.signature.params[:options["user_params"]],
                                         self.signature.result)
         self._data, self._batch_symbol = options["data"], options["batch_symbol"]
-        self._state = [np.zeros(self.user_signature.param(n).type.shape,
-                                self.user_signature.param(n).type.dtype.np_dtype)
-                       for n in self.params for _ in self.optimizer.state_names]
+        self._state = _zero_state(self.user_signature, self.params, self.optimizer)
         self.lr = self.optimizer.lr
         self.steps = 0
         self.function = None
@@ -119,7 +117,6 @@ class TrainStep(CompiledFunction):
         (loss,) = compiled(*values, self._lr, self.steps + 1, *self._state)
         self.steps += 1
         return loss
-
 
     def fit(self, *args, batch_size: int | None = None, epochs: int = 1, shuffle: bool = True,
             seed: int = 0, progress: bool = False, **kwargs) -> np.ndarray:
@@ -194,6 +191,12 @@ class TrainStep(CompiledFunction):
                 invoker._check_labels(names[i], values[i], symbols.get(classes, classes))
         invoker._check_written(values + extra)
         return n, batch, tuple(symbols[d] for d in invoker.abi.symbols)
+
+
+def _zero_state(signature: Signature, params, optimizer) -> list[np.ndarray]:
+    """The optimizer's state arrays, zeroed: one per param and state slot, in that order."""
+    return [np.zeros(signature.param(n).type.shape, signature.param(n).type.dtype.np_dtype)
+            for n in params for _ in optimizer.state_names]
 
 
 def _batch_symbol(data_params) -> str | None:
