@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from .errors import ArgumentError, DTypeError, ShapeError, TraceError
 from .ir import Program
 from .runtime.call import bind_arguments
-from .trace import Tracer, _at_user, as_result, trace_program
+from .trace import Tracer, _at_user, _is_number, as_result, trace_program
 from .types import ArrayType, Signature, signature_of
 
 
@@ -113,9 +115,13 @@ class Function(CompiledFunction):
         symbols: dict[str, object] = {}
         ctx = next(a.ctx for a in bound if isinstance(a, Tracer))
         for p, a in zip(self.signature.params, bound, strict=True):
+            if _is_number(a) and p.type.ndim == 0 and (p.type.dtype.is_float or
+                                                       isinstance(a, int | np.integer)):
+                continue  # a constant for a scalar parameter: the body sees the number
             if not isinstance(a, Tracer):
-                raise _at_user(TraceError, f"{self.name}: parameter {p.name!r} must be a traced "
-                                           f"value when called inside a traced function")
+                raise _at_user(TraceError, f"{self.name}: parameter {p.name!r} expects a "
+                                           f"traced {p.type} value or a number, got "
+                                           f"{type(a).__name__}")
             if a.dtype != p.type.dtype:
                 raise _at_user(DTypeError, f"{self.name}: parameter {p.name!r} expects "
                                            f"{p.type}, got {a.type}")

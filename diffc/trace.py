@@ -18,7 +18,7 @@ import numpy as np
 from . import ops
 from .errors import DiffcError, DTypeError, ShapeError, TraceError
 from .ir import Eqn, Lit, Program, Var
-from .types import ArrayType, DType, Signature, dtype_of_numpy
+from .types import ArrayType, DType, Signature, def_location, dtype_of_numpy
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -116,7 +116,7 @@ class Tracer:
     __float__ = lambda self: self._refuse("float()")  # noqa: E731
     __complex__ = lambda self: self._refuse("complex()")  # noqa: E731
     __lt__ = __le__ = __gt__ = __ge__ = lambda self, other: self._refuse(  # noqa: E731
-        "comparison")
+        "comparison (as in `if x > 0:`)")
     __eq__ = __ne__ = lambda self, other: self._refuse("comparison")  # noqa: E731
     __hash__ = object.__hash__
     __getitem__ = lambda self, index: self._refuse("indexing")  # noqa: E731
@@ -195,12 +195,17 @@ def bind(prim: ops.Primitive, *args, **params):
     for a in args:
         if isinstance(a, np.ndarray) and a.ndim == 0:  # a 0-d constant is a literal
             a = Lit(a.item(), type_of(a))
-        elif isinstance(a, np.ndarray):
-            raise _at_user(TraceError, f"a numpy array {a.shape} captured from outside the "
-                                       f"traced function; pass it as a parameter instead")
+        else:
+            _refuse_captured(a)
         atoms.append(a.var if isinstance(a, Tracer) else a)
     outs = ctx.emit(prim, atoms, params)
     return Tracer(ctx, outs[0]) if len(outs) == 1 else tuple(Tracer(ctx, v) for v in outs)
+
+
+def _refuse_captured(x) -> None:
+    if isinstance(x, np.ndarray) and x.ndim:
+        raise _at_user(TraceError, f"a numpy array {x.shape} captured from outside the traced "
+                                   f"function; pass it as a parameter instead")
 
 
 def _constant(value, dtype: DType, ctx: TraceContext | None):
@@ -244,6 +249,9 @@ def elementwise(name: str, *xs, **params):
         xs = [np.asarray(x, dtype) for x in xs]
         types = arrays = [type_of(x) for x in xs]
     ctx = _context(xs)
+    if ctx is not None:
+        for x in xs:
+            _refuse_captured(x)
     shape = broadcast_shapes(*arrays)
     operands = [_constant(x, arrays[0].dtype, ctx) if t is None else
                 x if t.ndim == 0 or t.shape == shape else broadcast_to(x, shape)
@@ -340,7 +348,7 @@ def trace_program(fn, sig: Signature) -> Program:
 def as_result(result, expected: ArrayType, ctx: TraceContext, fn):
     """The output atom of a traced function, checked against its return annotation."""
     name = getattr(fn, "__qualname__", "the function")
-    where = f"{fn.__code__.co_filename}:{fn.__code__.co_firstlineno}"
+    where = def_location(fn)
     if _is_number(result) and expected.ndim == 0 and expected.dtype.is_float:
         return Lit(result, expected)
     if not isinstance(result, Tracer) or result.ctx is not ctx:

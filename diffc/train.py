@@ -60,8 +60,10 @@ class TrainStep(CompiledFunction):
         self.user_signature = f.signature
         self.lr = self.optimizer.lr
         self.steps = 0  # the number of updates applied since construction or reset()
-        self._data = [i for i, p in enumerate(f.signature.params) if p.name not in self.params]
-        self._batch_symbol = _batch_symbol([f.signature.params[i] for i in self._data])
+        others = [i for i, p in enumerate(f.signature.params) if p.name not in self.params]
+        self._batch_symbol = _batch_symbol([f.signature.params[i] for i in others])
+        self._data = [i for i in others if self._batch_symbol is None or
+                      f.signature.params[i].type.shape[:1] == (self._batch_symbol,)]
 
     def _compile_options(self) -> dict:
         data_kind = BATCH if self._batch_symbol else SAMPLE
@@ -122,9 +124,11 @@ class TrainStep(CompiledFunction):
             seed: int = 0, progress: bool = False, **kwargs) -> np.ndarray:
         """Train over a data set in native code; returns the loss of every step (float64).
 
-        The data arguments (the non-param ones) carry a leading sample axis of length N. With a
-        symbolic leading dim (a batched function) each step takes `batch_size` samples (default
-        32), the last step of an epoch the rest; otherwise each step takes one sample. Epoch e
+        The data arguments carry a leading sample axis of length N. In a batched function (data
+        declared with a symbolic leading dim, e.g. "B") they are the non-param arrays with that
+        leading dim, each step takes `batch_size` samples (default 32) and the last step of an
+        epoch the rest; other non-param arguments are passed to every step as they are. In a
+        per-sample function every non-param argument is data and each step takes one sample. Epoch e
         of this call visits the samples in the order of a permutation drawn from (seed, e), or
         in order without `shuffle`.
         """
@@ -199,16 +203,15 @@ def _zero_state(signature: Signature, params, optimizer) -> list[np.ndarray]:
             for n in params for _ in optimizer.state_names]
 
 
-def _batch_symbol(data_params) -> str | None:
-    """The symbol every data param's leading dim is declared with, or None (per-sample)."""
-    leading = {p.type.shape[0] if p.type.ndim else None for p in data_params}
-    if len(leading) == 1 and isinstance(next(iter(leading)), str):
-        return leading.pop()
-    if any(isinstance(d, str) for d in leading):
-        names = ", ".join(p.name for p in data_params)
-        raise SignatureError(f"train_step: the data parameters ({names}) must all have the same "
-                             f"symbolic leading (batch) dim, or none")
-    return None
+def _batch_symbol(others) -> str | None:
+    """The batch symbol: the symbolic leading dim of the non-param arrays that have one (those
+    are then the data; the rest stay fixed), or None for a per-sample function."""
+    leading = {p.type.shape[0] for p in others if p.type.ndim and isinstance(p.type.shape[0], str)}
+    if len(leading) > 1:
+        names = ", ".join(p.name for p in others)
+        raise SignatureError(f"train_step: the data parameters ({names}) must share one "
+                             f"symbolic leading (batch) dim, got {sorted(leading)}")
+    return leading.pop() if leading else None
 
 
 class _NativeFit:

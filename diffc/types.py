@@ -7,7 +7,9 @@ Invariants: types are immutable and hashable; they print in the annotation synta
 """
 from __future__ import annotations
 
+import ast
 import inspect
+import textwrap
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,8 +137,29 @@ class Signature:
         return f"({args}) -> {self.result}"
 
 
+def def_location(fn, param: str | None = None) -> str:
+    """`file:line` of fn's `def` (not its decorator), or of one of its parameters."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return "<unknown>"
+    line = code.co_firstlineno
+    try:
+        lines, start = inspect.getsourcelines(fn)
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+        node = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.Lambda |
+                                                            ast.AsyncFunctionDef))
+        args = node.args
+        found = [a for a in (*args.posonlyargs, *args.args, args.vararg, *args.kwonlyargs,
+                             args.kwarg) if a is not None and a.arg == param]
+        line = start - 1 + (found[0].lineno if found else node.lineno)
+    except (OSError, TypeError, SyntaxError, StopIteration):
+        pass
+    return f"{code.co_filename}:{line}"
+
+
 def signature_of(fn) -> Signature:
-    """Read a function's annotations into a Signature; raise SignatureError naming the culprit."""
+    """Read a function's annotations into a Signature; raise SignatureError naming the culprit
+    (and where it is: the file and line of the parameter, or of the def)."""
     name = getattr(fn, "__qualname__", repr(fn))
     try:
         sig = inspect.signature(fn)
@@ -145,27 +168,31 @@ def signature_of(fn) -> Signature:
     hints = _annotations(fn)
     params = []
     for p in sig.parameters.values():
+        where = def_location(fn, p.name)
         if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-            raise SignatureError(f"{name}: parameter {p.name!r} is *args/**kwargs; "
+            raise SignatureError(f"{where}: {name}: parameter {p.name!r} is *args/**kwargs; "
                                  f"each parameter needs its own annotation")
         if p.default is not p.empty:
-            raise SignatureError(f"{name}: parameter {p.name!r} has a default value; "
+            raise SignatureError(f"{where}: {name}: parameter {p.name!r} has a default value; "
                                  f"diffc parameters take no defaults")
         ann = hints.get(p.name, p.empty)
         if ann is p.empty:
-            raise SignatureError(f"{name}: parameter {p.name!r} has no annotation; "
+            raise SignatureError(f"{where}: {name}: parameter {p.name!r} has no annotation; "
                                  f"expected a dtype (f64) or an array type (f64[128, 784])")
         t = as_type(ann)
         if t is None:
-            raise SignatureError(f"{name}: parameter {p.name!r} has unsupported annotation "
-                                 f"{ann!r}; expected a dtype (f64) or an array type (f64[3, 4])")
+            raise SignatureError(f"{where}: {name}: parameter {p.name!r} has unsupported "
+                                 f"annotation {ann!r}; expected a dtype (f64) or an array type "
+                                 f"(f64[3, 4])")
         params.append(Param(p.name, t))
     ret = hints.get("return", sig.return_annotation)
+    where = def_location(fn)
     if ret is inspect.Signature.empty:
-        raise SignatureError(f"{name}: the return value has no annotation; expected e.g. '-> f64'")
+        raise SignatureError(f"{where}: {name}: the return value has no annotation; expected "
+                             f"e.g. '-> f64'")
     result = as_type(ret)
     if result is None:
-        raise SignatureError(f"{name}: unsupported return annotation {ret!r}; "
+        raise SignatureError(f"{where}: {name}: unsupported return annotation {ret!r}; "
                              f"expected a dtype (f64) or an array type (f64[10])")
     return Signature(tuple(params), result)
 

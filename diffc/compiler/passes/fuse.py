@@ -61,8 +61,10 @@ def fuse(program: Program) -> Program:
             gi = heads[0] if heads else same[0] if same else start(e)
             merged = [g for g in same if g != gi and not headed(g) and
                       (not headed(gi) or epilogue_only(g))]
-            for g in merged:  # open groups read by e never read each other: merge in order
-                groups[gi] = sorted(groups[gi] + groups[g], key=lambda m: position[id(m)])
+            for g in merged:  # open groups read by e never read each other: merge in order,
+                head = groups[gi][0] if headed(gi) else None  # a GEMM head staying first
+                groups[gi] = sorted(groups[gi] + groups[g],
+                                    key=lambda m, head=head: (m is not head, position[id(m)]))
                 group_of.update((id(v), gi) for m in groups[g] for v in m.outputs)
                 groups[g] = []
                 open_groups.remove(g)

@@ -1,0 +1,405 @@
+"""IR passes: each keeps programs valid and equal under eval_program, and does its job."""
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import diffc
+from diffc import f64, i32, nn
+from diffc.compiler.passes import cse, dce, fuse, optimize
+from diffc.compiler.passes.fuse import EPILOGUE
+from diffc.compiler.passes.memory import END, plan_memory
+from diffc.ir import Program, Var, eval_program, verify
+from diffc.ops import PRIMITIVES
+from diffc.trace import TraceContext, Tracer, elementwise
+from diffc.types import ArrayType, Param, Signature
+
+PASSES = {"cse": cse, "dce": dce, "fuse": fuse, "optimize": optimize}
+B = "B"  # a symbolic dim
+BATCH = 4  # the size given to symbolic dims
+CLASSES = 3  # every integer label below is a class of 3
+
+
+# ----------------------------------------------------------------------------- programs
+
+@diffc.function
+def mlp(W1: f64[6, 4], b1: f64[6], W2: f64[3, 6], b2: f64[3], x: f64[4], y: f64[3]) -> f64:
+    h = nn.relu(nn.dense(W1, x, b1))
+    return nn.cross_entropy(nn.softmax(nn.dense(W2, h, b2)), y)
+
+
+@diffc.function
+def mlp_batch(W1: f64[6, 4], b1: f64[6], W2: f64[3, 6], b2: f64[3], x: f64[B, 4],
+              y: i32[B]) -> f64:
+    h = nn.tanh(nn.dense(W1, x, b1))
+    return nn.softmax_cross_entropy(nn.dense(W2, h, b2), y)
+
+
+@diffc.function
+def redundant(x: f64[4, 3], w: f64[3]) -> f64:
+    a, b = nn.exp(x), nn.exp(x)
+    unused = nn.sigmoid(x) * 3.0  # noqa: F841 - dead code for dce
+    return nn.sum(nn.tanh(a * b + w) - x * 2.0) + nn.mean(nn.log(nn.softmax(x * w)))
+
+
+@diffc.function
+def dense_layer(W: f64[4, 3], b: f64[4], x: f64[B, 3], y: f64[B, 4]) -> f64:
+    return nn.mse(nn.dense(W, x, b), y)
+
+
+@diffc.function
+def softmax_chain(x: f64[6]) -> f64:
+    for _ in range(6):
+        x = nn.softmax(x)
+    return nn.sum(x * x)
+
+
+def _cases():
+    """(name, program, number of leading inputs that may be negative; the rest are > 0)."""
+    out = []
+    for f in (mlp, mlp_batch, redundant, dense_layer, softmax_chain):
+        out.append((f.name, f.program, len(f.program.inputs)))
+        out.append((f"vg_{f.name}", diffc.value_and_grad(f).program, len(f.program.inputs)))
+    optimizers = [diffc.SGD(lr=0.1), diffc.SGD(lr=0.1, momentum=0.9, nesterov=True,
+                                              weight_decay=0.01), diffc.Adam(weight_decay=0.1)]
+    for f, params in ((mlp, ["W1", "W2", "b2"]), (mlp_batch, ["W1", "b1", "W2", "b2"]),
+                      (dense_layer, ["W", "b"])):
+        for k, opt in enumerate(optimizers):
+            step = diffc.train_step(f, params, opt)
+            out.append((f"step{k}_{f.name}", step.program, len(f.program.inputs)))
+    return out
+
+
+CASES = _cases()
+
+
+def make_args(program, signed, seed=0):
+    """Random arguments: floats normal (uniform in (0.5, 1.5) from input `signed` on: lr, t and
+    optimizer state), integers labels of CLASSES classes, symbolic dims of size BATCH."""
+    rng = np.random.default_rng(seed)
+    args = []
+    for k, v in enumerate(program.inputs):
+        shape = tuple(BATCH if isinstance(d, str) else d for d in v.type.shape)
+        if not v.type.dtype.is_float:
+            a = rng.integers(0, CLASSES, shape)
+        elif k < signed:
+            a = rng.normal(0, 1, shape)
+        else:
+            a = rng.uniform(0.5, 1.5, shape)
+        args.append(np.asarray(a, v.type.dtype.np_dtype))
+    return args
+
+
+def run(program, args):
+    """Outputs and the arguments after the updates, evaluated on copies of args."""
+    args = [a.copy() for a in args]
+    with np.errstate(all="ignore"):
+        outs = eval_program(program, *args)
+    return outs, args
+
+
+def assert_same_results(before, after, args):
+    (outs_a, args_a), (outs_b, args_b) = run(before, args), run(after, args)
+    assert len(outs_a) == len(outs_b)
+    for a, b in zip(outs_a + args_a, outs_b + args_b, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+
+
+def prim_names(program):
+    return [e.prim.name for e in program.eqns]
+
+
+def fused_bodies(program):
+    return [e.params["body"] for e in program.eqns if e.prim.name == "fused"]
+
+
+def assert_matmul_heads_epilogues_only(program):
+    """A fused body holds a matmul only as its first equation, followed by EPILOGUE ops."""
+    for body in fused_bodies(program):
+        names = prim_names(body)
+        assert "matmul" not in names[1:], names
+        if names[0] == "matmul":
+            assert set(names[1:]) <= set(EPILOGUE), names
+
+
+def assert_valid_plan(program, plan):
+    """Every var has a home; values sharing a slot have its type and disjoint live ranges; a
+    value in an input's buffer is that input or its in-place update with no later read."""
+    defined, last = {}, {}
+    for v in program.inputs:
+        defined[id(v)] = -1
+    for i, e in enumerate(program.eqns):
+        defined.update((id(v), i) for v in e.outputs)
+        last.update((id(a), i) for a in e.inputs if isinstance(a, Var))
+    last.update((id(a), END) for a in program.outputs if isinstance(a, Var))
+    last.update((id(v), END) for _, v in program.updates if isinstance(v, Var))
+    assert set(defined) <= set(plan.home)
+    by_slot = {}
+    for e in program.eqns:
+        for v in e.outputs:
+            kind, k = plan.home[id(v)]
+            if kind == "slot":
+                assert plan.slots[k] == v.type
+                by_slot.setdefault(k, []).append((defined[id(v)], last.get(id(v), defined[id(v)])))
+    for ranges in by_slot.values():
+        ranges.sort()
+        for (_, end), (start, _) in itertools.pairwise(ranges):
+            assert end < start, ranges
+    update_of = {id(new): p for p, new in program.updates}
+    for i, e in enumerate(program.eqns):
+        for v in e.outputs:
+            kind, k = plan.home[id(v)]
+            if kind != "input":
+                continue
+            param = program.inputs[k]
+            assert update_of.get(id(v)) is param and id(v) in plan.in_place
+            later = [j for j, o in enumerate(program.eqns) if j > i and param in o.inputs]
+            assert not later
+
+
+# ----------------------------------------------------------------------------- every pass
+
+@pytest.mark.parametrize("pass_name", list(PASSES))
+@pytest.mark.parametrize("name, program, signed", CASES, ids=[c[0] for c in CASES])
+def test_pass_preserves_validity_and_results(name, program, signed, pass_name):
+    after = PASSES[pass_name](program)
+    verify(after)
+    assert after.inputs == program.inputs
+    assert [p for p, _ in after.updates] == [p for p, _ in program.updates]
+    assert_same_results(program, after, make_args(program, signed))
+    assert_matmul_heads_epilogues_only(after)
+
+
+@pytest.mark.parametrize("name, program, signed", CASES, ids=[c[0] for c in CASES])
+def test_memory_plan_of_optimized_programs_is_valid(name, program, signed):
+    optimized = optimize(program)
+    assert_valid_plan(optimized, plan_memory(optimized))
+
+
+# ----------------------------------------------------------------------------- dce and cse
+
+def test_dce_removes_unused_computation_only():
+    program = redundant.program
+    after = dce(program)
+    assert prim_names(program).count("sigmoid") == 1 and "sigmoid" not in prim_names(after)
+    assert len(after.eqns) == len(program.eqns) - 2  # the sigmoid and its scaling
+    assert dce(after).eqns == after.eqns
+
+
+def test_dce_keeps_values_only_an_update_reads():
+    ctx = TraceContext()
+    p, x = Var(f64[4]), Var(f64[4])
+    new = Tracer(ctx, p) - 0.5 * Tracer(ctx, x)
+    total = nn.sum(Tracer(ctx, x))
+    program = Program((p, x), ctx.eqns, (total.var,), ((p, new.var),))
+    after = dce(program)
+    assert after.eqns == program.eqns
+    assert_same_results(program, after, make_args(program, 2))
+
+
+def test_cse_merges_a_repeated_exp():
+    @diffc.function
+    def twice(x: f64[3]) -> f64:
+        return nn.sum(nn.exp(x) * nn.exp(x))
+
+    program = twice.program
+    after = cse(program)
+    assert prim_names(program) == ["exp", "exp", "mul", "reduce_sum"]
+    assert prim_names(after) == ["exp", "mul", "reduce_sum"]
+    (mul,) = [e for e in after.eqns if e.prim.name == "mul"]
+    assert mul.inputs[0] is mul.inputs[1] is after.eqns[0].outputs[0]
+    assert_same_results(program, after, make_args(program, 1))
+
+
+def test_cse_keeps_different_operands_and_literals_apart():
+    @diffc.function
+    def different(x: f64[3], y: f64[3]) -> f64:
+        return nn.sum(nn.exp(x) + nn.exp(y) + x * 2.0 + x * 3.0)
+
+    program = different.program
+    after = cse(program)
+    assert prim_names(after) == prim_names(program)
+    assert_same_results(program, after, make_args(program, 2))
+
+
+# ----------------------------------------------------------------------------- fuse
+
+GOLDEN_CHAIN = """\
+{ lambda a:f64[5] b:f64[5] .
+  let c:f64[5] = fused[body=
+        { lambda d:f64[5] e:f64[5] .
+          let f:f64[5] = mul d e
+              g:f64[5] = add f 1.0
+              h:f64[5] = tanh g
+          in ( h ) }] a b
+  in ( c ) }"""
+
+
+def test_fuse_turns_an_elementwise_chain_into_one_equation():
+    @diffc.function
+    def chain(x: f64[5], y: f64[5]) -> f64[5]:
+        return nn.tanh(x * y + 1.0)
+
+    after = fuse(chain.program)
+    assert prim_names(chain.program) == ["mul", "add", "tanh"]
+    assert prim_names(after) == ["fused"]
+    (body,) = fused_bodies(after)
+    assert prim_names(body) == ["mul", "add", "tanh"]
+    assert str(after) == GOLDEN_CHAIN
+    assert_same_results(chain.program, after, make_args(chain.program, 2))
+
+
+def test_fuse_puts_matmul_bias_relu_in_one_equation():
+    @diffc.function
+    def layer(W: f64[5, 3], b: f64[5], x: f64[B, 3]) -> f64[B, 5]:
+        return nn.relu(nn.dense(W, x, b))
+
+    after = fuse(layer.program)
+    assert prim_names(after) == ["fused"]
+    (body,) = fused_bodies(after)
+    assert prim_names(body) == ["matmul", "broadcast_in_dim", "add", "relu"]
+    assert_same_results(layer.program, after, make_args(layer.program, 3))
+
+
+def test_fuse_never_puts_exp_after_a_matmul_head():
+    @diffc.function
+    def layer(W: f64[5, 3], b: f64[5], x: f64[B, 3]) -> f64[B, 5]:
+        return nn.exp(nn.dense(W, x, b)) * 2.0
+
+    after = fuse(layer.program)
+    assert "exp" not in EPILOGUE
+    assert prim_names(after).count("exp") + sum(
+        prim_names(b).count("exp") for b in fused_bodies(after)) == 1
+    for body in fused_bodies(after):
+        assert not {"matmul", "exp"} <= set(prim_names(body))
+    assert_matmul_heads_epilogues_only(after)
+    assert_same_results(layer.program, after, make_args(layer.program, 3))
+
+
+def test_fuse_keeps_matmul_first_when_merging_an_earlier_group():
+    """add(neg(A), X @ W.T): the neg group joins the matmul's group after the matmul (or not at
+    all), and the compiled result is right."""
+    @diffc.function
+    def shifted(X: f64[3, 4], W: f64[5, 4], A: f64[3, 5]) -> f64[3, 5]:
+        return -A + X @ W.T
+
+    after = fuse(shifted.program)
+    assert_matmul_heads_epilogues_only(after)
+    X, W, A = make_args(shifted.program, 3)
+    np.testing.assert_allclose(shifted(X, W, A), X @ W.T - A, rtol=1e-12)
+
+
+def test_sgd_weight_update_of_a_batched_dense_layer_is_one_fused_gemm():
+    step = diffc.train_step(dense_layer, ["W", "b"], diffc.SGD(lr=0.1))
+    program = step.program
+    after = fuse(program)
+    W = program.inputs[0]
+    (new_W,) = [v for p, v in after.updates if p is W]
+    (producer,) = [e for e in after.eqns if new_W in e.outputs]
+    assert producer.prim.name == "fused"
+    assert prim_names(producer.params["body"]) == ["matmul", "mul", "sub"]
+    assert_same_results(program, after, make_args(program, 4))
+
+
+# ----------------------------------------------------------------------------- plan_memory
+
+def test_plan_memory_reuses_slots_of_dead_values():
+    program = optimize(softmax_chain.program)
+    plan = plan_memory(program)
+    assert prim_names(program).count("softmax") == 6
+    intermediates = [v for e in program.eqns for v in e.outputs
+                     if plan.home[id(v)][0] != "output"]
+    assert len(plan.slots) == 2 < len(intermediates)
+    assert_valid_plan(program, plan)
+
+
+def _update_program(late_read: bool) -> Program:
+    """p <- 0.5 * p - x; the output reads p after (late_read) or before the update's value."""
+    ctx = TraceContext()
+    p, x = Var(f64[5]), Var(f64[5])
+    tp, tx = Tracer(ctx, p), Tracer(ctx, x)
+    if late_read:
+        new = tp * 0.5 - tx
+        total = nn.sum(nn.softmax(new) * tp)  # softmax: fusion cannot move this read earlier
+    else:
+        total = nn.sum(nn.softmax(tx) * tp)
+        new = tp * 0.5 - tx
+    return Program((p, x), ctx.eqns, (total.var,), ((p, new.var),))
+
+
+def _compile(program: Program, name: str):
+    from diffc.runtime import CompiledProgram
+
+    params = tuple(Param(n, v.type) for n, v in zip("px", program.inputs, strict=True))
+    return CompiledProgram(program, Signature(params, ArrayType(f64, ())), name)
+
+
+@pytest.mark.parametrize("late_read", [True, False])
+def test_update_is_in_place_only_when_every_read_precedes_it(late_read):
+    program = _update_program(late_read)
+    verify(program)
+    new = program.updates[0][1]
+    for candidate in (program, optimize(program)):
+        plan = plan_memory(candidate)
+        assert (id(new) in plan.in_place) is not late_read
+        assert_valid_plan(candidate, plan)
+    compiled = _compile(program, f"update_late_{late_read}")
+    p, x = make_args(program, 2, seed=3)
+    (want,), (want_p, want_x) = run(program, [p, x])
+    (got,) = compiled(p, x)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_allclose(p, want_p, rtol=1e-12)
+    assert np.array_equal(x, want_x)
+
+
+# ----------------------------------------------------------------------------- random programs
+
+UNARY = ["neg", "relu", "tanh", "sigmoid", "exp"]
+BINARY = ["add", "sub", "mul"]
+OPS = st.tuples(st.sampled_from(UNARY + BINARY + ["bias", "scale"]),
+                st.integers(0, 99), st.integers(0, 99))
+
+
+def random_program(ops, matmul_at, outputs, update):
+    """Elementwise ops over f64[3,5] values (a pool starting with A), with X @ W.T added to the
+    pool before op `matmul_at`; outputs and the optional update of A pick values by index."""
+    ctx = TraceContext()
+    inputs = (Var(f64[3, 4]), Var(f64[5, 4]), Var(f64[3, 5]), Var(f64[5]))
+    X, W, A, c = (Tracer(ctx, v) for v in inputs)
+    pool = [A]
+    for k, (op, i, j) in enumerate(ops):
+        if k == matmul_at:
+            (product,) = ctx.emit(PRIMITIVES["matmul"], [X.var, W.var],
+                                  {"transpose_a": False, "transpose_b": True})
+            pool.append(Tracer(ctx, product))
+        a, b = pool[i % len(pool)], pool[j % len(pool)]
+        if op == "bias":
+            pool.append(a + c)
+        elif op == "scale":
+            pool.append(a * 0.5)
+        elif op in BINARY:
+            pool.append(elementwise(op, a, b))
+        else:
+            pool.append(elementwise(op, a))
+    outs = tuple(dict.fromkeys(pool[o % len(pool)].var for o in outputs))
+    updates = () if update is None else ((inputs[2], pool[update % len(pool)].var),)
+    return Program(inputs, ctx.eqns, outs, updates)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(ops=st.lists(OPS, min_size=2, max_size=8), matmul_at=st.integers(0, 2),
+       outputs=st.lists(st.integers(0, 99), min_size=1, max_size=3),
+       update=st.none() | st.integers(0, 99), seed=st.integers(0, 2**16))
+def test_passes_preserve_random_programs(ops, matmul_at, outputs, update, seed):
+    program = random_program(ops, matmul_at, outputs, update)
+    verify(program)
+    args = make_args(program, 4, seed)
+    for run_pass in (cse, dce, fuse, optimize):
+        after = run_pass(program)
+        verify(after)
+        assert_same_results(program, after, args)
+        assert_matmul_heads_epilogues_only(after)
+    optimized = optimize(program)
+    assert_valid_plan(optimized, plan_memory(optimized))
