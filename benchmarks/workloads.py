@@ -72,7 +72,7 @@ def w2_function(dt):
     @diffc.function(name=f"w2_{dt.name}")
     def mlp_loss(W1: Array[dt, 128, 784], b1: Array[dt, 128], W2: Array[dt, 64, 128],
                  b2: Array[dt, 64], W3: Array[dt, 10, 64], b3: Array[dt, 10],
-                 x: Array[dt, "B", 784], y: Array[i32, "B"]) -> dt:  # noqa: F821
+                 x: Array[dt, "B", 784], y: Array[i32, "B"]) -> dt:
         h1 = nn.relu(nn.dense(W1, x, b1))
         h2 = nn.relu(nn.dense(W2, h1, b2))
         return nn.softmax_cross_entropy(nn.dense(W3, h2, b3), y)

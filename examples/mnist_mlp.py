@@ -145,7 +145,7 @@ def main():
     print(f"trained {args.epochs} epochs in {time.perf_counter() - start:.2f} s")
     print_report(y_test, y_pred)
 
-    np.savez(args.out, **dict(zip(NAMES, params)))
+    np.savez(args.out, **dict(zip(NAMES, params, strict=True)))
     with np.load(args.out) as saved:
         loaded = [saved[n] for n in NAMES]
     predicted = int(mlp_logits(*loaded, x_test[:1]).argmax())

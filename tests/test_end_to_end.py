@@ -36,7 +36,7 @@ def np_batch_loss(W1, b1, W2, b2, W3, b3, X, labels):
 def init(rng, sizes, dt):
     """Weights and biases, He-scaled, for layers of the given sizes."""
     params = []
-    for n_in, n_out in zip(sizes, sizes[1:]):
+    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
         params.append((rng.standard_normal((n_out, n_in)) * np.sqrt(2 / n_in)).astype(dt))
         params.append((rng.standard_normal(n_out) * 0.1).astype(dt))
     return params
@@ -100,7 +100,7 @@ def test_mlp_loss_inputs_are_not_modified():
     params, [(x, y), *_] = mlp_samples(np.float64)
     copies = [a.copy() for a in (*params, x, y)]
     mlp_loss(*params, x, y)
-    for before, after in zip(copies, (*params, x, y)):
+    for before, after in zip(copies, (*params, x, y), strict=True):
         np.testing.assert_array_equal(before, after)
 
 
