@@ -191,8 +191,7 @@ class TrainStep(CompiledFunction):
                 raise ArgumentError(f"{names[i]}: expected a C-contiguous array, got a "
                                     f"non-contiguous {values[i].dtype} {values[i].shape}")
             if i in invoker.labels:
-                classes = invoker.labels[i]
-                invoker._check_labels(names[i], values[i], symbols.get(classes, classes))
+                invoker.check_labels(i, values[i], symbols)
         invoker._check_written(values + extra)
         return n, batch, tuple(symbols[d] for d in invoker.abi.symbols)
 

@@ -48,14 +48,30 @@ def _owner(a: np.ndarray):
     return a
 
 
-def label_bounds(program) -> dict[int, object]:
-    """Input index -> the number of classes (an int or a symbol) of each integer-label input."""
+# primitives reading integer labels (operand 1) that index the last axis of an array
+_LABELLED = ("pick", "unpick", "softmax_cross_entropy", "softmax_cross_entropy_grad")
+_MOVES = ("reshape", "transpose", "broadcast_in_dim")  # carry a label value unchanged
+
+
+def label_bounds(program) -> dict[int, tuple]:
+    """Input index -> the class counts (ints or symbols) each integer-label input indexes.
+
+    Every equation that indexes with labels counts, including the gradient-only ones (`unpick`,
+    `softmax_cross_entropy_grad`), and labels are followed back through equations that only
+    move values to the input they come from: an unchecked label would index out of bounds.
+    """
     index = {id(v): i for i, v in enumerate(program.inputs)}
-    bounds = {}
+    producer = {id(v): e for e in program.eqns for v in e.outputs}
+    bounds: dict[int, tuple] = {}
     for e in program.eqns:
-        if e.prim.name in ("pick", "softmax_cross_entropy") and not e.inputs[1].type.dtype.is_float:
-            if id(e.inputs[1]) in index:
-                bounds[index[id(e.inputs[1])]] = e.inputs[0].type.shape[-1]
+        if e.prim.name not in _LABELLED or e.inputs[1].type.dtype.is_float:
+            continue
+        classes = (e.outputs[0] if e.prim.name == "unpick" else e.inputs[0]).type.shape[-1]
+        label = e.inputs[1]
+        while id(label) in producer and producer[id(label)].prim.name in _MOVES:
+            label = producer[id(label)].inputs[0]
+        if id(label) in index and classes not in bounds.get(index[id(label)], ()):
+            bounds[index[id(label)]] = bounds.get(index[id(label)], ()) + (classes,)
     return bounds
 
 
@@ -143,8 +159,8 @@ class Invoker:
                 raise ArgumentError(f"{name}: expected a C-contiguous array, got a "
                                     f"non-contiguous {_describe(a)} (np.ascontiguousarray "
                                     f"makes one)")
-        for i, n in self.labels.items():
-            self._check_labels(self.names[i], values[i], symbols.get(n, n))
+        for i in self.labels:
+            self.check_labels(i, values[i], symbols)
         if self.written:
             self._check_written(values)
         return symbols
@@ -218,8 +234,9 @@ class Invoker:
         if not isinstance(a, _INTEGERS) or not lo <= a <= hi:
             raise ArgumentError(f"{name}: expected a {t} integer, got {_describe(a)}")
 
-    @staticmethod
-    def _check_labels(name: str, a, n: int) -> None:
+    def check_labels(self, i: int, a, symbols: dict) -> None:
+        """Integer labels for input i must index every class axis they are used with."""
+        name, n = self.names[i], min(symbols.get(c, c) for c in self.labels[i])
         a = np.asarray(a)
         if a.size and (a.min() < 0 or a.max() >= n):
             raise ArgumentError(f"{name}: labels must lie in [0, {n}), got values from "

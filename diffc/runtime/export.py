@@ -56,7 +56,7 @@ def metadata(fn, compiled) -> dict:
         "params": [{"name": p.name, **type_to_json(p.type)} for p in sig.params],
         "result": type_to_json(sig.result),
         "abi": compiled.abi.to_json(),
-        "labels": {str(i): n for i, n in compiled.invoker.labels.items()},
+        "labels": {str(i): list(n) for i, n in compiled.invoker.labels.items()},
         "written": sorted(compiled.invoker.written),
         "ir": fn.ir,
         "fit": None if compiled.fit_abi is None else {

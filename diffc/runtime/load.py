@@ -34,7 +34,7 @@ class LoadedProgram:
                 self.addresses[symbol] = ctypes.cast(getattr(library, symbol),
                                                      ctypes.c_void_p).value
         signature = signature_from_json(meta)
-        labels = {int(i): n for i, n in meta["labels"].items()}
+        labels = {int(i): tuple(n) for i, n in meta["labels"].items()}
         self.invoker = Invoker(self.abi, signature, self.addresses, labels,
                                tuple(meta["written"]))
 
