@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from llvmlite import ir
 
 from .loops import I64, for_range
+from .scalar import intrinsic
 
 REDUCE = ("reassoc", "contract")
 VECTOR_BYTES = 32  # AVX2: <8 x float>, <4 x double>
@@ -32,12 +33,9 @@ def _c(value):
     return ir.Constant(I64, value)
 
 
-def intrinsic(b: ir.IRBuilder, name: str, result, args) -> ir.Function:
-    """The declaration of an LLVM intrinsic by its full (mangled) name."""
-    module = b.block.function.module
-    if name in module.globals:
-        return module.globals[name]
-    return ir.Function(module, ir.FunctionType(result, args), name)
+def vector_type(elt) -> ir.VectorType:
+    """The widest vector of elt the target's registers hold."""
+    return ir.VectorType(elt, VECTOR_BYTES // (8 if isinstance(elt, ir.DoubleType) else 4))
 
 
 class Gemm:
@@ -52,13 +50,9 @@ class Gemm:
         self.depth = k.dim(a.type.shape[0] if self.ta else a.type.shape[1])
         self.elt = k.ty
         self.itemsize = out_type.dtype.itemsize
-        self.width = VECTOR_BYTES // self.itemsize
+        self.vec = vector_type(self.elt)
+        self.width = self.vec.count
         self.finish = finish or (lambda i, j, value: self.store(k.outputs[0], i, j, value))
-        self.vec = ir.VectorType(self.elt, self.width)
-        suffix = f"v{self.width}f{8 * self.itemsize}"  # llvmlite cannot mangle vector types
-        self.fma = intrinsic(self.b, f"llvm.fma.{suffix}", self.vec, [self.vec] * 3)
-        self.hsum = intrinsic(self.b, f"llvm.vector.reduce.fadd.{suffix}", self.elt,
-                               [self.elt, self.vec])
 
     def a_index(self, i, p):  # flat index of op(A)[i, p]
         b = self.b
@@ -145,7 +139,7 @@ def _axpy_blocks(g: Gemm):
             acc = []
             for r in range(mr):
                 a = g.splat(g.A.load(b, g.a_index(b.add(i0, _c(r)), loop.index)))
-                acc += [b.call(g.fma, [a, bs[c], loop.carried[r * nr + c]])
+                acc += [intrinsic(b, "llvm.fma", a, bs[c], loop.carried[r * nr + c])
                         for c in range(nr)]
             loop.update(acc)
         for r in range(mr):
@@ -167,14 +161,15 @@ def _dot_blocks(g: Gemm):
             p = b.mul(loop.index, _c(g.width))
             avs = [g.load(g.A, g.a_index(b.add(i0, _c(r)), p), True) for r in range(mr)]
             bvs = [g.load(g.B, g.b_index(p, b.add(j0, _c(c))), True) for c in range(nr)]
-            loop.update([b.call(g.fma, [avs[r], bvs[c], loop.carried[r * nr + c]])
+            loop.update([intrinsic(b, "llvm.fma", avs[r], bvs[c], loop.carried[r * nr + c])
                          for r in range(mr) for c in range(nr)])
         for r in range(mr):
             i = b.add(i0, _c(r))
             for c in range(nr):
                 j = b.add(j0, _c(c))
-                total = b.call(g.hsum, [ir.Constant(g.elt, 0.0), loop.results[r * nr + c]],
-                               fastmath=REDUCE)
+                total = intrinsic(b, "llvm.vector.reduce.fadd", ir.Constant(g.elt, 0.0),
+                                  loop.results[r * nr + c], overload=g.vec, result=g.elt,
+                                  fastmath=REDUCE)
                 g.finish(i, j, _dot(g, i, j, depth_done, g.depth, total))  # + depth tail
     return rows_done, cols_done
 

@@ -2,19 +2,21 @@
 
 Input: a `Kernel` (codegen.py): an IRBuilder inside the kernel's own function, the equation,
 its operands and the symbolic dims. Output: code that writes the equation's outputs.
-Invariants: arrays are dense row-major; outputs never alias inputs (pointer args are noalias);
-accumulations carry `reassoc contract` so LLVM vectorizes them into packed FMAs. Matrix
-multiplication has its own module, `gemm.py`.
+Invariants: arrays are dense row-major; pointer args are noalias, so an output written over an
+input (an in-place update) comes as that input's one pointer (codegen.py); accumulations carry
+`reassoc contract` so LLVM vectorizes them into packed FMAs. Matrix multiplication has its own
+module, `gemm.py`.
 """
 from __future__ import annotations
 
 from llvmlite import ir
 
 from ..ir import Lit
-from .gemm import Gemm, intrinsic, lower_matmul
+from .gemm import Gemm, lower_matmul, vector_type
 from .gemm import run as run_gemm
 from .loops import I64, for_range, loop_nest
-from .scalar import EMITTERS, emit_exp, emit_log
+from .passes.fuse import INDEXED
+from .scalar import EMITTERS, emit_exp, emit_log, intrinsic
 
 REDUCE = ("reassoc", "contract")
 
@@ -88,15 +90,6 @@ def lower_dim_size(k) -> None:
     out.store(k.b, _c(I64, 0), k.b.sitofp(k.dim(x.type.shape[k.params["axis"]]), k.ty))
 
 
-def _dot(k, a_at, b_at, n):
-    """sum over j < n of a_at(j) * b_at(j), as a vectorizable reduction."""
-    b = k.b
-    with for_range(b, n, carry=[_c(k.ty, 0.0)], name="j") as loop:
-        prod = b.fmul(a_at(loop.index), b_at(loop.index), flags=REDUCE)
-        loop.update([b.fadd(loop.carried[0], prod, flags=REDUCE)])
-    return loop.results[0]
-
-
 def _axpy(k, out, out_base, alpha, x_at, n):
     """out[out_base + j] += alpha * x_at(j) for j < n: vectorizes over j."""
     b = k.b
@@ -112,13 +105,8 @@ def vector_dot(b, elt, x_ptr, y_ptr, n):
     An explicit summation order (not LLVM's choice), so every kernel that uses it gets the
     same bits: `update_matvec` in `fit` must reproduce `matvec` exactly.
     """
-    itemsize = 8 if isinstance(elt, ir.DoubleType) else 4
-    width, unroll = 32 // itemsize, 4
-    vec = ir.VectorType(elt, width)
-    suffix = f"v{width}f{8 * itemsize}"
-    fma = intrinsic(b, f"llvm.fma.{suffix}", vec, [vec] * 3)
-    fma1 = intrinsic(b, f"llvm.fma.f{8 * itemsize}", elt, [elt] * 3)
-    hsum = intrinsic(b, f"llvm.vector.reduce.fadd.{suffix}", elt, [elt, vec])
+    vec, unroll = vector_type(elt), 4
+    width, itemsize = vec.count, 8 if isinstance(elt, ir.DoubleType) else 4
     step = width * unroll
     blocks = b.sdiv(n, _c(I64, step))
 
@@ -128,16 +116,17 @@ def vector_dot(b, elt, x_ptr, y_ptr, n):
 
     with for_range(b, blocks, carry=[ir.Constant(vec, None)] * unroll, name="v") as loop:
         base = b.mul(loop.index, _c(I64, step))
-        loop.update([b.call(fma, [load(x_ptr, at, vec), load(y_ptr, at, vec), acc])
+        loop.update([intrinsic(b, "llvm.fma", load(x_ptr, at, vec), load(y_ptr, at, vec), acc)
                      for u, acc in enumerate(loop.carried)
                      for at in [b.add(base, _c(I64, u * width))]])
     a0, a1, a2, a3 = loop.results
-    total = b.call(hsum, [_c(elt, 0.0), b.fadd(b.fadd(a0, a1), b.fadd(a2, a3))])
+    total = intrinsic(b, "llvm.vector.reduce.fadd", _c(elt, 0.0),
+                      b.fadd(b.fadd(a0, a1), b.fadd(a2, a3)), overload=vec, result=elt)
     done = b.mul(blocks, _c(I64, step))
     with for_range(b, b.sub(n, done), carry=[total], name="t") as tail:
         at = b.add(done, tail.index)
-        tail.update([b.call(fma1, [load(x_ptr, at, elt), load(y_ptr, at, elt),
-                                   tail.carried[0]])])
+        tail.update([intrinsic(b, "llvm.fma", load(x_ptr, at, elt), load(y_ptr, at, elt),
+                               tail.carried[0])])
     return tail.results[0]
 
 
@@ -331,7 +320,7 @@ def lower_fused(k) -> None:
         _gemm_with_epilogue(k)
         return
     shape = body.outputs[0].type.shape
-    flat = not any(e.prim.name in ("broadcast_in_dim", "outer") for e in body.eqns)
+    flat = not any(e.prim.name in INDEXED for e in body.eqns)
     operand = {id(v): op for v, op in zip(body.inputs, k.inputs, strict=True)}
     scalars = {id(v): operand[id(v)].load(b, _c(I64, 0)) for v in body.inputs if v.type.ndim == 0}
     loop = for_range(b, k.size(shape)) if flat else loop_nest(b, [k.dim(d) for d in shape])

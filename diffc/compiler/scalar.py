@@ -40,14 +40,22 @@ def _c(ty, value):
     return ir.Constant(ty, value)
 
 
-def _intrinsic_n(b: ir.IRBuilder, name: str, ty, arity: int) -> ir.Function:
-    """The declaration of an overloaded LLVM intrinsic taking `arity` operands of type ty."""
-    return b.block.function.module.declare_intrinsic(name, [ty],
-                                                     ir.FunctionType(ty, [ty] * arity))
+def _mangle(ty) -> str:
+    """LLVM's suffix for an intrinsic overloaded on ty: f32, f64, v8f32, v4f64."""
+    if isinstance(ty, ir.VectorType):
+        return f"v{ty.count}{_mangle(ty.element)}"
+    return "f64" if isinstance(ty, ir.DoubleType) else "f32"
 
 
-def _intrinsic(b: ir.IRBuilder, name: str, ty, *args):
-    return b.call(_intrinsic_n(b, name, ty, len(args)), list(args))
+def intrinsic(b: ir.IRBuilder, name: str, *args, overload=None, result=None, fastmath=()):
+    """Call the LLVM intrinsic `name` overloaded on `overload` (default: the first operand's
+    type), returning `result` (default: the overload type)."""
+    overload = overload or args[0].type
+    full = f"{name}.{_mangle(overload)}"
+    module = b.block.function.module
+    fn = module.globals.get(full) or ir.Function(
+        module, ir.FunctionType(result or overload, [a.type for a in args]), full)
+    return b.call(fn, list(args), fastmath=fastmath)
 
 
 def _horner(b, x, coeffs, ty):
@@ -101,11 +109,11 @@ def emit_expm1_negative(b: ir.IRBuilder, pr: Precision, x):
 
 def emit_tanh(b: ir.IRBuilder, ty, x):
     pr = Precision(ty)
-    ax = _intrinsic(b, "llvm.fabs", ty, x)
+    ax = intrinsic(b, "llvm.fabs", x)
     ax = b.select(b.fcmp_ordered(">", ax, _c(ty, pr.tanh_limit)), _c(ty, pr.tanh_limit), ax)
     u = emit_expm1_negative(b, pr, b.fmul(ax, _c(ty, -2.0)))  # tanh|x| = -u / (u + 2)
     t = b.fdiv(b.fneg(u), b.fadd(u, _c(ty, 2.0)))
-    return _intrinsic(b, "llvm.copysign", ty, t, x)
+    return intrinsic(b, "llvm.copysign", t, x)
 
 
 def _log_split(b, pr: Precision, x):
@@ -151,11 +159,10 @@ def _exp_y_log(b, ty, x, y: float):
     log_hi = b.fadd(head, tail)
     log_lo = b.fadd(b.fsub(head, log_hi), tail)  # Fast2Sum: |head| >= |tail| unless head = 0
     prod_hi = b.fmul(_c(ty, y), log_hi)
-    fma = _intrinsic_n(b, "llvm.fma", ty, 3)
-    prod_lo = b.fadd(b.call(fma, [_c(ty, y), log_hi, b.fneg(prod_hi)]),
+    prod_lo = b.fadd(intrinsic(b, "llvm.fma", _c(ty, y), log_hi, b.fneg(prod_hi)),
                      b.fmul(_c(ty, y), log_lo))
     e = emit_exp(b, ty, prod_hi)
-    return b.call(fma, [e, prod_lo, e])  # e * (1 + prod_lo)
+    return intrinsic(b, "llvm.fma", e, prod_lo, e)  # e * (1 + prod_lo)
 
 
 def emit_sigmoid(b: ir.IRBuilder, ty, x):
@@ -186,10 +193,10 @@ def emit_pow(b: ir.IRBuilder, ty, x, *, y):
     if float(y).is_integer():
         return _int_pow(b, ty, x, int(y))
     if y == 0.5:  # numpy's fast path: exactly sqrt
-        return _intrinsic(b, "llvm.sqrt", ty, x)
+        return intrinsic(b, "llvm.sqrt", x)
     if float(2 * y).is_integer():
         whole = _int_pow(b, ty, x, int(abs(y) - 0.5))
-        root = b.fmul(whole, _intrinsic(b, "llvm.sqrt", ty, x))
+        root = b.fmul(whole, intrinsic(b, "llvm.sqrt", x))
         result = b.fdiv(_c(ty, 1.0), root) if y < 0 else root
     elif isinstance(ty, ir.FloatType):
         wide = ir.DoubleType()
