@@ -125,9 +125,7 @@ class Function(CompiledFunction):
             if a.dtype != p.type.dtype:
                 raise _at_user(DTypeError, f"{self.name}: parameter {p.name!r} expects "
                                            f"{p.type}, got {a.type}")
-            if a.ndim != p.type.ndim or any(
-                    symbols.setdefault(d, s) != s if isinstance(d, str) else d != s
-                    for d, s in zip(p.type.shape, a.shape, strict=True)):
+            if not _fits(p.type.shape, a.shape, symbols):
                 raise _at_user(ShapeError, f"{self.name}: parameter {p.name!r} expects "
                                            f"{p.type}, got {a.type}")
         result = self.fn(*bound)
@@ -136,6 +134,19 @@ class Function(CompiledFunction):
                                                    for d in expected.shape))
         return Tracer(ctx, as_result(result, expected, ctx, self.fn)) if isinstance(
             result, Tracer) else result
+
+
+def _fits(declared: tuple, actual: tuple, symbols: dict) -> bool:
+    """Whether a traced shape matches a declared one, binding its symbolic dims in `symbols`
+    (a symbol's first use binds it, later uses must agree)."""
+    if len(declared) != len(actual):
+        return False
+    for d, s in zip(declared, actual, strict=True):
+        if isinstance(d, str):
+            d = symbols.setdefault(d, s)
+        if d != s:
+            return False
+    return True
 
 
 def function(fn=None, *, name: str | None = None):

@@ -19,7 +19,7 @@ from .ad import vjp
 from .errors import ArgumentError, SignatureError
 from .function import CompiledFunction
 from .optim import SGD, Adam, train_program
-from .runtime.call import _data_address
+from .runtime.call import _data_address, aligned_workspace
 from .transforms import _as_function, _wrt_names
 from .types import ArrayType, Param, Signature
 
@@ -192,7 +192,7 @@ class TrainStep(CompiledFunction):
                                     f"non-contiguous {values[i].dtype} {values[i].shape}")
             if i in invoker.labels:
                 invoker.check_labels(i, values[i], symbols)
-        invoker._check_written(values + extra)
+        invoker.check_written(values + extra)
         return n, batch, tuple(symbols[d] for d in invoker.abi.symbols)
 
 
@@ -234,8 +234,8 @@ class _NativeFit:
                                        for a in self.staging], np.uint64)
         size = ctypes.CFUNCTYPE(ctypes.c_int64, *[ctypes.c_int64] * len(dims))(
             compiled.addresses[abi.workspace_size])(*dims)
-        self.workspace = np.empty(size + 64, np.uint8)
-        self.batch, self.dims, self.lock = batch, dims, compiled.invoker._lock
+        self.workspace, self.workspace_address = aligned_workspace(size)
+        self.batch, self.dims, self.lock = batch, dims, compiled.invoker.lock
         argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 2
         self.fn = ctypes.CFUNCTYPE(None, *argtypes, *[ctypes.c_int64] * len(dims),
                                    ctypes.c_void_p)(compiled.addresses[compiled.abi.fit_entry])
@@ -246,7 +246,7 @@ class _NativeFit:
         with self.lock:
             self.fn(self.table.ctypes.data, order.ctypes.data, first, last, self.batch, n,
                     losses.ctypes.data, self.staging_table.ctypes.data, *self.dims,
-                    (self.workspace.ctypes.data + 63) & -64)
+                    self.workspace_address)
 
 
 class _Progress:

@@ -53,6 +53,12 @@ _LABELLED = ("pick", "unpick", "softmax_cross_entropy", "softmax_cross_entropy_g
 _MOVES = ("reshape", "transpose", "broadcast_in_dim")  # carry a label value unchanged
 
 
+def aligned_workspace(size: int) -> tuple[np.ndarray, int]:
+    """A buffer holding `size` bytes from a 64-byte aligned address, and that address."""
+    buffer = np.empty(size + 64, np.uint8)
+    return buffer, (buffer.ctypes.data + 63) & -64
+
+
 def label_bounds(program) -> dict[int, tuple]:
     """Input index -> the class counts (ints or symbols) each integer-label input indexes.
 
@@ -114,7 +120,7 @@ class Invoker:
         self._outs = [(t.dtype.np_dtype, t.shape) if t.ndim else np.empty((), t.dtype.np_dtype)
                       for t in abi.outputs]
         self._static_outs = not any(t.symbols for t in abi.outputs)
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()  # one workspace: one native call at a time
         scalar_args = [_CTYPES[t.dtype.name] for t in abi.inputs]
         if NUMPY_LAYOUT_OK:  # arrays go to the entry that reads their data pointers itself
             array_arg, self._pass = ctypes.py_object, None
@@ -162,7 +168,7 @@ class Invoker:
         for i in self.labels:
             self.check_labels(i, values[i], symbols)
         if self.written:
-            self._check_written(values)
+            self.check_written(values)
         return symbols
 
     def _check_symbolic(self, name: str, t: ArrayType, a, symbols: dict) -> None:
@@ -187,7 +193,7 @@ class Invoker:
                 raise ArgumentError(f"{name}: expected {t} with {d}={bound} (as bound by "
                                     f"{first}), got {_describe(a)}")
 
-    def _check_written(self, values: list) -> None:
+    def check_written(self, values: list) -> None:
         """Arrays updated in place must be writable and share memory with no other argument."""
         for i in self.written:
             if not values[i].flags.writeable:
@@ -250,8 +256,7 @@ class Invoker:
         if size is None:
             size = self._sizes[dims] = self._size(*dims)
             if self._workspace.nbytes < size + 64:
-                self._workspace = np.empty(size + 64, np.uint8)
-                self._workspace_address = (self._workspace.ctypes.data + 63) & -64
+                self._workspace, self._workspace_address = aligned_workspace(size)
         return self._workspace_address
 
     def __call__(self, *args, **kwargs) -> list:
@@ -267,6 +272,6 @@ class Invoker:
             outs_args = [self._pass(o) for o in outs]
         else:
             outs_args = outs
-        with self._lock:
+        with self.lock:
             self._entry(*values, *outs_args, *dims, self._workspace_for(dims))
             return [o if o.ndim else o.item() for o in outs]
