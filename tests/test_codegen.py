@@ -14,6 +14,7 @@ FLOATS = [f32, f64]
 _features = llvm.get_host_cpu_features()
 needs_avx2_fma = pytest.mark.skipif(not (_features.get("avx2") and _features.get("fma")),
                                     reason="the host CPU lacks AVX2 or FMA")
+WIDEST = "zmm" if _features.get("avx512f") else "ymm"  # the registers kernels must use
 
 
 def assert_close(out, ref, rtol, scale=None):
@@ -70,21 +71,21 @@ def transcendental32(z: f32[10]) -> f32[10]:
 
 @needs_avx2_fma
 @pytest.mark.parametrize("fn", [dense64, batched64], ids=["dense", "batched"])
-def test_f64_asm_has_packed_fma_on_ymm(fn):
-    assert re.search(r"vfmadd\w*pd\s.*ymm", fn.asm)
+def test_f64_asm_has_packed_fma_on_the_widest_registers(fn):
+    assert re.search(rf"vfmadd\w*pd\s.*{WIDEST}", fn.asm)
 
 
 @needs_avx2_fma
 @pytest.mark.parametrize("fn", [dense32, batched32], ids=["dense", "batched"])
-def test_f32_asm_has_packed_fma_on_ymm(fn):
-    assert re.search(r"vfmadd\w*ps\s.*ymm", fn.asm)
+def test_f32_asm_has_packed_fma_on_the_widest_registers(fn):
+    assert re.search(rf"vfmadd\w*ps\s.*{WIDEST}", fn.asm)
 
 
 def test_llvm_ir_is_optimized_and_exports_entry_and_workspace_size():
     text = dense64.llvm_ir
     assert re.search(r"^define .*@diffc_dense64\(", text, re.M)
     assert re.search(r"^define .*@diffc_dense64_workspace_size\(", text, re.M)
-    assert "<4 x double>" in text  # the loop vectorizer ran
+    assert "llvm.loop.isvectorized" in text  # the loop vectorizer ran
     module = llvm.parse_assembly(text)
     module.verify()
     assert module.get_function("diffc_dense64").linkage == llvm.Linkage.external
@@ -199,6 +200,47 @@ def test_linear_algebra_matches_numpy(dt, kind):
     out = fn(a, b)
     assert out.dtype == dt.np_dtype
     assert_close(out, ref_fn(a64, b64), RTOL[dt], scale=ref_fn(np.abs(a64), np.abs(b64)))
+
+
+# Shapes around the tile sizes of gemm.py (rows 8/4/2, vectors of 16/8/4 lanes, dot blocks of 6
+# and 4): whole tiles, leftover rows and vectors, and columns narrower than one vector.
+GEMM_SHAPES = [(1, 1, 1), (2, 3, 5), (8, 16, 32), (9, 17, 33), (13, 31, 47), (16, 64, 128),
+               (21, 100, 71), (64, 7, 130)]
+TRANSPOSES = {"A@B": (False, False), "A.T@B": (True, False), "A@B.T": (False, True),
+              "A.T@B.T": (True, True)}
+
+
+@functools.cache
+def _gemm(dt, kind, shape, epilogue: bool):
+    """op(A) op(B), optionally relu(... + bias): static shape (m, k, n), or symbolic if None."""
+    ta, tb = TRANSPOSES[kind]
+    m, k, n = shape or ("M", "K", "N")
+    sa, sb = (k, m) if ta else (m, k), (n, k) if tb else (k, n)
+
+    @diffc.function(name=f"gemm_{kind.replace('.', '').replace('@', '_')}_{dt}_{epilogue}")
+    def f(A: dt[sa], B: dt[sb], bias: dt[n]) -> dt[m, n]:
+        product = (A.T if ta else A) @ (B.T if tb else B)
+        return nn.relu(product + bias) if epilogue else product
+    return f
+
+
+@pytest.mark.parametrize("dt", FLOATS)
+@pytest.mark.parametrize("kind", list(TRANSPOSES))
+@pytest.mark.parametrize("symbolic", [False, True], ids=["static", "symbolic"])
+@pytest.mark.parametrize("epilogue", [False, True], ids=["plain", "bias_relu"])
+def test_gemm_tiles_and_edges_match_numpy(dt, kind, symbolic, epilogue):
+    ta, tb = TRANSPOSES[kind]
+    rng = np.random.default_rng(1)
+    for m, k, n in GEMM_SHAPES:
+        fn = _gemm(dt, kind, None if symbolic else (m, k, n), epilogue)
+        a = rand(rng, (k, m) if ta else (m, k), dt)
+        b = rand(rng, (n, k) if tb else (k, n), dt)
+        bias = rand(rng, n, dt)
+        a64, b64 = (a.T if ta else a).astype(np.float64), (b.T if tb else b).astype(np.float64)
+        ref, scale = a64 @ b64, np.abs(a64) @ np.abs(b64)
+        if epilogue:
+            ref, scale = np.maximum(ref + bias, 0), scale + np.abs(bias)
+        assert_close(fn(a, b, bias), ref, 4 * RTOL[dt], scale=scale)
 
 
 # ----------------------------------------------------------------------------- reductions

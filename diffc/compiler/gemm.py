@@ -1,13 +1,16 @@
 """Matrix multiplication: register-blocked micro-kernels with explicit vector FMAs.
 
 Input: a `Kernel` for `matmul[transpose_a, transpose_b] A B` writing C = op(A) op(B), row-major.
-Two micro-kernels, chosen by which operand is contiguous along the reduction:
-- "axpy" (B not transposed: rows of B are contiguous along C's columns): a block of MR rows by
-  NR vectors of C lives in registers while the reduction index p runs; each step loads NR
-  vectors of B's row p, broadcasts MR entries of op(A)'s column p and issues MR*NR FMAs.
-- "dot" (B transposed, A not: both contiguous along p): a block of MR x NR dot products, each a
-  vector accumulator along p, summed across lanes at the end.
-Rows and columns that do not fill a block, and the A^T B^T case, take a plain scalar loop.
+C is covered by tiles; each tile's accumulators live in registers for the whole reduction:
+- "axpy" tiles (B not transposed: op(B)'s rows are contiguous along C's columns): mr rows by
+  nr vectors of C; each step of the reduction index p loads nr vectors of op(B)'s row p,
+  broadcasts mr entries of op(A)'s column p and issues mr*nr FMAs.
+- "dot" tiles (B transposed, A not: both contiguous along p): mr x nr dot products, each a
+  vector accumulator along p, summed across lanes at the end, then the depth's leftover scalars.
+Main tiles are as large as the host's vector registers allow (`blocks`); the edges of C take
+smaller tiles of the same code (static sizes: one tile of the leftover rows or vectors, then
+vectors of halving width; symbolic sizes: single rows, single vectors, then scalars), so no
+edge falls back to a scalar loop unless it is narrower than a vector. A^T B^T uses scalar tiles.
 Each finished value of C (a vector of a row's columns, or a scalar) goes through `finish`: a
 plain matmul stores it; a fused one (kernels.lower_fused) applies its epilogue first.
 Invariants: C is written exactly once per element; vector loads are unaligned-safe (element
@@ -17,25 +20,72 @@ rounding order.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from llvmlite import ir
 
+from .llvm import vector_registers
 from .loops import I64, for_range
 from .scalar import intrinsic
 
 REDUCE = ("reassoc", "contract")
-VECTOR_BYTES = 32  # AVX2: <8 x float>, <4 x double>
-AXPY_BLOCK = (4, 2)  # rows of C, vectors of C's columns: 8 accumulators
-DOT_BLOCK = (2, 4)  # rows of A, rows of B: 8 accumulators
 
 
 def _c(value):
     return ir.Constant(I64, value)
 
 
-def vector_type(elt) -> ir.VectorType:
-    """The widest vector of elt the target's registers hold."""
-    return ir.VectorType(elt, VECTOR_BYTES // (8 if isinstance(elt, ir.DoubleType) else 4))
+def vector_type(elt, lanes: int | None = None) -> ir.Type:
+    """`lanes` elts (default: as many as the host's vector registers hold); one lane is elt."""
+    if lanes is None:
+        lanes = vector_registers()[0] // (8 if isinstance(elt, ir.DoubleType) else 4)
+    return elt if lanes == 1 else ir.VectorType(elt, lanes)
+
+
+def blocks() -> dict[str, tuple[int, int]]:
+    """Main tile sizes (rows, columns of C): axpy columns in vectors, dot columns in values.
+    Accumulators plus the operands of one step must fit the register file."""
+    if vector_registers()[1] >= 32:  # AVX-512
+        return {"axpy": (8, 2), "dot": (4, 6)}
+    return {"axpy": (4, 2), "dot": (2, 4)}
+
+
+@dataclass
+class Tiles:
+    """`count` tiles of `size` units along one dimension of C, from `start`; a unit is a vector
+    of `lanes` elements (columns of an axpy tile) or one element (rows, dot columns)."""
+
+    start: ir.Value
+    count: ir.Value
+    size: int
+    lanes: int = 1
+
+
+def cover(b, extent, static: int | None, block: int, lanes: int) -> list[Tiles]:
+    """Tiles covering range(extent): whole blocks of `block` units, then the edge."""
+    step = block * lanes
+    if static is not None:
+        whole = static // step
+        tiles, done = [Tiles(_c(0), _c(whole), block, lanes)], whole * step
+        if (static - done) // lanes:
+            tiles.append(Tiles(_c(done), _c(1), (static - done) // lanes, lanes))
+            done += (static - done) // lanes * lanes
+        width = lanes // 2
+        while done < static:
+            if static - done >= width:
+                tiles.append(Tiles(_c(done), _c(1), 1, width))
+                done += width
+            width //= 2
+        return [t for t in tiles if t.count.constant > 0]
+    whole = b.sdiv(extent, _c(step))
+    tiles, done = [Tiles(_c(0), whole, block, lanes)], b.mul(whole, _c(step))
+    if block > 1:
+        singles = b.sdiv(b.sub(extent, done), _c(lanes))
+        tiles.append(Tiles(done, singles, 1, lanes))
+        done = b.add(done, b.mul(singles, _c(lanes)))
+    if lanes > 1:
+        tiles.append(Tiles(done, b.sub(extent, done), 1, 1))
+    return tiles
 
 
 class Gemm:
@@ -45,13 +95,12 @@ class Gemm:
         self.k, self.b = k, k.b
         self.A, self.B = a, b
         self.ta, self.tb = params["transpose_a"], params["transpose_b"]
-        self.out_shape = out_type.shape
-        self.m, self.n = (k.dim(d) for d in out_type.shape)
-        self.depth = k.dim(a.type.shape[0] if self.ta else a.type.shape[1])
+        depth_dim = a.type.shape[0] if self.ta else a.type.shape[1]
+        self.static = [d if isinstance(d, int) else None for d in (*out_type.shape, depth_dim)]
+        self.m, self.n, self.depth = (k.dim(d) for d in (*out_type.shape, depth_dim))
         self.elt = k.ty
         self.itemsize = out_type.dtype.itemsize
-        self.vec = vector_type(self.elt)
-        self.width = self.vec.count
+        self.width = vector_registers()[0] // self.itemsize
         self.finish = finish or (lambda i, j, value: self.store(k.outputs[0], i, j, value))
 
     def a_index(self, i, p):  # flat index of op(A)[i, p]
@@ -62,12 +111,12 @@ class Gemm:
         b = self.b
         return b.add(b.mul(j, self.depth), p) if self.tb else b.add(b.mul(p, self.n), j)
 
-    def load(self, operand, index, vector: bool):
-        """operand[index], or the vector starting there."""
-        if not vector:
+    def load(self, operand, index, typ):
+        """operand[index] (typ is the element type), or the vector of typ starting there."""
+        if not isinstance(typ, ir.VectorType):
             return operand.load(self.b, index)
         ptr = self.b.gep(operand.ptr, [index], inbounds=True, source_etype=self.elt)
-        return self.b.load(ptr, typ=self.vec, align=self.itemsize)
+        return self.b.load(ptr, typ=typ, align=self.itemsize)
 
     def store(self, operand, i, j, value) -> None:
         """C-shaped operand[i, j] = value (a scalar, or a vector of columns j, j+1, ...)."""
@@ -78,36 +127,34 @@ class Gemm:
         ptr = self.b.gep(operand.ptr, [index], inbounds=True, source_etype=self.elt)
         self.b.store(value, ptr, align=self.itemsize)
 
-    def splat(self, scalar):
-        """A vector with every lane equal to scalar."""
+    def splat(self, scalar, typ):
+        """A value of typ with every lane equal to scalar."""
+        if not isinstance(typ, ir.VectorType):
+            return scalar
         b = self.b
-        one = b.insert_element(ir.Constant(self.vec, ir.Undefined), scalar, _c(0))
-        return b.shuffle_vector(one, ir.Constant(self.vec, ir.Undefined),
-                                ir.Constant(ir.VectorType(ir.IntType(32), self.width), None))
+        one = b.insert_element(ir.Constant(typ, ir.Undefined), scalar, _c(0))
+        return b.shuffle_vector(one, ir.Constant(typ, ir.Undefined),
+                                ir.Constant(ir.VectorType(ir.IntType(32), typ.count), None))
 
-    def blocks(self, size, block):
-        """The number of whole blocks in size, and where the tail starts."""
-        count = self.b.sdiv(size, _c(block))
-        return count, self.b.mul(count, _c(block))
-
-    def rows_outer(self, rows_per_block: int, cols_per_block: int) -> bool:
-        """Whether to loop over row blocks outside column blocks: the inner loop re-reads the
-        other operand once per outer block, so stream whichever costs fewer bytes."""
-        m, n = (_guess(d) for d in self.out_shape)
-        depth = _guess(self.A.type.shape[0] if self.ta else self.A.type.shape[1])
-        return m / rows_per_block * depth * n <= n / cols_per_block * depth * m
+    def rows_outer(self, rows_per_tile: int, cols_per_tile: int) -> bool:
+        """Whether to loop over row tiles outside column tiles: the inner loop re-reads the
+        other operand once per outer tile, so stream whichever costs fewer bytes."""
+        m, n, depth = (_guess(d) for d in self.static)
+        return m / rows_per_tile * depth * n <= n / cols_per_tile * depth * m
 
     @contextmanager
-    def block_loops(self, row_blocks, col_blocks, rows_outer: bool):
-        """Nested loops over (row block, column block) in the chosen order."""
-        first, second = (row_blocks, col_blocks) if rows_outer else (col_blocks, row_blocks)
-        with for_range(self.b, first, name="ob") as outer, \
-                for_range(self.b, second, name="ib") as inner:
-            yield (outer.index, inner.index) if rows_outer else (inner.index, outer.index)
+    def tile_loops(self, rows: Tiles, cols: Tiles, rows_outer: bool):
+        """Nested loops over (row tile, column tile); yields the tile's first row and column."""
+        first, second = (rows, cols) if rows_outer else (cols, rows)
+        with for_range(self.b, first.count, name="ob") as outer, \
+                for_range(self.b, second.count, name="ib") as inner:
+            it, jt = (outer.index, inner.index) if rows_outer else (inner.index, outer.index)
+            yield (self.b.add(rows.start, self.b.mul(it, _c(rows.size))),
+                   self.b.add(cols.start, self.b.mul(jt, _c(cols.size * cols.lanes))))
 
 
 def _guess(d) -> int:
-    return d if isinstance(d, int) else 64  # a symbolic dim: typically a batch
+    return 64 if d is None else d  # a symbolic dim: typically a batch
 
 
 def lower_matmul(k) -> None:
@@ -116,79 +163,56 @@ def lower_matmul(k) -> None:
 
 def run(g: Gemm) -> None:
     """Compute every element of C once, handing each finished value to g.finish."""
-    if not g.tb:
-        rows_done, cols_done = _axpy_blocks(g)
-    elif not g.ta:
-        rows_done, cols_done = _dot_blocks(g)
-    else:
-        rows_done, cols_done = _c(0), _c(0)
-    _scalar(g, rows_done, g.m, _c(0), g.n)  # the rows no block covered, all columns
-    _scalar(g, _c(0), rows_done, cols_done, g.n)  # the columns no block covered
+    kind = "axpy" if not g.tb else "dot" if not g.ta else None
+    mr, nr = blocks()[kind] if kind else (1, 1)
+    lanes = g.width if kind == "axpy" else 1
+    tile = _dot_tile if kind == "dot" else _axpy_tile
+    rows = cover(g.b, g.m, g.static[0], mr, 1)
+    cols = cover(g.b, g.n, g.static[1], nr, lanes)
+    for r in rows:
+        for c in cols:
+            main = r is rows[0] and c is cols[0]
+            with g.tile_loops(r, c, g.rows_outer(mr, nr * lanes) if main else True) as (i0, j0):
+                tile(g, i0, j0, r.size, c.size, c.lanes)
 
 
-def _axpy_blocks(g: Gemm):
-    b, (mr, nr) = g.b, AXPY_BLOCK
-    row_blocks, rows_done = g.blocks(g.m, mr)
-    col_blocks, cols_done = g.blocks(g.n, nr * g.width)
-    zero = ir.Constant(g.vec, None)
-    with g.block_loops(row_blocks, col_blocks, g.rows_outer(mr, nr * g.width)) as (ib, jb):
-        i0, j0 = b.mul(ib, _c(mr)), b.mul(jb, _c(nr * g.width))
-        with for_range(b, g.depth, carry=[zero] * (mr * nr), name="p") as loop:
-            bs = [g.load(g.B, g.b_index(loop.index, b.add(j0, _c(c * g.width))), True)
-                  for c in range(nr)]
-            acc = []
-            for r in range(mr):
-                a = g.splat(g.A.load(b, g.a_index(b.add(i0, _c(r)), loop.index)))
-                acc += [intrinsic(b, "llvm.fma", a, bs[c], loop.carried[r * nr + c])
-                        for c in range(nr)]
-            loop.update(acc)
+def _axpy_tile(g: Gemm, i0, j0, mr: int, nr: int, lanes: int) -> None:
+    b, typ = g.b, vector_type(g.elt, lanes)
+    zero = ir.Constant(typ, None)
+    with for_range(b, g.depth, carry=[zero] * (mr * nr), name="p") as loop:
+        bs = [g.load(g.B, g.b_index(loop.index, b.add(j0, _c(c * lanes))), typ)
+              for c in range(nr)]
+        acc = []
         for r in range(mr):
-            for c in range(nr):
-                g.finish(b.add(i0, _c(r)), b.add(j0, _c(c * g.width)),
-                         loop.results[r * nr + c])
-    return rows_done, cols_done
+            a = g.splat(g.A.load(b, g.a_index(b.add(i0, _c(r)), loop.index)), typ)
+            acc += [intrinsic(b, "llvm.fma", a, bs[c], loop.carried[r * nr + c])
+                    for c in range(nr)]
+        loop.update(acc)
+    for r in range(mr):
+        for c in range(nr):
+            g.finish(b.add(i0, _c(r)), b.add(j0, _c(c * lanes)), loop.results[r * nr + c])
 
 
-def _dot_blocks(g: Gemm):
-    b, (mr, nr) = g.b, DOT_BLOCK
-    row_blocks, rows_done = g.blocks(g.m, mr)
-    col_blocks, cols_done = g.blocks(g.n, nr)
-    depth_vectors, depth_done = g.blocks(g.depth, g.width)
-    zero = ir.Constant(g.vec, None)
-    with g.block_loops(row_blocks, col_blocks, g.rows_outer(mr, nr)) as (ib, jb):
-        i0, j0 = b.mul(ib, _c(mr)), b.mul(jb, _c(nr))
-        with for_range(b, depth_vectors, carry=[zero] * (mr * nr), name="p") as loop:
-            p = b.mul(loop.index, _c(g.width))
-            avs = [g.load(g.A, g.a_index(b.add(i0, _c(r)), p), True) for r in range(mr)]
-            bvs = [g.load(g.B, g.b_index(p, b.add(j0, _c(c))), True) for c in range(nr)]
-            loop.update([intrinsic(b, "llvm.fma", avs[r], bvs[c], loop.carried[r * nr + c])
-                         for r in range(mr) for c in range(nr)])
-        for r in range(mr):
-            i = b.add(i0, _c(r))
-            for c in range(nr):
-                j = b.add(j0, _c(c))
-                total = intrinsic(b, "llvm.vector.reduce.fadd", ir.Constant(g.elt, 0.0),
-                                  loop.results[r * nr + c], overload=g.vec, result=g.elt,
-                                  fastmath=REDUCE)
-                g.finish(i, j, _dot(g, i, j, depth_done, g.depth, total))  # + depth tail
-    return rows_done, cols_done
-
-
-def _dot(g: Gemm, i, j, start, stop, init):
-    """init + sum over start <= p < stop of op(A)[i, p] * op(B)[p, j]."""
-    b = g.b
-    with for_range(b, b.sub(stop, start), carry=[init], name="q") as loop:
-        p = b.add(start, loop.index)
-        prod = b.fmul(g.A.load(b, g.a_index(i, p)), g.B.load(b, g.b_index(p, j)), flags=REDUCE)
-        loop.update([b.fadd(loop.carried[0], prod, flags=REDUCE)])
-    return loop.results[0]
-
-
-def _scalar(g: Gemm, i_lo, i_hi, j_lo, j_hi) -> None:
-    """C[i, j] for i_lo <= i < i_hi and j_lo <= j < j_hi, one dot product each."""
-    b = g.b
-    with for_range(b, b.sub(i_hi, i_lo), name="ti") as ti:
-        i = b.add(i_lo, ti.index)
-        with for_range(b, b.sub(j_hi, j_lo), name="tj") as tj:
-            j = b.add(j_lo, tj.index)
-            g.finish(i, j, _dot(g, i, j, _c(0), g.depth, ir.Constant(g.elt, 0.0)))
+def _dot_tile(g: Gemm, i0, j0, mr: int, nr: int, lanes: int) -> None:
+    b, typ = g.b, vector_type(g.elt, g.width)
+    rows = [b.add(i0, _c(r)) for r in range(mr)]
+    cols = [b.add(j0, _c(c)) for c in range(nr)]
+    vectors = b.sdiv(g.depth, _c(g.width))
+    with for_range(b, vectors, carry=[ir.Constant(typ, None)] * (mr * nr), name="p") as loop:
+        p = b.mul(loop.index, _c(g.width))
+        avs = [g.load(g.A, g.a_index(i, p), typ) for i in rows]
+        bvs = [g.load(g.B, g.b_index(p, j), typ) for j in cols]
+        loop.update([intrinsic(b, "llvm.fma", avs[r], bvs[c], loop.carried[r * nr + c])
+                     for r in range(mr) for c in range(nr)])
+    sums = [intrinsic(b, "llvm.vector.reduce.fadd", ir.Constant(g.elt, 0.0), acc,
+                      overload=typ, result=g.elt, fastmath=REDUCE) for acc in loop.results]
+    done = b.mul(vectors, _c(g.width))
+    with for_range(b, b.sub(g.depth, done), carry=sums, name="q") as tail:  # depth % width
+        p = b.add(done, tail.index)
+        avs = [g.A.load(b, g.a_index(i, p)) for i in rows]
+        bvs = [g.B.load(b, g.b_index(p, j)) for j in cols]
+        tail.update([intrinsic(b, "llvm.fma", avs[r], bvs[c], tail.carried[r * nr + c])
+                     for r in range(mr) for c in range(nr)])
+    for r in range(mr):
+        for c in range(nr):
+            g.finish(rows[r], cols[c], tail.results[r * nr + c])

@@ -361,12 +361,11 @@ def _gemm_with_epilogue(k) -> None:
     outputs = list(zip(body.outputs, k.outputs, strict=True))
 
     def finish(i, j, value):
-        vector = isinstance(value.type, ir.VectorType)
         flat = b.add(b.mul(i, gemm.n), j)
         env = {id(head.outputs[0]): value}
 
         def lanes(scalar):
-            return gemm.splat(scalar) if vector else scalar
+            return gemm.splat(scalar, value.type)
 
         def read(a):
             if isinstance(a, Lit):
@@ -374,7 +373,7 @@ def _gemm_with_epilogue(k) -> None:
             if id(a) not in env:  # rank 0: the same in every lane; else C-shaped
                 op = operand[id(a)]
                 env[id(a)] = lanes(op.load(b, _c(I64, 0))) if a.type.ndim == 0 else \
-                    gemm.load(op, flat, vector)
+                    gemm.load(op, flat, value.type)
             return env[id(a)]
 
         for e in rest:
@@ -382,7 +381,7 @@ def _gemm_with_epilogue(k) -> None:
                 x, dims = e.inputs[0], e.params["broadcast_dimensions"]
                 at = {(0,): None, (1,): j, (0, 1): flat}[dims]
                 result = lanes(operand[id(x)].load(b, i)) if at is None else \
-                    gemm.load(operand[id(x)], at, vector)
+                    gemm.load(operand[id(x)], at, value.type)
             elif e.prim.name == "broadcast_in_dim":
                 result = read(e.inputs[0])
             else:

@@ -37,6 +37,15 @@ def target_machine() -> llvm.TargetMachine:
                                         codemodel="default")
 
 
+@functools.cache
+def vector_registers() -> tuple[int, int]:
+    """(bytes per vector register, number of them) on the host: what kernels block for."""
+    features = set(host().features.split(","))
+    if "+avx512f" in features:
+        return 64, 32
+    return (32, 16) if "+avx" in features else (16, 16)
+
+
 @dataclass(frozen=True)
 class Compiled:
     """The products of compiling one module."""
