@@ -2,7 +2,8 @@
 
     python benchmarks/run.py [--quick] [--threads 1 2] [--workloads W1 W2]
 
-Each thread count runs in its own process (BLAS reads its thread count at import). Before any
+Each thread count runs in its own process (BLAS reads its thread count at import), pinned to
+that many cores, so that no library (XLA starts its own thread pool) uses more. Before any
 time is printed, diffc's loss trajectory is checked against numpy's over the same steps
 (float64: 1e-9 relative at every step; float32: 1e-4 over the first 50 steps); a mismatch is
 reported instead of a time and makes the exit status 1. torch and jax columns appear when those
@@ -67,6 +68,12 @@ def measure(workload: str, dtype: str, quick: bool) -> dict:
 
 
 def child(args) -> None:
+    """Measure in this process, on as many cores as threads: peers that start their own thread
+    pools (XLA does, whatever OMP_NUM_THREADS says) get no more cores than diffc."""
+    (threads,), cores = args.threads, sorted(os.sched_getaffinity(0))
+    if len(cores) < threads:
+        raise SystemExit(f"{threads} threads asked for, {len(cores)} cores available")
+    os.sched_setaffinity(0, cores[:threads])
     rows = [measure(wl, dt, args.quick) for wl in args.workloads for dt in ("f64", "f32")]
     print(json.dumps(rows))
 
@@ -87,8 +94,9 @@ def main() -> int:
     for threads in args.threads:
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
                    MKL_NUM_THREADS=str(threads), DIFFC_NUM_THREADS=str(threads))
-        command = [sys.executable, os.path.join(HERE, "run.py"), "--child", "--workloads",
-                   *args.workloads] + (["--quick"] if args.quick else [])
+        command = [sys.executable, os.path.join(HERE, "run.py"), "--child", "--threads",
+                   str(threads), "--workloads", *args.workloads]
+        command += ["--quick"] if args.quick else []
         out = subprocess.run(command, env=env, capture_output=True, text=True, cwd=HERE)
         if out.returncode != 0:
             print(out.stderr, file=sys.stderr)
