@@ -411,11 +411,15 @@ def counting(text):
     return real_compile(text)
 
 
-def forbidden(text):
-    raise AssertionError("LLVM code generation ran despite a cache hit")
+def forbidden(*args):
+    raise AssertionError("code generation ran despite a cache hit")
 
 
 llvm._compile = forbidden if sys.argv[1] == "forbid" else counting
+if sys.argv[1] == "forbid":  # a hit skips the passes and code generation too
+    import diffc.compiler.codegen as codegen
+    import diffc.compiler.passes as passes
+    codegen.build_module = passes.optimize = forbidden
 """ + CACHE_DEFS + """
 out = {}
 for name in sys.argv[2:]:
@@ -551,6 +555,15 @@ def test_cache_key_differs_per_function(tmp_path, monkeypatch):
     assert twice_again(x) == 21.0 and len(compiles) == 1 and set(entries(folder)) == first
     assert thrice(x) == 31.5 and len(compiles) == 2
     assert len(set(entries(folder))) == 2 and first < set(entries(folder))
+    # the same program after a change to diffc's own source: compiled anew
+    monkeypatch.setattr(diffc.runtime.cache, "source_digest", lambda: "changed compiler")
+
+    @diffc.function(name="keyed")
+    def twice_changed(x: f64[4]) -> f64:
+        return nn.sum(x * 2.0)
+
+    assert twice_changed(x) == 21.0 and len(compiles) == 3
+    assert len(set(entries(folder))) == 3
 
 
 def test_cache_concurrent_writers_leave_one_valid_entry(tmp_path, cache_refs, monkeypatch):

@@ -55,20 +55,11 @@ class Compiled:
 
 
 def compile_module(module: ir.Module) -> Compiled:
-    """Verify, optimize at O3 (vectorizers on) for the host CPU, and emit object code; the
-    on-disk cache (runtime/cache.py) skips all of that for a module compiled before."""
-    from ..runtime import cache
+    """Verify, optimize at O3 (vectorizers on) for the host CPU, and emit object code."""
     tm = target_machine()
     module.triple = tm.triple
     module.data_layout = str(tm.target_data)
-    text = str(module)
-    key = cache.key(text, cache_context())
-    hit = cache.load(key)
-    if hit is not None:
-        return Compiled(hit[1], hit[0])
-    compiled = _compile(text)
-    cache.store(key, compiled.object_code, compiled.llvm_ir)
-    return compiled
+    return _compile(str(module))
 
 
 def _compile(text: str) -> Compiled:
@@ -99,9 +90,11 @@ def load_object(object_code: bytes, symbols: list[str], name: str):
 
 
 def cache_context() -> dict:
-    """Everything besides the IR that decides the object code: a cache key's other half."""
+    """Everything besides the program that decides the object code: a cache key's other half."""
     from .. import __version__
+    from ..runtime.cache import source_digest
     h = host()
     return {"llvmlite": llvmlite.__version__, "llvm": ".".join(map(str, llvm.llvm_version_info)),
-            "diffc": __version__, "triple": h.triple, "cpu": h.cpu, "features": h.features,
+            "diffc": __version__, "source": source_digest(), "triple": h.triple, "cpu": h.cpu,
+            "features": h.features,
             "options": {"opt": 3, "reloc": "pic", "loop_unrolling": False}}

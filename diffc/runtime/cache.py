@@ -1,8 +1,9 @@
 """The on-disk cache of compiled code.
 
-Input: the text of a module's LLVM IR and what else decides its machine code (target, CPU name
-and features, llvmlite/LLVM and diffc versions, options). Output: the object code and optimized
-LLVM IR of an earlier compile, or None.
+Input: the text of a program (before any pass) and what else decides its machine code (name,
+fit loop, target, CPU name and features, llvmlite/LLVM versions, options and the compiler's own
+source). Output: the object code, optimized LLVM IR and `Native` description (as JSON) of an
+earlier compile, or None: a hit skips the passes, code generation and LLVM.
 Invariants: `DIFFC_CACHE_DIR` (default `~/.cache/diffc`, created private, 0700) holds one file
 per key, written atomically (a temporary file renamed into place), so concurrent writers never
 expose a partial entry; every entry carries the sha256 of its payload and is checked when read:
@@ -11,12 +12,14 @@ a corrupt, truncated or mismatched entry is ignored (and rebuilt), never loaded.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import tempfile
 
-MAGIC = b"diffc-cache-1\n"
+MAGIC = b"diffc-cache-2\n"
+PARTS = 3  # object code, LLVM IR, JSON
 
 
 def enabled() -> bool:
@@ -28,12 +31,27 @@ def directory() -> str:
                                                              "diffc")
 
 
-def key(llvm_ir: str, context: dict) -> str:
-    """The sha256 of the IR text and everything else its object code depends on."""
+def key(text: str, context: dict) -> str:
+    """The sha256 of the program text and everything else its object code depends on."""
     h = hashlib.sha256()
     h.update(json.dumps(context, sort_keys=True).encode())
     h.update(b"\0")
-    h.update(llvm_ir.encode())
+    h.update(text.encode())
+    return h.hexdigest()
+
+
+@functools.cache
+def source_digest() -> str:
+    """The sha256 of diffc's own source: any change to the compiler invalidates the cache."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    for folder, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, name)
+            h.update(os.path.relpath(path, root).encode() + b"\0")
+            with open(path, "rb") as f:
+                h.update(f.read())
     return h.hexdigest()
 
 
@@ -41,8 +59,8 @@ def _path(k: str) -> str:
     return os.path.join(directory(), k + ".bin")
 
 
-def load(k: str) -> tuple[bytes, str] | None:
-    """(object code, optimized LLVM IR) stored under key k, or None if absent or damaged."""
+def load(k: str) -> tuple[bytes, str, dict] | None:
+    """(object code, optimized LLVM IR, JSON) stored under key k, or None if absent or damaged."""
     if not enabled():
         return None
     try:
@@ -51,29 +69,30 @@ def load(k: str) -> tuple[bytes, str] | None:
     except OSError:
         return None
     header = len(MAGIC) + 64 + 1
-    if len(data) < header + 16 or not data.startswith(MAGIC):
+    if len(data) < header + 8 * PARTS or not data.startswith(MAGIC):
         return None
     digest, payload = data[len(MAGIC):header - 1], data[header:]
     if hashlib.sha256(payload).hexdigest().encode() != digest:
         return None
-    obj_size, ir_size = int.from_bytes(payload[:8], "little"), int.from_bytes(payload[8:16],
-                                                                               "little")
-    if 16 + obj_size + ir_size != len(payload):
+    sizes = [int.from_bytes(payload[8 * i:8 * i + 8], "little") for i in range(PARTS)]
+    if 8 * PARTS + sum(sizes) != len(payload):
         return None
-    body = payload[16:]
+    parts, at = [], 8 * PARTS
+    for size in sizes:
+        parts.append(payload[at:at + size])
+        at += size
     try:
-        return body[:obj_size], body[obj_size:].decode()
-    except UnicodeDecodeError:
+        return parts[0], parts[1].decode(), json.loads(parts[2])
+    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
         return None
 
 
-def store(k: str, object_code: bytes, llvm_ir: str) -> None:
+def store(k: str, object_code: bytes, llvm_ir: str, meta: dict) -> None:
     """Write an entry atomically; a cache that cannot be written is skipped silently."""
     if not enabled():
         return
-    ir_bytes = llvm_ir.encode()
-    payload = (len(object_code).to_bytes(8, "little") + len(ir_bytes).to_bytes(8, "little") +
-               object_code + ir_bytes)
+    parts = [object_code, llvm_ir.encode(), json.dumps(meta).encode()]
+    payload = b"".join(len(p).to_bytes(8, "little") for p in parts) + b"".join(parts)
     data = MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
     folder = directory()
     try:

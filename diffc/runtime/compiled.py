@@ -2,7 +2,8 @@
 
 Input: a Program, its Signature and a name. Output: `CompiledProgram`, which runs the IR passes,
 generates and optimizes LLVM IR, links the object code into the process and calls it through an
-`Invoker`. Keeps the optimized LLVM IR and the assembly for inspection.
+`Invoker`. Keeps the optimized LLVM IR and the assembly for inspection. The on-disk cache
+(cache.py) is keyed by the program as traced, so a hit skips every compiler stage.
 """
 from __future__ import annotations
 
@@ -12,42 +13,29 @@ from ..compiler.passes.crossstep import fuse_across_steps
 from ..ir import Program, verify
 from ..train import SAMPLE
 from ..types import Signature
+from . import cache
+from .abi import Native
 from .call import Invoker, label_bounds
 
 
 class CompiledProgram:
     """A program's native code, linked into the process; with a `FitSpec`, also its fit loop
-    (whose steps run the cross-step fused program where a layer qualifies: `fit_abi` and
-    `fit_rewrites` describe the inputs that loop's table needs)."""
+    (whose steps run the cross-step fused program where a layer qualifies: `native.fit_abi`
+    and `native.fit_rewrites` describe the inputs that loop's table needs)."""
 
     def __init__(self, program: Program, signature: Signature, name: str, fit_spec=None):
-        optimized = passes.optimize(program)
-        verify(optimized)
-        module, abi = codegen.build_module(optimized, name)
-        symbols = [abi.entry, abi.py_entry, abi.workspace_size]
-        self.fit_abi, self.fit_rewrites = None, []
-        if fit_spec is not None:
-            self.fit_abi, self.fit_rewrites = self._add_fit(module, abi, optimized, fit_spec)
-            symbols += [abi.fit_entry, self.fit_abi.workspace_size]
-        compiled = llvm.compile_module(module)
-        self.program, self.abi = optimized, abi
-        self.llvm_ir, self.object_code = compiled.llvm_ir, compiled.object_code
-        self._handle, self.addresses = llvm.load_object(compiled.object_code,
-                                                        list(dict.fromkeys(symbols)), abi.entry)
-        written = tuple(optimized.inputs.index(p) for p, _ in optimized.updates)
-        self.invoker = Invoker(abi, signature, self.addresses, label_bounds(optimized), written)
-
-    @staticmethod
-    def _add_fit(module, abi, program: Program, spec):
-        data = {i for i, kind in enumerate(spec.kinds) if kind == SAMPLE}
-        step_program, rewrites = fuse_across_steps(program, data)
-        if rewrites:
-            verify(step_program)
-            step_abi, step_entry = codegen.add_entry(module, step_program, abi.entry + "_fitstep")
-        else:
-            step_abi, step_entry = abi, module.get_global(abi.entry)
-        build_fit(module, abi.fit_entry, step_abi, step_entry, spec, rewrites)
-        return step_abi, rewrites
+        key = cache.key(f"{name}\n{fit_spec!r}\n{program}", llvm.cache_context())
+        built = cache.load(key)
+        if built is None:
+            built = _build(program, name, fit_spec)
+            cache.store(key, *built)
+        self.object_code, self.llvm_ir, meta = built
+        self.native = native = Native.from_json(meta)
+        self.abi, self.fit_abi, self.fit_rewrites = native.abi, native.fit_abi, native.fit_rewrites
+        self._handle, self.addresses = llvm.load_object(self.object_code, native.symbols(),
+                                                        native.abi.entry)
+        self.invoker = Invoker(native.abi, signature, self.addresses, native.labels,
+                               native.written)
 
     @property
     def asm(self) -> str:
@@ -55,3 +43,29 @@ class CompiledProgram:
 
     def __call__(self, *args, **kwargs) -> list:
         return self.invoker(*args, **kwargs)
+
+
+def _build(program: Program, name: str, fit_spec) -> tuple[bytes, str, dict]:
+    """Passes, code generation and LLVM: (object code, optimized LLVM IR, `Native` as JSON)."""
+    optimized = passes.optimize(program)
+    verify(optimized)
+    module, abi = codegen.build_module(optimized, name)
+    fit_abi, rewrites = None, ()
+    if fit_spec is not None:
+        fit_abi, rewrites = _add_fit(module, abi, optimized, fit_spec)
+    compiled = llvm.compile_module(module)
+    written = tuple(sorted(optimized.inputs.index(p) for p, _ in optimized.updates))
+    native = Native(abi, label_bounds(optimized), written, fit_abi, tuple(rewrites))
+    return compiled.object_code, compiled.llvm_ir, native.to_json()
+
+
+def _add_fit(module, abi, program: Program, spec):
+    data = {i for i, kind in enumerate(spec.kinds) if kind == SAMPLE}
+    step_program, rewrites = fuse_across_steps(program, data)
+    if rewrites:
+        verify(step_program)
+        step_abi, step_entry = codegen.add_entry(module, step_program, abi.entry + "_fitstep")
+    else:
+        step_abi, step_entry = abi, module.get_global(abi.entry)
+    build_fit(module, abi.fit_entry, step_abi, step_entry, spec, rewrites)
+    return step_abi, rewrites

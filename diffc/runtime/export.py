@@ -55,13 +55,8 @@ def metadata(fn, compiled) -> dict:
         "options": fn._export_options(),
         "params": [{"name": p.name, **type_to_json(p.type)} for p in sig.params],
         "result": type_to_json(sig.result),
-        "abi": compiled.abi.to_json(),
-        "labels": {str(i): list(n) for i, n in compiled.invoker.labels.items()},
-        "written": sorted(compiled.invoker.written),
         "ir": fn.ir,
-        "fit": None if compiled.fit_abi is None else {
-            "abi": compiled.fit_abi.to_json(),
-            "rewrites": [vars(r) for r in compiled.fit_rewrites]},
+        **compiled.native.to_json(),
     }
 
 

@@ -10,10 +10,9 @@ import ctypes
 import json
 import os
 
-from ..compiler.passes.crossstep import CrossStep
 from ..errors import DiffcError
 from ..types import Param, Signature
-from .abi import Abi, type_from_json
+from .abi import Native, type_from_json
 from .call import Invoker
 
 
@@ -21,22 +20,13 @@ class LoadedProgram:
     """Exported native code in a shared library, with the `CompiledProgram` interface."""
 
     def __init__(self, meta: dict, library: ctypes.CDLL):
-        self.abi = Abi.from_json(meta["abi"])
+        self.native = native = Native.from_json(meta)
+        self.abi, self.fit_abi, self.fit_rewrites = native.abi, native.fit_abi, native.fit_rewrites
         self.library = library
-        self.fit_abi, self.fit_rewrites = None, []
-        if meta["fit"] is not None:
-            self.fit_abi = Abi.from_json(meta["fit"]["abi"])
-            self.fit_rewrites = [CrossStep(**r) for r in meta["fit"]["rewrites"]]
-        self.addresses = {}
-        for symbol in (self.abi.entry, self.abi.py_entry, self.abi.workspace_size,
-                       self.abi.fit_entry, self.fit_abi and self.fit_abi.workspace_size):
-            if symbol and hasattr(library, symbol):
-                self.addresses[symbol] = ctypes.cast(getattr(library, symbol),
-                                                     ctypes.c_void_p).value
-        signature = signature_from_json(meta)
-        labels = {int(i): tuple(n) for i, n in meta["labels"].items()}
-        self.invoker = Invoker(self.abi, signature, self.addresses, labels,
-                               tuple(meta["written"]))
+        self.addresses = {s: ctypes.cast(getattr(library, s), ctypes.c_void_p).value
+                          for s in native.symbols()}
+        self.invoker = Invoker(native.abi, signature_from_json(meta), self.addresses,
+                               native.labels, native.written)
 
     @property
     def llvm_ir(self) -> str:
