@@ -28,8 +28,9 @@ def trajectory_error(ours, reference, dtype: str) -> float:
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-30)))
 
 
-def measure(workload: str, dtype: str, quick: bool) -> dict:
-    """One workload in one dtype: diffc, numpy and the peers that are installed."""
+def measure(workload: str, dtype: str, quick: bool) -> list[dict]:
+    """One workload in one dtype: diffc, numpy and the peers that are installed; for W1 also
+    a row for the step called from Python per sample."""
     import numpy as np
     import peers
     import workloads as w
@@ -64,7 +65,12 @@ def measure(workload: str, dtype: str, quick: bool) -> dict:
             continue
         row[name] = peer_seconds / n * 1e6
         row[name + "_error"] = trajectory_error(peer_losses, ref_losses[:len(peer_losses)], dtype)
-    return row
+    if workload != "W1":
+        return [row]
+    losses, seconds = w.diffc_step_calls(function, copy(), data)
+    return [row, {"workload": "W1 step()", "dtype": dtype, "n": n, "numpy": row["numpy"],
+                  "diffc": seconds / n * 1e6, "cold": cold, "cached": cached,
+                  "error": trajectory_error(losses, ref_losses, dtype)}]
 
 
 def child(args) -> None:
@@ -74,7 +80,8 @@ def child(args) -> None:
     if len(cores) < threads:
         raise SystemExit(f"{threads} threads asked for, {len(cores)} cores available")
     os.sched_setaffinity(0, cores[:threads])
-    rows = [measure(wl, dt, args.quick) for wl in args.workloads for dt in ("f64", "f32")]
+    rows = [row for wl in args.workloads for dt in ("f64", "f32")
+            for row in measure(wl, dt, args.quick)]
     print(json.dumps(rows))
 
 
@@ -88,7 +95,7 @@ def main() -> int:
     if args.child:
         child(args)
         return 0
-    print(f"{'workload':8} {'dtype':5} {'thr':>3} {'numpy us':>9} {'diffc us':>9} "
+    print(f"{'workload':9} {'dtype':5} {'thr':>3} {'numpy us':>9} {'diffc us':>9} "
           f"{'ratio':>6} {'torch us':>9} {'jax us':>9} {'compile s':>15}  loss check")
     failed = False
     for threads in args.threads:
@@ -108,10 +115,11 @@ def main() -> int:
             peer = lambda k, r=r: f"{r[k]:9.1f}" if k in r else f"{'-':>9}"  # noqa: E731
             diffc_us = f"{r['diffc']:9.1f}" if ok else f"{'MISMATCH':>9}"
             ratio = f"{r['numpy'] / r['diffc']:5.2f}x" if ok else f"{'-':>6}"
-            print(f"{r['workload']:8} {r['dtype']:5} {threads:3d} {r['numpy']:9.1f} {diffc_us} "
+            print(f"{r['workload']:9} {r['dtype']:5} {threads:3d} {r['numpy']:9.1f} {diffc_us} "
                   f"{ratio} {peer('torch')} {peer('jax')} {r['cold']:6.3f} / {r['cached']:6.3f}  "
                   f"max rel diff {r['error']:.1e} (limit {limit:.0e})")
     print("us = microseconds per sample; ratio = numpy time / diffc time, same process run;\n"
+          "W1 step() = diffc's step called from Python once per sample (numpy's loop is too);\n"
           "compile = the train step's compile, cold / from the on-disk cache")
     return 1 if failed else 0
 

@@ -113,6 +113,19 @@ def w2_numpy(params, x, labels, batch):
 
 # ----------------------------------------------------------------------------- diffc
 
+def diffc_step_calls(function, params, data_args):
+    """One pass calling the compiled step from Python once per sample (the DESIGN's `step()`
+    row). Returns (losses, seconds)."""
+    names = [p.name for p in function.signature.params[:len(params)]]
+    step = diffc.train_step(function, params=names, optimizer=diffc.SGD(lr=LR)).compile()
+    x, y = data_args
+    losses = np.empty(len(x))
+    start = time.perf_counter()
+    for i in range(len(x)):
+        losses[i] = step(*params, x[i], y[i])
+    return losses, time.perf_counter() - start
+
+
 def diffc_fit(function, params, data_args, batch=None):
     """Compile cold (an empty cache folder), compile again from the on-disk cache, and run
     one epoch of fit in order. Returns (losses, fit seconds, cold and cached compile seconds)."""
