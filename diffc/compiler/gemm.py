@@ -206,13 +206,15 @@ def _dot_tile(g: Gemm, i0, j0, mr: int, nr: int, lanes: int) -> None:
                      for r in range(mr) for c in range(nr)])
     sums = [intrinsic(b, "llvm.vector.reduce.fadd", ir.Constant(g.elt, 0.0), acc,
                       overload=typ, result=g.elt, fastmath=REDUCE) for acc in loop.results]
-    done = b.mul(vectors, _c(g.width))
-    with for_range(b, b.sub(g.depth, done), carry=sums, name="q") as tail:  # depth % width
-        p = b.add(done, tail.index)
-        avs = [g.A.load(b, g.a_index(i, p)) for i in rows]
-        bvs = [g.B.load(b, g.b_index(p, j)) for j in cols]
-        tail.update([intrinsic(b, "llvm.fma", avs[r], bvs[c], tail.carried[r * nr + c])
-                     for r in range(mr) for c in range(nr)])
+    if g.static[2] is None or g.static[2] % g.width:  # the depth's leftover scalars
+        done = b.mul(vectors, _c(g.width))
+        with for_range(b, b.sub(g.depth, done), carry=sums, name="q") as tail:
+            p = b.add(done, tail.index)
+            avs = [g.A.load(b, g.a_index(i, p)) for i in rows]
+            bvs = [g.B.load(b, g.b_index(p, j)) for j in cols]
+            tail.update([intrinsic(b, "llvm.fma", avs[r], bvs[c], tail.carried[r * nr + c])
+                         for r in range(mr) for c in range(nr)])
+        sums = tail.results
     for r in range(mr):
         for c in range(nr):
-            g.finish(rows[r], cols[c], tail.results[r * nr + c])
+            g.finish(rows[r], cols[c], sums[r * nr + c])
