@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import diffc
 from diffc import f64, i32, nn
-from diffc.compiler.passes import cse, dce, fuse, optimize
+from diffc.compiler.passes import cse, dce, fold_transposes, fuse, optimize
 from diffc.compiler.passes.fuse import EPILOGUE
 from diffc.compiler.passes.memory import END, plan_memory
 from diffc.ir import Program, Var, eval_program, verify
@@ -16,7 +16,8 @@ from diffc.ops import PRIMITIVES
 from diffc.trace import TraceContext, Tracer, elementwise
 from diffc.types import ArrayType, Param, Signature
 
-PASSES = {"cse": cse, "dce": dce, "fuse": fuse, "optimize": optimize}
+PASSES = {"fold_transposes": fold_transposes, "cse": cse, "dce": dce, "fuse": fuse,
+          "optimize": optimize}
 B = "B"  # a symbolic dim
 BATCH = 4  # the size given to symbolic dims
 CLASSES = 3  # every integer label below is a class of 3
@@ -50,6 +51,13 @@ def dense_layer(W: f64[4, 3], b: f64[4], x: f64[B, 3], y: f64[B, 4]) -> f64:
 
 
 @diffc.function
+def transposed(A: f64[B, 4], W: f64[3, 4], V: f64[5, 3]) -> f64:
+    h = nn.tanh(A @ W.T)  # B x 3
+    z = (V @ h.T).T  # B x 5, through two transposes
+    return nn.sum(z * z) + nn.sum(W.T @ V.T)
+
+
+@diffc.function
 def softmax_chain(x: f64[6]) -> f64:
     for _ in range(6):
         x = nn.softmax(x)
@@ -59,7 +67,7 @@ def softmax_chain(x: f64[6]) -> f64:
 def _cases():
     """(name, program, number of leading inputs that may be negative; the rest are > 0)."""
     out = []
-    for f in (mlp, mlp_batch, redundant, dense_layer, softmax_chain):
+    for f in (mlp, mlp_batch, redundant, dense_layer, transposed, softmax_chain):
         out.append((f.name, f.program, len(f.program.inputs)))
         out.append((f"vg_{f.name}", diffc.value_and_grad(f).program, len(f.program.inputs)))
     optimizers = [diffc.SGD(lr=0.1), diffc.SGD(lr=0.1, momentum=0.9, nesterov=True,
@@ -176,6 +184,18 @@ def test_pass_preserves_validity_and_results(name, program, signed, pass_name):
 def test_memory_plan_of_optimized_programs_is_valid(name, program, signed):
     optimized = optimize(program)
     assert_valid_plan(optimized, plan_memory(optimized))
+
+
+# ----------------------------------------------------------------------------- transposes
+
+def test_fold_transposes_reads_matmul_operands_where_they_lie():
+    after = dce(fold_transposes(transposed.program))
+    flags = [(e.params["transpose_a"], e.params["transpose_b"]) for e in after.eqns
+             if e.prim.name == "matmul"]
+    assert flags == [(False, True), (False, True), (True, True)]
+    # the one transpose left is of a matmul's result, which no matmul reads
+    assert prim_names(after).count("transpose") == 1
+    assert_same_results(transposed.program, after, make_args(transposed.program, 3))
 
 
 # ----------------------------------------------------------------------------- dce and cse

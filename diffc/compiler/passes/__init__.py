@@ -10,10 +10,11 @@ from .cse import cse
 from .dce import dce
 from .fuse import fuse
 from .sgd import rowwise_sgd
+from .transpose import fold_transposes
 
 # then codegen's plan_memory (memory.py) places every value; fit's step program also goes
 # through crossstep.py
-PIPELINE = [cse, dce, fuse, rowwise_sgd]
+PIPELINE = [fold_transposes, cse, dce, fuse, rowwise_sgd]
 
 
 def optimize(program: Program) -> Program:
