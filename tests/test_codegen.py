@@ -8,6 +8,7 @@ import pytest
 
 import diffc
 from diffc import f32, f64, i32, i64, nn
+from diffc.compiler import gemm
 
 RTOL = {f32: 1e-5, f64: 1e-12}
 FLOATS = [f32, f64]
@@ -211,28 +212,37 @@ TRANSPOSES = {"A@B": (False, False), "A.T@B": (True, False), "A@B.T": (False, Tr
 
 
 @functools.cache
-def _gemm(dt, kind, shape, epilogue: bool):
+def _gemm(dt, kind, shape, epilogue: bool, registers):
     """op(A) op(B), optionally relu(... + bias): static shape (m, k, n), or symbolic if None."""
     ta, tb = TRANSPOSES[kind]
     m, k, n = shape or ("M", "K", "N")
     sa, sb = (k, m) if ta else (m, k), (n, k) if tb else (k, n)
 
-    @diffc.function(name=f"gemm_{kind.replace('.', '').replace('@', '_')}_{dt}_{epilogue}")
+    @diffc.function(name=f"gemm_{kind.replace('.', '').replace('@', '_')}_{dt}_{epilogue}_"
+                         f"{registers[0]}")
     def f(A: dt[sa], B: dt[sb], bias: dt[n]) -> dt[m, n]:
         product = (A.T if ta else A) @ (B.T if tb else B)
         return nn.relu(product + bias) if epilogue else product
     return f
 
 
+# the host's vector registers (bytes, count), and those of AVX2 and SSE machines
+REGISTER_FILES = [gemm.vector_registers(), (32, 16), (16, 16)]
+
+
 @pytest.mark.parametrize("dt", FLOATS)
 @pytest.mark.parametrize("kind", list(TRANSPOSES))
 @pytest.mark.parametrize("symbolic", [False, True], ids=["static", "symbolic"])
 @pytest.mark.parametrize("epilogue", [False, True], ids=["plain", "bias_relu"])
-def test_gemm_tiles_and_edges_match_numpy(dt, kind, symbolic, epilogue):
+@pytest.mark.parametrize("registers", list(dict.fromkeys(REGISTER_FILES)), ids=str)
+def test_gemm_tiles_and_edges_match_numpy(dt, kind, symbolic, epilogue, registers,
+                                          monkeypatch):
+    monkeypatch.setattr(gemm, "vector_registers", lambda: registers)  # tile sizes follow
+    monkeypatch.setenv("DIFFC_CACHE", "0")  # the cache is keyed by the host's registers
     ta, tb = TRANSPOSES[kind]
     rng = np.random.default_rng(1)
     for m, k, n in GEMM_SHAPES:
-        fn = _gemm(dt, kind, None if symbolic else (m, k, n), epilogue)
+        fn = _gemm(dt, kind, None if symbolic else (m, k, n), epilogue, registers)
         a = rand(rng, (k, m) if ta else (m, k), dt)
         b = rand(rng, (n, k) if tb else (k, n), dt)
         bias = rand(rng, n, dt)

@@ -6,7 +6,9 @@ C is covered by tiles; each tile's accumulators live in registers for the whole 
   nr vectors of C; each step of the reduction index p loads nr vectors of op(B)'s row p,
   broadcasts mr entries of op(A)'s column p and issues mr*nr FMAs.
 - "dot" tiles (B transposed, A not: both contiguous along p): mr x nr dot products, each a
-  vector accumulator along p, summed across lanes at the end, then the depth's leftover scalars.
+  vector accumulator along p, summed across lanes at the end: a row's sums together by
+  shuffles into one vector of its columns when a static depth is whole vectors, else one by
+  one, followed by the depth's leftover scalars.
 Main tiles are as large as the host's vector registers allow (`blocks`); the edges of C take
 smaller tiles of the same code (static sizes: one tile of the leftover rows or vectors, then
 vectors of halving width; symbolic sizes: single rows, single vectors, then scalars), so no
@@ -204,17 +206,60 @@ def _dot_tile(g: Gemm, i0, j0, mr: int, nr: int, lanes: int) -> None:
         bvs = [g.load(g.B, g.b_index(p, j), typ) for j in cols]
         loop.update([intrinsic(b, "llvm.fma", avs[r], bvs[c], loop.carried[r * nr + c])
                      for r in range(mr) for c in range(nr)])
+    if g.static[2] is not None and g.static[2] % g.width == 0:  # no leftover depth
+        for r in range(mr):
+            c = 0
+            for size in _powers_of_two(nr, g.width):
+                g.finish(rows[r], cols[c], _sum_lanes(g, loop.results[r * nr + c:][:size]))
+                c += size
+        return
     sums = [intrinsic(b, "llvm.vector.reduce.fadd", ir.Constant(g.elt, 0.0), acc,
                       overload=typ, result=g.elt, fastmath=REDUCE) for acc in loop.results]
-    if g.static[2] is None or g.static[2] % g.width:  # the depth's leftover scalars
-        done = b.mul(vectors, _c(g.width))
-        with for_range(b, b.sub(g.depth, done), carry=sums, name="q") as tail:
-            p = b.add(done, tail.index)
-            avs = [g.A.load(b, g.a_index(i, p)) for i in rows]
-            bvs = [g.B.load(b, g.b_index(p, j)) for j in cols]
-            tail.update([intrinsic(b, "llvm.fma", avs[r], bvs[c], tail.carried[r * nr + c])
-                         for r in range(mr) for c in range(nr)])
-        sums = tail.results
+    done = b.mul(vectors, _c(g.width))
+    with for_range(b, b.sub(g.depth, done), carry=sums, name="q") as tail:  # leftover depth
+        p = b.add(done, tail.index)
+        avs = [g.A.load(b, g.a_index(i, p)) for i in rows]
+        bvs = [g.B.load(b, g.b_index(p, j)) for j in cols]
+        tail.update([intrinsic(b, "llvm.fma", avs[r], bvs[c], tail.carried[r * nr + c])
+                     for r in range(mr) for c in range(nr)])
     for r in range(mr):
         for c in range(nr):
-            g.finish(rows[r], cols[c], sums[r * nr + c])
+            g.finish(rows[r], cols[c], tail.results[r * nr + c])
+
+
+def _powers_of_two(n: int, most: int) -> list[int]:
+    """n as a sum of powers of two of at most `most` (a power of two), largest first."""
+    sizes = []
+    while n:
+        sizes.append(min(1 << (n.bit_length() - 1), most))
+        n -= sizes[-1]
+    return sizes
+
+
+def _sum_lanes(g: Gemm, accs: list):
+    """The lane sums of k vectors (k a power of two, at most their width) as one k-lane value
+    (a scalar for k = 1): log2(width) levels of two shuffles and an add, where k horizontal
+    reductions would take k times as many."""
+    level, per = list(accs), g.width  # per: the lanes each sum is still spread over
+    while len(level) > 1:  # pairs of values: twice the sums per value, half the lanes each
+        level = [_add_halves(g.b, u, v, per) for u, v in zip(level[::2], level[1::2],
+                                                              strict=True)]
+        per //= 2
+    (total,) = level
+    while per > 1:  # one value: its sums' own halves, halving its width
+        total = _add_halves(g.b, total, None, per)
+        per //= 2
+    return total if total.type.count > 1 else g.b.extract_element(total, _c(0))
+
+
+def _add_halves(b, u, v, per: int):
+    """Each group of `per` lanes of u (then of v, if given) with its upper half added to its
+    lower half: u's sums first, in order."""
+    lanes = u.type.count
+    low = [source + group + k for source in ([0] if v is None else [0, lanes])
+           for group in range(0, lanes, per) for k in range(per // 2)]
+    high = [x + per // 2 for x in low]
+    other = ir.Constant(u.type, ir.Undefined) if v is None else v
+    mask = lambda idx: ir.Constant(ir.VectorType(ir.IntType(32), len(idx)), idx)  # noqa: E731
+    return b.fadd(b.shuffle_vector(u, other, mask(low)), b.shuffle_vector(u, other, mask(high)),
+                  flags=REDUCE)
