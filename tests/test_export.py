@@ -16,7 +16,7 @@ import pytest
 
 import diffc
 import diffc.compiler.llvm
-from diffc import ArgumentError, f64, i32, i64, nn
+from diffc import ArgumentError, f32, f64, i32, i64, nn
 from diffc.runtime import cache
 
 EXAMPLE_C = Path(__file__).resolve().parent.parent / "examples" / "c"
@@ -556,7 +556,7 @@ def test_cache_key_differs_per_function(tmp_path, monkeypatch):
     assert thrice(x) == 31.5 and len(compiles) == 2
     assert len(set(entries(folder))) == 2 and first < set(entries(folder))
     # the same program after a change to diffc's own source: compiled anew
-    monkeypatch.setattr(diffc.runtime.cache, "source_digest", lambda: "changed compiler")
+    monkeypatch.setattr(diffc.compiler.llvm, "source_digest", lambda: "changed compiler")
 
     @diffc.function(name="keyed")
     def twice_changed(x: f64[4]) -> f64:
@@ -564,6 +564,50 @@ def test_cache_key_differs_per_function(tmp_path, monkeypatch):
 
     assert twice_changed(x) == 21.0 and len(compiles) == 3
     assert len(set(entries(folder))) == 3
+
+
+def test_cache_key_holds_the_types_of_literals(tmp_path, monkeypatch):
+    """Two programs that print alike but for a literal's type get their own code."""
+    monkeypatch.setenv("DIFFC_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("DIFFC_CACHE", raising=False)
+
+    @diffc.function(name="tenth")
+    def tenth32(x: f64[3]) -> f32:
+        return 0.1
+
+    @diffc.function(name="tenth")
+    def tenth64(x: f64[3]) -> f64:
+        return 0.1
+
+    x = np.zeros(3)
+    assert str(tenth32.program) == str(tenth64.program)
+    assert tenth32(x) == np.float32(0.1) and tenth64(x) == 0.1
+    assert len(entries(tmp_path)) == 2
+
+
+def test_cache_entry_for_other_types_is_rebuilt_not_loaded(tmp_path, monkeypatch):
+    """An entry whose code takes or returns other types than the program (a key collision or a
+    planted file) is rebuilt."""
+    from diffc.runtime import compiled
+    monkeypatch.setenv("DIFFC_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("DIFFC_CACHE", raising=False)
+
+    @diffc.function(name="planted")
+    def half32(x: f32[3]) -> f32:
+        return nn.sum(x) * 0.5
+
+    @diffc.function(name="planted")
+    def half64(x: f64[3]) -> f64:
+        return nn.sum(x) * 0.5
+
+    assert half32(np.ones(3, np.float32)) == 1.5
+    (planted,) = entries(tmp_path).values()
+    key = cache.key(compiled._key_text(half64.program, "planted", None),
+                    diffc.compiler.llvm.cache_context())
+    (tmp_path / f"{key}.bin").write_bytes(planted)
+    assert half64(np.full(3, 1 / 3)) == 0.5
+    assert half64._compiled.abi.inputs[0].dtype == f64
+    assert entries(tmp_path)[f"{key}.bin"] != planted
 
 
 def test_cache_concurrent_writers_leave_one_valid_entry(tmp_path, cache_refs, monkeypatch):

@@ -7,6 +7,8 @@ Invariant: never calls `llvm.initialize()` (it raises in current llvmlite).
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 from dataclasses import dataclass
 
 import llvmlite
@@ -89,10 +91,24 @@ def load_object(object_code: bytes, symbols: list[str], name: str):
     return tracker, {s: tracker[s] for s in symbols}
 
 
+@functools.cache
+def source_digest() -> str:
+    """The sha256 of diffc's own source: any change to the compiler invalidates the cache."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    for folder, dirs, files in os.walk(root):  # top-down, in sorted order
+        dirs.sort()
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, name)
+            h.update(os.path.relpath(path, root).encode() + b"\0")
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()
+
+
 def cache_context() -> dict:
     """Everything besides the program that decides the object code: a cache key's other half."""
     from .. import __version__
-    from ..runtime.cache import source_digest
     h = host()
     return {"llvmlite": llvmlite.__version__, "llvm": ".".join(map(str, llvm.llvm_version_info)),
             "diffc": __version__, "source": source_digest(), "triple": h.triple, "cpu": h.cpu,

@@ -1,9 +1,10 @@
 """The on-disk cache of compiled code.
 
 Input: the text of a program (before any pass) and what else decides its machine code (name,
-fit loop, target, CPU name and features, llvmlite/LLVM versions, options and the compiler's own
-source). Output: the object code, optimized LLVM IR and `Native` description (as JSON) of an
-earlier compile, or None: a hit skips the passes, code generation and LLVM.
+fit loop, target, CPU name and features, llvmlite/LLVM versions, options and a digest of
+diffc's own source: compiler/llvm.py's `cache_context`). Output: the object code, optimized
+LLVM IR and `Native` description (as JSON) of an earlier compile, or None: a hit skips the
+passes, code generation and LLVM.
 Invariants: `DIFFC_CACHE_DIR` (default `~/.cache/diffc`, created private, 0700) holds one file
 per key, written atomically (a temporary file renamed into place), so concurrent writers never
 expose a partial entry; every entry carries the sha256 of its payload and is checked when read:
@@ -12,7 +13,6 @@ a corrupt, truncated or mismatched entry is ignored (and rebuilt), never loaded.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -37,21 +37,6 @@ def key(text: str, context: dict) -> str:
     h.update(json.dumps(context, sort_keys=True).encode())
     h.update(b"\0")
     h.update(text.encode())
-    return h.hexdigest()
-
-
-@functools.cache
-def source_digest() -> str:
-    """The sha256 of diffc's own source: any change to the compiler invalidates the cache."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    h = hashlib.sha256()
-    for folder, dirs, files in sorted(os.walk(root)):
-        dirs.sort()
-        for name in sorted(f for f in files if f.endswith(".py")):
-            path = os.path.join(folder, name)
-            h.update(os.path.relpath(path, root).encode() + b"\0")
-            with open(path, "rb") as f:
-                h.update(f.read())
     return h.hexdigest()
 
 

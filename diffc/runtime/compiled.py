@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..compiler import codegen, llvm, passes
 from ..compiler.fitloop import build_fit
 from ..compiler.passes.crossstep import fuse_across_steps
-from ..ir import Program, verify
+from ..ir import Lit, Program, verify
 from ..train import SAMPLE
 from ..types import Signature
 from . import cache
@@ -24,9 +24,9 @@ class CompiledProgram:
     and `native.fit_rewrites` describe the inputs that loop's table needs)."""
 
     def __init__(self, program: Program, signature: Signature, name: str, fit_spec=None):
-        key = cache.key(f"{name}\n{fit_spec!r}\n{program}", llvm.cache_context())
+        key = cache.key(_key_text(program, name, fit_spec), llvm.cache_context())
         built = cache.load(key)
-        if built is None:
+        if built is None or not _calls_match(Native.from_json(built[2]).abi, program):
             built = _build(program, name, fit_spec)
             cache.store(key, *built)
         self.object_code, self.llvm_ir, meta = built
@@ -43,6 +43,30 @@ class CompiledProgram:
 
     def __call__(self, *args, **kwargs) -> list:
         return self.invoker(*args, **kwargs)
+
+
+def _key_text(program: Program, name: str, fit_spec) -> str:
+    """What the code depends on: name, fit loop and the printed program, plus the types of
+    its literals, which the printed form leaves out."""
+    literals = []
+
+    def walk(p: Program) -> None:
+        atoms = [a for e in p.eqns for a in e.inputs] + list(p.outputs) + [v for _, v in p.updates]
+        literals.extend(str(a.type) for a in atoms if isinstance(a, Lit))
+        for e in p.eqns:
+            for value in e.params.values():
+                if isinstance(value, Program):
+                    walk(value)
+
+    walk(program)
+    return f"{name}\n{fit_spec!r}\n{program}\nliterals: {' '.join(literals)}"
+
+
+def _calls_match(abi, program: Program) -> bool:
+    """Whether cached code takes and returns the program's types (a guard against a stale or
+    colliding entry, which is then rebuilt)."""
+    return (abi.inputs == tuple(v.type for v in program.inputs) and
+            abi.outputs == tuple(a.type for a in program.outputs))
 
 
 def _build(program: Program, name: str, fit_spec) -> tuple[bytes, str, dict]:
