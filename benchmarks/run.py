@@ -69,17 +69,18 @@ def measure(workload: str, dtype: str, quick: bool) -> list[dict]:
         return [row]
     losses, seconds = w.diffc_step_calls(function, copy(), data)
     return [row, {"workload": "W1 step()", "dtype": dtype, "n": n, "numpy": row["numpy"],
-                  "diffc": seconds / n * 1e6, "cold": cold, "cached": cached,
-                  "error": trajectory_error(losses, ref_losses, dtype)}]
+                  "diffc": seconds / n * 1e6, "error": trajectory_error(losses, ref_losses, dtype)}]
 
 
 def child(args) -> None:
     """Measure in this process, on as many cores as threads: peers that start their own thread
     pools (XLA does, whatever OMP_NUM_THREADS says) get no more cores than diffc."""
-    (threads,), cores = args.threads, sorted(os.sched_getaffinity(0))
-    if len(cores) < threads:
-        raise SystemExit(f"{threads} threads asked for, {len(cores)} cores available")
-    os.sched_setaffinity(0, cores[:threads])
+    (threads,) = args.threads
+    if hasattr(os, "sched_setaffinity"):  # Linux
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < threads:
+            raise SystemExit(f"{threads} threads asked for, {len(cores)} cores available")
+        os.sched_setaffinity(0, cores[:threads])
     rows = [row for wl in args.workloads for dt in ("f64", "f32")
             for row in measure(wl, dt, args.quick)]
     print(json.dumps(rows))
@@ -115,8 +116,9 @@ def main() -> int:
             peer = lambda k, r=r: f"{r[k]:9.1f}" if k in r else f"{'-':>9}"  # noqa: E731
             diffc_us = f"{r['diffc']:9.1f}" if ok else f"{'MISMATCH':>9}"
             ratio = f"{r['numpy'] / r['diffc']:5.2f}x" if ok else f"{'-':>6}"
+            compiled = f"{r['cold']:6.3f} / {r['cached']:6.3f}" if "cold" in r else f"{'-':>15}"
             print(f"{r['workload']:9} {r['dtype']:5} {threads:3d} {r['numpy']:9.1f} {diffc_us} "
-                  f"{ratio} {peer('torch')} {peer('jax')} {r['cold']:6.3f} / {r['cached']:6.3f}  "
+                  f"{ratio} {peer('torch')} {peer('jax')} {compiled}  "
                   f"max rel diff {r['error']:.1e} (limit {limit:.0e})")
     print("us = microseconds per sample; ratio = numpy time / diffc time, same process run;\n"
           "W1 step() = diffc's step called from Python once per sample (numpy's loop is too);\n"

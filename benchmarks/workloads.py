@@ -130,14 +130,20 @@ def diffc_fit(function, params, data_args, batch=None):
     """Compile cold (an empty cache folder), compile again from the on-disk cache, and run
     one epoch of fit in order. Returns (losses, fit seconds, cold and cached compile seconds)."""
     names = [p.name for p in function.signature.params[:len(params)]]
-    compile_seconds = []
+    compile_seconds, saved = [], os.environ.get("DIFFC_CACHE_DIR")
     with tempfile.TemporaryDirectory() as cache:
         os.environ["DIFFC_CACHE_DIR"] = cache
-        for _ in range(2):
-            step = diffc.train_step(function, params=names, optimizer=diffc.SGD(lr=LR))
-            start = time.perf_counter()
-            step.compile()
-            compile_seconds.append(time.perf_counter() - start)
+        try:
+            for _ in range(2):
+                step = diffc.train_step(function, params=names, optimizer=diffc.SGD(lr=LR))
+                start = time.perf_counter()
+                step.compile()
+                compile_seconds.append(time.perf_counter() - start)
+        finally:
+            if saved is None:
+                del os.environ["DIFFC_CACHE_DIR"]
+            else:
+                os.environ["DIFFC_CACHE_DIR"] = saved
     start = time.perf_counter()
     losses = step.fit(*params, *data_args, batch_size=batch, shuffle=False)
     return losses, time.perf_counter() - start, compile_seconds
