@@ -102,7 +102,7 @@ class Gemm:
         self.m, self.n, self.depth = (k.dim(d) for d in (*out_type.shape, depth_dim))
         self.elt = k.ty
         self.itemsize = out_type.dtype.itemsize
-        self.width = vector_registers()[0] // self.itemsize
+        self.width = vector_type(self.elt).count
         self.finish = finish or (lambda i, j, value: self.store(k.outputs[0], i, j, value))
 
     def a_index(self, i, p):  # flat index of op(A)[i, p]
@@ -196,7 +196,8 @@ def _axpy_tile(g: Gemm, i0, j0, mr: int, nr: int, lanes: int) -> None:
 
 
 def _dot_tile(g: Gemm, i0, j0, mr: int, nr: int, lanes: int) -> None:
-    b, typ = g.b, vector_type(g.elt, g.width)
+    """mr x nr values of C (`lanes` is 1: a dot tile's columns are single values)."""
+    b, typ = g.b, vector_type(g.elt)
     rows = [b.add(i0, _c(r)) for r in range(mr)]
     cols = [b.add(j0, _c(c)) for c in range(nr)]
     vectors = b.sdiv(g.depth, _c(g.width))

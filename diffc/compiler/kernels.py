@@ -353,8 +353,8 @@ def lower_fused(k) -> None:
 
 
 def _gemm_with_epilogue(k) -> None:
-    """A matmul whose results the rest of the fused body (EPILOGUE ops) finishes in registers:
-    one vector of a row's columns at a time in the blocks, one value at a time in the tails."""
+    """A matmul whose results the rest of the fused body (EPILOGUE ops) finishes in registers,
+    one value of C at a time: a vector of a row's columns, or a scalar (gemm.py's `finish`)."""
     b, body = k.b, k.params["body"]
     head, rest = body.eqns[0], body.eqns[1:]
     operand = {id(v): op for v, op in zip(body.inputs, k.inputs, strict=True)}
