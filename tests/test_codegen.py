@@ -204,9 +204,10 @@ def test_linear_algebra_matches_numpy(dt, kind):
 
 
 # Shapes around the tile sizes of gemm.py (rows 8/4/2, vectors of 16/8/4 lanes, dot blocks of 6
-# and 4): whole tiles, leftover rows and vectors, and columns narrower than one vector.
+# and 4): whole tiles, leftover rows and vectors, and columns narrower than one vector; depths
+# of several L1 chunks of dot tiles (a whole number of them, and not).
 GEMM_SHAPES = [(1, 1, 1), (2, 3, 5), (8, 16, 32), (9, 17, 33), (13, 31, 47), (16, 64, 128),
-               (21, 100, 71), (64, 7, 130)]
+               (21, 100, 71), (64, 7, 130), (9, 608, 21), (13, 1104, 47)]
 TRANSPOSES = {"A@B": (False, False), "A.T@B": (True, False), "A@B.T": (False, True),
               "A.T@B.T": (True, True)}
 

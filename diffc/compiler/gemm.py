@@ -8,7 +8,8 @@ C is covered by tiles; each tile's accumulators live in registers for the whole 
 - "dot" tiles (B transposed, A not: both contiguous along p): mr x nr dot products, each a
   vector accumulator along p, summed across lanes at the end: a row's sums together by
   shuffles into one vector of its columns when a static depth is whole vectors, else one by
-  one, followed by the depth's leftover scalars.
+  one, followed by the depth's leftover scalars. Where a tile's rows of A and B would not stay
+  in L1 over a long depth, the depth runs in chunks, partial sums kept in C between them.
 Main tiles are as large as the host's vector registers allow (`blocks`); the edges of C take
 smaller tiles of the same code (static sizes: one tile of the leftover rows or vectors, then
 vectors of halving width; symbolic sizes: single rows, single vectors, then scalars), so no
@@ -21,6 +22,7 @@ rounding order.
 """
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -168,17 +170,55 @@ def run(g: Gemm) -> None:
     kind = "axpy" if not g.tb else "dot" if not g.ta else None
     mr, nr = blocks()[kind] if kind else (1, 1)
     lanes = g.width if kind == "axpy" else 1
-    tile = _dot_tile if kind == "dot" else _axpy_tile
     rows = cover(g.b, g.m, g.static[0], mr, 1)
     cols = cover(g.b, g.n, g.static[1], nr, lanes)
-    for r in rows:
-        for c in cols:
-            main = r is rows[0] and c is cols[0]
-            with g.tile_loops(r, c, g.rows_outer(mr, nr * lanes) if main else True) as (i0, j0):
-                tile(g, i0, j0, r.size, c.size, c.lanes)
+
+    def every_tile(tile) -> None:
+        for r in rows:
+            for c in cols:
+                outer = g.rows_outer(mr, nr * lanes) if r is rows[0] and c is cols[0] else True
+                with g.tile_loops(r, c, outer) as (i0, j0):
+                    tile(g, i0, j0, r.size, c.size, c.lanes)
+
+    if kind != "dot":  # A^T B^T too, in scalar tiles
+        every_tile(_axpy_tile)
+        return
+    size = _chunk_size(g, mr + nr)
+    if size is None:
+        every_tile(_dot_tile)
+        return
+    count = -(-g.static[2] // size)
+    with for_range(g.b, count - 1, name="kc") as k:  # partial sums, kept in C
+        every_tile(functools.partial(_dot_tile, chunk=Chunk(k.index, size, False)))
+    every_tile(functools.partial(_dot_tile, chunk=Chunk(_c(count - 1), size, True)))
+
+
+L1_SHARE = 24 * 1024  # bytes of a tile's rows of A and B per depth chunk: half a 48 KB L1
+
+
+@dataclass
+class Chunk:
+    """Depth chunk `index` of a dot GEMM: p from index * size to the next chunk's start or the
+    end of the depth. Sums so far live in C; the last chunk finishes them."""
+
+    index: ir.Value
+    size: int
+    last: bool
+
+
+def _chunk_size(g: Gemm, rows_per_step: int) -> int | None:
+    """The depth of a chunk, if a dot tile's rows of A and B would not stay in L1 over the whole
+    depth (then partial sums go through C between chunks: only if C is no input's buffer)."""
+    size = L1_SHARE // (rows_per_step * g.itemsize) // g.width * g.width
+    depth = g.static[2]
+    c_is_input = any(out.ptr is op.ptr for out in g.k.outputs for op in g.k.inputs)
+    if depth is None or depth % g.width or depth <= size or c_is_input:
+        return None
+    return size
 
 
 def _axpy_tile(g: Gemm, i0, j0, mr: int, nr: int, lanes: int) -> None:
+    """mr rows by nr vectors of `lanes` columns of C."""
     b, typ = g.b, vector_type(g.elt, lanes)
     zero = ir.Constant(typ, None)
     with for_range(b, g.depth, carry=[zero] * (mr * nr), name="p") as loop:
@@ -195,14 +235,19 @@ def _axpy_tile(g: Gemm, i0, j0, mr: int, nr: int, lanes: int) -> None:
             g.finish(b.add(i0, _c(r)), b.add(j0, _c(c * lanes)), loop.results[r * nr + c])
 
 
-def _dot_tile(g: Gemm, i0, j0, mr: int, nr: int, lanes: int) -> None:
-    """mr x nr values of C (`lanes` is 1: a dot tile's columns are single values)."""
+def _dot_tile(g: Gemm, i0, j0, mr: int, nr: int, lanes: int, chunk: Chunk | None = None) -> None:
+    """mr x nr values of C (`lanes` is 1), over the whole depth or one chunk of it."""
     b, typ = g.b, vector_type(g.elt)
     rows = [b.add(i0, _c(r)) for r in range(mr)]
     cols = [b.add(j0, _c(c)) for c in range(nr)]
-    vectors = b.sdiv(g.depth, _c(g.width))
+    if chunk is None:
+        start, vectors = _c(0), b.sdiv(g.depth, _c(g.width))
+    else:
+        depth = g.static[2]
+        length = depth - (depth - 1) // chunk.size * chunk.size if chunk.last else chunk.size
+        start, vectors = b.mul(chunk.index, _c(chunk.size)), _c(length // g.width)
     with for_range(b, vectors, carry=[ir.Constant(typ, None)] * (mr * nr), name="p") as loop:
-        p = b.mul(loop.index, _c(g.width))
+        p = b.add(start, b.mul(loop.index, _c(g.width)))
         avs = [g.load(g.A, g.a_index(i, p), typ) for i in rows]
         bvs = [g.load(g.B, g.b_index(p, j), typ) for j in cols]
         loop.update([intrinsic(b, "llvm.fma", avs[r], bvs[c], loop.carried[r * nr + c])
@@ -211,7 +256,11 @@ def _dot_tile(g: Gemm, i0, j0, mr: int, nr: int, lanes: int) -> None:
         for r in range(mr):
             c = 0
             for size in _powers_of_two(nr, g.width):
-                g.finish(rows[r], cols[c], _sum_lanes(g, loop.results[r * nr + c:][:size]))
+                total = _sum_lanes(g, loop.results[r * nr + c:][:size])
+                if chunk is None:
+                    g.finish(rows[r], cols[c], total)
+                else:
+                    _chunk_sums(g, chunk, rows[r], cols[c], total)
                 c += size
         return
     sums = [intrinsic(b, "llvm.vector.reduce.fadd", ir.Constant(g.elt, 0.0), acc,
@@ -226,6 +275,19 @@ def _dot_tile(g: Gemm, i0, j0, mr: int, nr: int, lanes: int) -> None:
     for r in range(mr):
         for c in range(nr):
             g.finish(rows[r], cols[c], tail.results[r * nr + c])
+
+
+def _chunk_sums(g: Gemm, chunk: Chunk, i, j, total) -> None:
+    """Add a chunk's sums to those of the chunks before (in C); store them, or finish them
+    after the last chunk."""
+    b, out = g.b, g.k.outputs[0]
+    before = g.load(out, b.add(b.mul(i, g.n), j), total.type)
+    first = b.icmp_signed("==", chunk.index, _c(0))
+    total = b.fadd(total, b.select(first, ir.Constant(total.type, None), before))
+    if chunk.last:
+        g.finish(i, j, total)
+    else:
+        g.store(out, i, j, total)
 
 
 def _powers_of_two(n: int, most: int) -> list[int]:
