@@ -192,11 +192,27 @@ def test_fold_transposes_reads_matmul_operands_where_they_lie():
     after = dce(fold_transposes(transposed.program))
     flags = [(e.params["transpose_a"], e.params["transpose_b"]) for e in after.eqns
              if e.prim.name == "matmul"]
-    # W.T @ V.T folds W only: A^T B^T has no vector kernel, so V's copy stays
+    # A @ W.T; (V @ h.T).T as h @ V.T; W.T @ V.T folds W only (A^T B^T has no vector kernel)
     assert flags == [(False, True), (False, True), (True, False)]
     left = [e.inputs[0] for e in after.eqns if e.prim.name == "transpose"]
-    assert len(left) == 2 and transposed.program.inputs[2] in left  # V, and a matmul result
+    assert left == [transposed.program.inputs[2]]  # V's copy
     assert_same_results(transposed.program, after, make_args(transposed.program, 3))
+
+
+@diffc.function
+def dense_by_hand(W: f64[4, 3], b: f64[4], x: f64[B, 3], y: i32[B]) -> f64:
+    return nn.softmax_cross_entropy(x @ W.T + b, y)
+
+
+def test_weight_used_transposed_gets_one_fused_gemm_update():
+    """The gradient of W in `x @ W.T` comes out of AD transposed; folded, the update is one
+    GEMM with the SGD step as its epilogue, as for nn.dense."""
+    program = diffc.train_step(dense_by_hand, ["W", "b"], diffc.SGD(lr=0.1)).program
+    after = optimize(program)
+    assert "transpose" in prim_names(program) and "transpose" not in prim_names(after)
+    (update,) = [e for e in after.eqns if e.outputs[0] is after.updates[0][1]]
+    assert prim_names(update.params["body"]) == ["matmul", "mul", "sub"]
+    assert_same_results(program, after, make_args(program, 3))
 
 
 # ----------------------------------------------------------------------------- dce and cse
