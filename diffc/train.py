@@ -163,10 +163,14 @@ class TrainStep(CompiledFunction):
         names = self.user_signature.names
         counts = {}
         for i in self._data:
-            a = values[i]
+            a, t = values[i], self.user_signature.params[i].type
             if not isinstance(a, np.ndarray) or a.ndim < 1:
                 raise ArgumentError(f"{names[i]}: expected a numpy array with a leading sample "
                                     f"axis, got {type(a).__name__}")
+            if a.dtype != t.dtype.np_dtype:  # the native loop reads every sample as t.dtype
+                kind = "rows" if self._batch_symbol else "samples"
+                raise ArgumentError(f"{names[i]}: expected {t.dtype} data ({kind} of {t}), "
+                                    f"got {a.dtype} {a.shape}")
             counts[names[i]] = a.shape[0]
         if len(set(counts.values())) != 1 or 0 in counts.values():
             raise ArgumentError(f"{', '.join(counts)}: the data arguments need one common "

@@ -450,6 +450,39 @@ def test_fit_rejects_bad_arguments(kind, data, kwargs, names):
     assert step.steps == 0 and all(not s.any() for s in step._state)
 
 
+@diffc.function
+def scalar_data(W: f64[4, 6], x: f64[6], y: i32, t: f64) -> f64:
+    return nn.softmax_cross_entropy(W @ x, y) * t
+
+
+@pytest.mark.parametrize("name, dtype", [("y", np.int64), ("y", np.int16), ("y", np.float64),
+                                         ("t", np.float32), ("t", np.int64), ("x", np.float32)])
+def test_fit_rejects_data_of_another_dtype(name, dtype):
+    """Every sample is read natively as its declared dtype: data of another one (also scalar
+    data, whose first sample alone would pass as a number) is rejected, nothing written."""
+    rng = np.random.default_rng(23)
+    W = rng.standard_normal((4, 6))
+    data = {"x": rng.standard_normal((5, 6)), "y": np.array([3, 1, 2, 3, 1], np.int32),
+            "t": rng.random(5)}
+    data[name] = data[name].astype(dtype)
+    step = diffc.train_step(scalar_data, ["W"], diffc.SGD(lr=0.1))
+    before = W.tobytes()
+    with pytest.raises(ArgumentError, match=rf"^{name}: expected .*, got {np.dtype(dtype)}"):
+        step.fit(W, *data.values())
+    assert W.tobytes() == before and step.steps == 0
+
+
+def test_fit_with_scalar_data_equals_step_calls():
+    rng = np.random.default_rng(24)
+    W, X = rng.standard_normal((4, 6)), rng.standard_normal((5, 6))
+    Y, T = np.array([3, 1, 2, 3, 1], np.int32), rng.random(5)
+    fitted, looped = W.copy(), W.copy()
+    step, loop_step = (diffc.train_step(scalar_data, ["W"], diffc.SGD(lr=0.1)) for _ in "ab")
+    losses = step.fit(fitted, X, Y, T, shuffle=False)
+    loop_losses = [loop_step(looped, X[i], int(Y[i]), float(T[i])) for i in range(5)]
+    assert np.array_equal(losses, loop_losses) and np.array_equal(fitted, looped)
+
+
 def test_fit_progress_writes_to_stderr_and_changes_nothing(capsys):
     X, Y, _ = dataset(23, 200)
     runs = []
