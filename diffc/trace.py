@@ -122,6 +122,21 @@ class Tracer:
     __getitem__ = lambda self, index: self._refuse("indexing")  # noqa: E731
     __array__ = lambda self, *a, **k: self._refuse("conversion to a numpy array")  # noqa: E731
 
+    def _unsupported(self, operation: str):
+        raise _at_user(TraceError, f"{operation} on a traced array is not supported; supported: "
+                                   f"+ - * / ** @ .T .sum .mean and diffc.nn")
+
+    __floordiv__ = __rfloordiv__ = lambda self, *_: self._unsupported("'//'")  # noqa: E731
+    __mod__ = __rmod__ = lambda self, *_: self._unsupported("'%'")  # noqa: E731
+    __divmod__ = __rdivmod__ = lambda self, *_: self._unsupported("divmod()")  # noqa: E731
+    __abs__ = lambda self: self._unsupported("abs()")  # noqa: E731
+    __round__ = lambda self, *_: self._unsupported("round()")  # noqa: E731
+    __trunc__ = __floor__ = __ceil__ = lambda self: self._unsupported(  # noqa: E731
+        "rounding (math.trunc, floor, ceil)")
+    __and__ = __rand__ = __or__ = __ror__ = __xor__ = __rxor__ = __lshift__ = __rlshift__ = \
+        __rshift__ = __rrshift__ = __invert__ = lambda self, *_: self._unsupported(  # noqa: E731
+            "a bitwise operator (& | ^ ~ << >>)")
+
     # numpy functions applied to a traced value: the arithmetic ones trace, others are refused
     _UFUNCS = {np.add: "add", np.subtract: "sub", np.multiply: "mul", np.true_divide: "div",
                np.negative: "neg", np.exp: "exp", np.log: "log", np.tanh: "tanh"}

@@ -140,6 +140,26 @@ def numpy_function(x: f64[3]) -> f64[3]:
     return np.clip(x, 0.0, 1.0)  # numpy_function
 
 
+def floor_division(x: f64[3]) -> f64[3]:
+    return x // 2.0  # floor_division
+
+
+def modulo(x: f64[3]) -> f64[3]:
+    return 2.0 % x  # modulo
+
+
+def absolute(x: f64[3]) -> f64[3]:
+    return abs(x)  # absolute
+
+
+def rounded(x: f64[3]) -> f64:
+    return round(x.sum(), 2)  # rounded
+
+
+def bitwise(x: f64[3]) -> f64[3]:
+    return x & 1  # bitwise
+
+
 def captured_array(x: f64[2, 3]) -> f64[2, 3]:
     return x + WEIGHTS  # captured_array
 
@@ -172,6 +192,11 @@ CASES = [
     (traced_power, TraceError, ["constant", "f64 array"]),
     (numpy_ufunc, TraceError, ["sin", "diffc.nn"]),
     (numpy_function, TraceError, ["clip", "diffc.nn"]),
+    (floor_division, TraceError, ["'//'", "not supported", "diffc.nn"]),
+    (modulo, TraceError, ["'%'", "not supported"]),
+    (absolute, TraceError, ["abs()", "not supported"]),
+    (rounded, TraceError, ["round()", "not supported"]),
+    (bitwise, TraceError, ["bitwise", "not supported"]),
     (captured_array, TraceError, ["numpy array (2, 3)", "parameter"]),
     (captured_row, TraceError, ["numpy array (3,)", "parameter"]),
 ]
