@@ -23,9 +23,15 @@ class CompiledFunction:
     """A named program with a signature; native code is built on `.compile()` or first call."""
 
     def __init__(self, name: str, signature: Signature, program: Program | None):
-        self.name, self.signature, self.program = name, signature, program
+        self.name, self.program = name, program
+        self._entry_signature = signature  # of the native entry: the program's inputs
         self._compiled = None
         self._ir_text = None  # the IR of code loaded from an export (there is no program)
+
+    @property
+    def signature(self) -> Signature:
+        """The signature callers use (a train step's entry also takes lr and state)."""
+        return self._entry_signature
 
     @property
     def ir(self) -> str:
@@ -61,7 +67,7 @@ class CompiledFunction:
         """Build native code now (it is otherwise built on the first call); returns self."""
         if self._compiled is None:
             from .runtime.compiled import CompiledProgram  # imports llvmlite: only now
-            self._compiled = CompiledProgram(self.program, self.signature, self.name,
+            self._compiled = CompiledProgram(self.program, self._entry_signature, self.name,
                                              **self._compile_options())
         return self
 

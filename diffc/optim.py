@@ -18,7 +18,7 @@ from .trace import TraceContext, Tracer, elementwise, replay
 from .types import ArrayType
 
 
-@dataclass
+@dataclass(frozen=True)  # hyperparameters; the learning rate in use is the step's `lr`
 class SGD:
     """torch.optim.SGD: p -= lr * (g + wd p), with optional (Nesterov) momentum."""
 
@@ -47,7 +47,7 @@ class SGD:
         return p - lr * g, new_state
 
 
-@dataclass
+@dataclass(frozen=True)
 class Adam:
     """torch.optim.Adam (L2 weight decay added to the gradient, bias-corrected moments)."""
 

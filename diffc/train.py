@@ -27,6 +27,9 @@ from .types import ArrayType, Param, Signature
 FIXED, STEP, SAMPLE, BATCH = "fixed", "step", "sample", "batch"
 
 
+DEFAULT_OPTIMIZER = SGD(lr=0.01)
+
+
 @dataclass(frozen=True)
 class FitSpec:
     kinds: tuple[str, ...]  # per entry input: FIXED, STEP (the step number t), SAMPLE or BATCH
@@ -36,18 +39,22 @@ class FitSpec:
 class TrainStep(CompiledFunction):
     """Loss, gradients and optimizer update of `params` in one native call; also `fit`."""
 
-    def __init__(self, f, params, optimizer=None):
+    def __init__(self, f, params, optimizer=DEFAULT_OPTIMIZER):
         f = _as_function(f)
         if isinstance(params, str) or params is None:
             raise SignatureError(f"train_step: params must be a sequence of parameter names, "
                                  f"got {params!r}")
         self.params, _ = _wrt_names(f, params)
-        self.optimizer = optimizer if optimizer is not None else SGD(lr=0.01)
+        self.optimizer = optimizer if optimizer is not None else DEFAULT_OPTIMIZER
         indices = [f.signature.names.index(n) for n in self.params]
         for n in self.params:
-            if f.signature.param(n).type.symbols:
-                raise SignatureError(f"train_step: param {n!r} has symbolic dims "
-                                     f"({f.signature.param(n).type}); params need static shapes")
+            t = f.signature.param(n).type
+            if t.symbols:
+                raise SignatureError(f"train_step: param {n!r} has symbolic dims ({t}); params "
+                                     f"need static shapes")
+            if t.ndim == 0:
+                raise SignatureError(f"train_step: param {n!r} is a scalar ({t}); params are "
+                                     f"arrays updated in place: declare it {t.dtype}[1]")
         program = train_program(vjp(f.program, indices), indices, self.optimizer)
         self.function = f  # the traced function (None for a step loaded from an export)
         self._state = _zero_state(f.signature, self.params, self.optimizer)
@@ -64,6 +71,11 @@ class TrainStep(CompiledFunction):
         self._batch_symbol = _batch_symbol([f.signature.params[i] for i in others])
         self._data = [i for i in others if self._batch_symbol is None or
                       f.signature.params[i].type.shape[:1] == (self._batch_symbol,)]
+
+    @property
+    def signature(self) -> Signature:
+        """f's signature: the step is called as f is (lr, step count and state are its own)."""
+        return self.user_signature
 
     def _compile_options(self) -> dict:
         data_kind = BATCH if self._batch_symbol else SAMPLE
@@ -88,8 +100,8 @@ class TrainStep(CompiledFunction):
             settings["betas"] = tuple(settings["betas"])
         self.optimizer = kind(**settings)
         self.params = tuple(options["params"])
-        self.user_signature = Signature(self.signature.params[:options["user_params"]],
-                                        self.signature.result)
+        self.user_signature = Signature(self._entry_signature.params[:options["user_params"]],
+                                        self._entry_signature.result)
         self._data, self._batch_symbol = options["data"], options["batch_symbol"]
         self._state = _zero_state(self.user_signature, self.params, self.optimizer)
         self.lr = self.optimizer.lr
@@ -277,6 +289,6 @@ class _Progress:
         sys.stderr.flush()
 
 
-def train_step(f, params, optimizer=None) -> TrainStep:
+def train_step(f, params, optimizer=DEFAULT_OPTIMIZER) -> TrainStep:
     """One native function: loss, gradients and the optimizer update of `params` (in place)."""
     return TrainStep(f, params, optimizer)

@@ -246,6 +246,34 @@ def test_invalid_lr_is_refused(bad):
     assert step.lr == 0.1
 
 
+@diffc.function
+def scaled_norm(w: f64[3], s: f64) -> f64:
+    return nn.sum(w * w) * s
+
+
+def test_step_has_the_signature_of_f_and_a_default_sgd():
+    step = diffc.train_step(scaled_norm, ["w"])
+    assert step.signature == scaled_norm.signature
+    assert step.optimizer == diffc.SGD(lr=0.01) and step.lr == 0.01
+    w = np.array([1.0, 2.0, 3.0])
+    assert step(w, s=2.0) == 28.0  # keyword arguments by f's parameter names
+    np.testing.assert_array_equal(w, [1.0, 2.0, 3.0] - 0.01 * 2 * 2.0 * np.array([1, 2, 3]))
+
+
+def test_scalar_param_is_refused_when_the_step_is_made():
+    with pytest.raises(diffc.SignatureError, match=r"'s' is a scalar \(f64\).*f64\[1\]"):
+        diffc.train_step(scaled_norm, ["w", "s"])
+
+
+def test_optimizer_settings_are_fixed_the_step_lr_is_not():
+    opt = diffc.Adam(lr=0.1)
+    with pytest.raises(AttributeError):
+        opt.lr = 0.2  # the step's lr is what changes: step.lr
+    step = diffc.train_step(scaled_norm, ["w"], opt)
+    step.lr = 0.2
+    assert step.lr == 0.2 and opt.lr == 0.1
+
+
 def test_reset_zeroes_state_and_step_count():
     """After reset, training continues like a fresh numpy Adam started at the current params."""
     step = make_step("sample", f64, "adam_wd_betas")

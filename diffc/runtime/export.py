@@ -47,7 +47,7 @@ def export(fn, path: str) -> list[str]:
 def metadata(fn, compiled) -> dict:
     """The JSON description of an exported function: everything `diffc.load` needs."""
     from .. import __version__
-    sig = fn.signature
+    sig = fn._entry_signature
     return {
         "diffc": __version__,
         "name": fn.name,
