@@ -16,9 +16,10 @@ vectors of halving width; symbolic sizes: single rows, single vectors, then scal
 edge falls back to a scalar loop unless it is narrower than a vector. A^T B^T uses scalar tiles.
 Each finished value of C (a vector of a row's columns, or a scalar) goes through `finish`: a
 plain matmul stores it; a fused one (kernels.lower_fused) applies its epilogue first.
-Invariants: C is written exactly once per element; vector loads are unaligned-safe (element
-alignment); accumulations use FMA (`llvm.fma`), so results equal the scalar loop's up to
-rounding order.
+Invariants: every element of C is finished exactly once (chunked dot tiles store partial sums
+there before, so they need a C that is no input's buffer); vector loads are unaligned-safe
+(element alignment); accumulations use FMA (`llvm.fma`), so results equal the scalar loop's up
+to rounding order.
 """
 from __future__ import annotations
 
