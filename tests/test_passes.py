@@ -215,6 +215,21 @@ def test_weight_used_transposed_gets_one_fused_gemm_update():
     assert_same_results(program, after, make_args(program, 3))
 
 
+@diffc.function
+def per_sample_by_hand(W: f64[4, 3], b: f64[4], x: f64[3], y: f64[4]) -> f64:
+    return nn.cross_entropy(nn.softmax(x @ W.T + b), y)
+
+
+def test_per_sample_weight_used_transposed_compiles_as_dense():
+    """x @ W.T is a matvec of W's transpose and its gradient an outer product transposed: both
+    fold, and the update is the row-wise SGD kernel, as for nn.dense."""
+    program = diffc.train_step(per_sample_by_hand, ["W", "b"], diffc.SGD(lr=0.1)).program
+    after = optimize(program)
+    assert "transpose" in prim_names(program) and "transpose" not in prim_names(after)
+    assert "sgd_outer" in prim_names(after)
+    assert_same_results(program, after, make_args(program, 2))
+
+
 # ----------------------------------------------------------------------------- dce and cse
 
 def test_dce_removes_unused_computation_only():

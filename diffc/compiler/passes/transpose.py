@@ -1,12 +1,12 @@
 """Transposes folded into matrix products, so that no matrix is copied only to be transposed.
 
-`matmul` carries transpose flags and the gemm kernels read either layout, so a separate
+`matmul` and `matvec` carry transpose flags and their kernels read either layout, so a separate
 `transpose` equation would only copy a matrix. One forward walk, two rewrites:
-- a 2-D transpose of a matmul's result that nothing else reads becomes the product the other
-  way round, `(op(a) op(b))^T = op'(b) op'(a)` with both flags flipped (the gradient of a
-  weight used as `X @ W.T` in user code comes out transposed);
-- a matmul input produced by a 2-D transpose is replaced by that transpose's input, the
-  matching flag flipped (`X @ W.T` itself).
+- a 2-D transpose of a product that nothing else reads becomes the product the other way
+  round: `(op(a) op(b))^T = op'(b) op'(a)` with both flags flipped, `outer(a, b)^T =
+  outer(b, a)` (the gradient of a weight used as `x @ W.T` in user code comes out transposed);
+- a matmul or matvec matrix input produced by a 2-D transpose is replaced by that transpose's
+  input, the matching flag flipped (`x @ W.T` itself).
 `dce` then drops what nothing reads any more. No rewrite makes an A^T B^T matmul (it has no
 vector kernel, gemm.py): of two transposed inputs the first is folded, the second keeps its copy.
 """
@@ -16,7 +16,7 @@ from collections import Counter
 
 from ...ir import Eqn, Program
 
-FLAGS = ("transpose_a", "transpose_b")
+FLAGS = {"matmul": ("transpose_a", "transpose_b"), "matvec": ("transpose_a",)}
 
 
 def fold_transposes(program: Program) -> Program:
@@ -28,21 +28,13 @@ def fold_transposes(program: Program) -> Program:
     for e in program.eqns:
         if _is_transpose(e):
             product = producer.get(id(e.inputs[0]))
-            if product is not None and product.prim.name == "matmul" and \
-                    uses[id(e.inputs[0])] == 1 and any(product.params[f] for f in FLAGS):
-                a, b = product.inputs
-                params = {"transpose_a": not product.params["transpose_b"],
-                          "transpose_b": not product.params["transpose_a"]}
-                e = Eqn(product.prim, (b, a), params, e.outputs, e.source)
+            swapped = _swapped(product) if uses[id(e.inputs[0])] == 1 else None
+            if swapped is not None:
+                e = Eqn(product.prim, swapped[0], swapped[1], e.outputs, e.source)
             else:
                 source_of[id(e.outputs[0])] = e.inputs[0]
-        if e.prim.name == "matmul" and any(id(a) in source_of for a in e.inputs):
-            inputs, params = list(e.inputs), dict(e.params)
-            for k, flag in enumerate(FLAGS):
-                other = params[FLAGS[1 - k]]
-                if id(inputs[k]) in source_of and not (other and not params[flag]):
-                    inputs[k], params[flag] = source_of[id(inputs[k])], not params[flag]
-            e = Eqn(e.prim, tuple(inputs), params, e.outputs, e.source)
+        if e.prim.name in FLAGS and any(id(a) in source_of for a in e.inputs):
+            e = _fold_inputs(e, source_of)
         eqns.append(e)
         producer.update((id(v), e) for v in e.outputs)
     return Program(program.inputs, eqns, program.outputs, program.updates)
@@ -50,3 +42,27 @@ def fold_transposes(program: Program) -> Program:
 
 def _is_transpose(e: Eqn) -> bool:
     return e.prim.name == "transpose" and e.params["perm"] == (1, 0)
+
+
+def _swapped(product: Eqn | None):
+    """(inputs, params) of the transpose of product's result as one equation, if there is one
+    with a vector kernel."""
+    if product is None or product.prim.name not in ("matmul", "outer"):
+        return None
+    a, b = product.inputs
+    if product.prim.name == "outer":
+        return (b, a), {}
+    ta, tb = product.params["transpose_a"], product.params["transpose_b"]
+    if not (ta or tb):  # would be A^T B^T
+        return None
+    return (b, a), {"transpose_a": not tb, "transpose_b": not ta}
+
+
+def _fold_inputs(e: Eqn, source_of: dict) -> Eqn:
+    inputs, params = list(e.inputs), dict(e.params)
+    flags = FLAGS[e.prim.name]
+    for k, flag in enumerate(flags):
+        both = len(flags) == 2 and params[flags[1 - k]] and not params[flag]
+        if id(inputs[k]) in source_of and not both:
+            inputs[k], params[flag] = source_of[id(inputs[k])], not params[flag]
+    return Eqn(e.prim, tuple(inputs), params, e.outputs, e.source)
