@@ -89,7 +89,7 @@ class TrainStep(CompiledFunction):
 
     def _export_options(self) -> dict:
         optimizer = {"type": type(self.optimizer).__name__, **vars(self.optimizer)}
-        return {"params": list(self.params), "optimizer": optimizer,
+        return {"params": list(self.params), "optimizer": optimizer, "lr": self.lr,
                 "user_params": len(self.user_signature.params), "data": self._data,
                 "batch_symbol": self._batch_symbol}
 
@@ -104,7 +104,7 @@ class TrainStep(CompiledFunction):
                                         self._entry_signature.result)
         self._data, self._batch_symbol = options["data"], options["batch_symbol"]
         self._state = _zero_state(self.user_signature, self.params, self.optimizer)
-        self.lr = self.optimizer.lr
+        self.lr = options["lr"]  # as set when exported
         self.steps = 0
         self.function = None
 

@@ -195,6 +195,15 @@ def test_loaded_train_step_equals_in_process(exported, inputs, kind):
     assert _same(p1, p2)
 
 
+@pytest.mark.skipif(not HAVE_CC, reason="no C compiler: no .so to load")
+def test_loaded_train_step_has_the_lr_it_was_exported_with(tmp_path):
+    step = KINDS["adam"]()
+    step.lr = 0.25
+    step.export(str(tmp_path / "step"))
+    loaded = diffc.load(str(tmp_path / "step"))
+    assert loaded.lr == 0.25 and loaded.optimizer == diffc.Adam(lr=0.01)
+
+
 def _cls(d, k, **changed):
     """Arguments of cls_loss with copies of the params (some replaced)."""
     args = {"W": d["W6"].copy(), "b": d["b6"].copy(), "V": d["V"].copy(), "x": d["x4"], "k": k}
