@@ -9,6 +9,7 @@ Every runner takes fresh copies of the same initial params and data, and returns
 import os
 import tempfile
 import time
+from unittest import mock
 
 import numpy as np
 
@@ -113,11 +114,16 @@ def w2_numpy(params, x, labels, batch):
 
 # ----------------------------------------------------------------------------- diffc
 
+def sgd_step(function, params):
+    """The SGD train step of function's leading len(params) parameters."""
+    names = [p.name for p in function.signature.params[:len(params)]]
+    return diffc.train_step(function, params=names, optimizer=diffc.SGD(lr=LR))
+
+
 def diffc_step_calls(function, params, data_args):
     """One pass calling the compiled step from Python once per sample (the DESIGN's `step()`
     row). Returns (losses, seconds)."""
-    names = [p.name for p in function.signature.params[:len(params)]]
-    step = diffc.train_step(function, params=names, optimizer=diffc.SGD(lr=LR)).compile()
+    step = sgd_step(function, params).compile()
     x, y = data_args
     losses = np.empty(len(x))
     start = time.perf_counter()
@@ -129,21 +135,14 @@ def diffc_step_calls(function, params, data_args):
 def diffc_fit(function, params, data_args, batch=None):
     """Compile cold (an empty cache folder), compile again from the on-disk cache, and run
     one epoch of fit in order. Returns (losses, fit seconds, cold and cached compile seconds)."""
-    names = [p.name for p in function.signature.params[:len(params)]]
-    compile_seconds, saved = [], os.environ.get("DIFFC_CACHE_DIR")
-    with tempfile.TemporaryDirectory() as cache:
-        os.environ["DIFFC_CACHE_DIR"] = cache
-        try:
-            for _ in range(2):
-                step = diffc.train_step(function, params=names, optimizer=diffc.SGD(lr=LR))
-                start = time.perf_counter()
-                step.compile()
-                compile_seconds.append(time.perf_counter() - start)
-        finally:
-            if saved is None:
-                del os.environ["DIFFC_CACHE_DIR"]
-            else:
-                os.environ["DIFFC_CACHE_DIR"] = saved
+    compile_seconds = []
+    with tempfile.TemporaryDirectory() as cache, mock.patch.dict(os.environ,
+                                                                 {"DIFFC_CACHE_DIR": cache}):
+        for _ in range(2):
+            step = sgd_step(function, params)
+            start = time.perf_counter()
+            step.compile()
+            compile_seconds.append(time.perf_counter() - start)
     start = time.perf_counter()
     losses = step.fit(*params, *data_args, batch_size=batch, shuffle=False)
     return losses, time.perf_counter() - start, compile_seconds

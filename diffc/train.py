@@ -233,11 +233,12 @@ class _NativeFit:
     """The pointer tables, buffers and workspace of one fit call, and the native loop."""
 
     def __init__(self, compiled, step: TrainStep, values: list, batch: int, dims: tuple):
-        abi = compiled.fit_abi
+        native = compiled.native
+        abi = native.fit_abi  # the step the loop runs
         self.lr = np.array(step.lr, abi.inputs[len(values)].dtype.np_dtype)
         self.t0 = np.array(0, abi.inputs[len(values) + 1].dtype.np_dtype)
         inputs = values + [self.lr, self.t0] + step._state
-        for r in compiled.fit_rewrites:  # the carried W @ x, and the data the next x comes from
+        for r in native.fit_rewrites:  # the carried W @ x, and the data the next x comes from
             inputs += [np.empty(abi.inputs[r.carry].shape, abi.inputs[r.carry].dtype.np_dtype),
                        values[r.data]]
         self.buffers = [a if isinstance(a, np.ndarray) else np.array(a, t.dtype.np_dtype)
@@ -254,7 +255,7 @@ class _NativeFit:
         self.batch, self.dims, self.lock = batch, dims, compiled.invoker.lock
         argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 2
         self.fn = ctypes.CFUNCTYPE(None, *argtypes, *[ctypes.c_int64] * len(dims),
-                                   ctypes.c_void_p)(compiled.addresses[compiled.abi.fit_entry])
+                                   ctypes.c_void_p)(compiled.addresses[native.abi.fit_entry])
 
     def run(self, order: np.ndarray, first: int, last: int, n: int, losses: np.ndarray,
             t0: int) -> None:

@@ -615,7 +615,7 @@ def test_cache_entry_for_other_types_is_rebuilt_not_loaded(tmp_path, monkeypatch
                     diffc.compiler.llvm.cache_context())
     (tmp_path / f"{key}.bin").write_bytes(planted)
     assert half64(np.full(3, 1 / 3)) == 0.5
-    assert half64._compiled.abi.inputs[0].dtype == f64
+    assert half64._compiled.native.abi.inputs[0].dtype == f64
     assert entries(tmp_path)[f"{key}.bin"] != planted
 
 

@@ -248,11 +248,8 @@ def _dot_tile(g: Gemm, i0, j0, mr: int, nr: int, lanes: int, chunk: Chunk | None
         length = depth - (depth - 1) // chunk.size * chunk.size if chunk.last else chunk.size
         start, vectors = b.mul(chunk.index, _c(chunk.size)), _c(length // g.width)
     with for_range(b, vectors, carry=[ir.Constant(typ, None)] * (mr * nr), name="p") as loop:
-        p = b.add(start, b.mul(loop.index, _c(g.width)))
-        avs = [g.load(g.A, g.a_index(i, p), typ) for i in rows]
-        bvs = [g.load(g.B, g.b_index(p, j), typ) for j in cols]
-        loop.update([intrinsic(b, "llvm.fma", avs[r], bvs[c], loop.carried[r * nr + c])
-                     for r in range(mr) for c in range(nr)])
+        loop.update(_dot_step(g, rows, cols, b.add(start, b.mul(loop.index, _c(g.width))), typ,
+                              loop.carried))
     if g.static[2] is not None and g.static[2] % g.width == 0:  # no leftover depth
         for r in range(mr):
             c = 0
@@ -268,14 +265,18 @@ def _dot_tile(g: Gemm, i0, j0, mr: int, nr: int, lanes: int, chunk: Chunk | None
                       overload=typ, result=g.elt, fastmath=REDUCE) for acc in loop.results]
     done = b.mul(vectors, _c(g.width))
     with for_range(b, b.sub(g.depth, done), carry=sums, name="q") as tail:  # leftover depth
-        p = b.add(done, tail.index)
-        avs = [g.A.load(b, g.a_index(i, p)) for i in rows]
-        bvs = [g.B.load(b, g.b_index(p, j)) for j in cols]
-        tail.update([intrinsic(b, "llvm.fma", avs[r], bvs[c], tail.carried[r * nr + c])
-                     for r in range(mr) for c in range(nr)])
+        tail.update(_dot_step(g, rows, cols, b.add(done, tail.index), g.elt, tail.carried))
     for r in range(mr):
         for c in range(nr):
             g.finish(rows[r], cols[c], tail.results[r * nr + c])
+
+
+def _dot_step(g: Gemm, rows, cols, p, typ, sums) -> list:
+    """sums + op(A)[row, p...] * op(B)[p..., col] for every (row, col), p... a value of typ."""
+    avs = [g.load(g.A, g.a_index(i, p), typ) for i in rows]
+    bvs = [g.load(g.B, g.b_index(p, j), typ) for j in cols]
+    return [intrinsic(g.b, "llvm.fma", a, v, sums[r * len(cols) + c])
+            for r, a in enumerate(avs) for c, v in enumerate(bvs)]
 
 
 def _chunk_sums(g: Gemm, chunk: Chunk, i, j, total) -> None:

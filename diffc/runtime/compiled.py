@@ -25,13 +25,14 @@ class CompiledProgram:
 
     def __init__(self, program: Program, signature: Signature, name: str, fit_spec=None):
         key = cache.key(_key_text(program, name, fit_spec), llvm.cache_context())
-        built = cache.load(key)
-        if built is None or not _calls_match(Native.from_json(built[2]).abi, program):
-            built = _build(program, name, fit_spec)
-            cache.store(key, *built)
-        self.object_code, self.llvm_ir, meta = built
-        self.native = native = Native.from_json(meta)
-        self.abi, self.fit_abi, self.fit_rewrites = native.abi, native.fit_abi, native.fit_rewrites
+        hit = cache.load(key)
+        native = hit and Native.from_json(hit[2])
+        if hit is None or not _calls_match(native.abi, program):
+            hit = _build(program, name, fit_spec)
+            cache.store(key, *hit)
+            native = Native.from_json(hit[2])
+        self.object_code, self.llvm_ir, _ = hit
+        self.native = native
         self._handle, self.addresses = llvm.load_object(self.object_code, native.symbols(),
                                                         native.abi.entry)
         self.invoker = Invoker(native.abi, signature, self.addresses, native.labels,
@@ -46,20 +47,12 @@ class CompiledProgram:
 
 
 def _key_text(program: Program, name: str, fit_spec) -> str:
-    """What the code depends on: name, fit loop and the printed program, plus the types of
-    its literals, which the printed form leaves out."""
-    literals = []
-
-    def walk(p: Program) -> None:
-        atoms = [a for e in p.eqns for a in e.inputs] + list(p.outputs) + [v for _, v in p.updates]
-        literals.extend(str(a.type) for a in atoms if isinstance(a, Lit))
-        for e in p.eqns:
-            for value in e.params.values():
-                if isinstance(value, Program):
-                    walk(value)
-
-    walk(program)
-    return f"{name}\n{fit_spec!r}\n{program}\nliterals: {' '.join(literals)}"
+    """What the code depends on: name, fit loop and the printed program (as traced: no nested
+    bodies yet), plus the types of its literals, which the printed form leaves out."""
+    atoms = [a for e in program.eqns for a in e.inputs] + list(program.outputs) + \
+        [v for _, v in program.updates]
+    literals = " ".join(str(a.type) for a in atoms if isinstance(a, Lit))
+    return f"{name}\n{fit_spec!r}\n{program}\nliterals: {literals}"
 
 
 def _calls_match(abi, program: Program) -> bool:

@@ -21,7 +21,6 @@ class LoadedProgram:
 
     def __init__(self, meta: dict, library: ctypes.CDLL):
         self.native = native = Native.from_json(meta)
-        self.abi, self.fit_abi, self.fit_rewrites = native.abi, native.fit_abi, native.fit_rewrites
         self.library = library
         self.addresses = {s: ctypes.cast(getattr(library, s), ctypes.c_void_p).value
                           for s in native.symbols()}
