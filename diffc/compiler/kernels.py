@@ -234,10 +234,10 @@ def lower_log_softmax(k) -> None:
     with rows as r:
         base = b.mul(r.index, n)
         m = _row_max(k, x, base, n)
-        lse = b.fadd(m, emit_log(b, k.ty, _row_sum_exp(k, x, base, n, m)))
-        with for_range(b, n, name="j") as j:
-            at = b.add(base, j.index)
-            out.store(b, at, b.fsub(x.load(b, at), lse))
+        log_total = emit_log(b, k.ty, _row_sum_exp(k, x, base, n, m))
+        with for_range(b, n, name="j") as j:  # (x - m) - log_total: m + log_total may round
+            at = b.add(base, j.index)  # log_total away (m = 1e30)
+            out.store(b, at, b.fsub(b.fsub(x.load(b, at), m), log_total))
 
 
 def _label(k, y, row):
@@ -261,25 +261,28 @@ def lower_unpick(k) -> None:
 
 
 def lower_softmax_cross_entropy(k) -> None:
-    """loss = logsumexp(z) * sum(y) - sum(y * z), or logsumexp(z) - z[label]; per row."""
+    """loss = sum(y * (m - z)) + sum(y) * log_total, or (m - z[label]) + log_total, per row,
+    with m = max(z) and log_total = log(sum(exp(z - m))): -sum(y * log_softmax(z)) without
+    forming m + log_total, which may round log_total away (m = 1e30)."""
     b, (z, y), (out,) = k.b, k.inputs, k.outputs
     rows, n = _rows(k, z.type)
     with rows as r:
         base = b.mul(r.index, n)
         m = _row_max(k, z, base, n)
-        lse = b.fadd(m, emit_log(b, k.ty, _row_sum_exp(k, z, base, n, m)))
+        log_total = emit_log(b, k.ty, _row_sum_exp(k, z, base, n, m))
         if y.type.dtype.is_float:
             zero = _c(k.ty, 0.0)
             with for_range(b, n, carry=[zero, zero], name="j") as loop:
                 at = b.add(base, loop.index)
                 yj = y.load(b, at)
-                sy, syz = loop.carried
+                sy, sym = loop.carried
+                gap = b.fsub(m, z.load(b, at))
                 loop.update([b.fadd(sy, yj, flags=REDUCE),
-                             b.fadd(syz, b.fmul(yj, z.load(b, at), flags=REDUCE), flags=REDUCE)])
-            sy, syz = loop.results
-            loss = b.fsub(b.fmul(lse, sy), syz)
+                             b.fadd(sym, b.fmul(yj, gap, flags=REDUCE), flags=REDUCE)])
+            sy, sym = loop.results
+            loss = b.fadd(sym, b.fmul(sy, log_total))
         else:
-            loss = b.fsub(lse, z.load(b, b.add(base, _label(k, y, r.index))))
+            loss = b.fadd(b.fsub(m, z.load(b, b.add(base, _label(k, y, r.index)))), log_total)
         out.store(b, r.index, loss)
 
 
