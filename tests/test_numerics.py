@@ -127,6 +127,13 @@ def test_stable_form_reaches_inlined_functions_and_dense():
     np.testing.assert_array_equal(dW, np.outer(db, x))
 
 
+def test_constant_label_compiles_stable():
+    f = compiled(lambda z: nn.cross_entropy(nn.softmax(z), 2), f64[3], result=f64)
+    loss, grad = diffc.value_and_grad(f, "z")(Z)
+    assert loss == 1600.0
+    np.testing.assert_array_equal(grad, [0.0, 1.0, -1.0])
+
+
 # ----------------------------------------------------------------------------- the sweep
 
 def _specials(dt) -> np.ndarray:

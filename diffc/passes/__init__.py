@@ -1,8 +1,8 @@
 """IR passes that need nothing but the IR and the primitives, `Program -> Program`.
 
-They sit below the front end's user objects and the compiler, so that tracing and AD can use
-them: `stable_forms` runs on every traced program. The compiler's own passes (fusion, memory)
-are in `diffc/compiler/passes/`.
+They import only the IR and the primitives, so the front end can run them without importing
+the compiler: `stable_forms` runs on every traced program (`function.py`), before AD. The
+compiler's passes (fusion, memory planning, ...) are in `diffc/compiler/passes/`.
 """
 from __future__ import annotations
 

@@ -25,14 +25,14 @@ from collections.abc import Callable
 from ..ir import Eqn, Program, Var
 from ..ops import PRIMITIVES
 
-Producers = Callable[[object], Eqn | None]  # an atom -> the equation computing it, if any
+Producers = dict[int, Eqn]  # id of a var -> the (rewritten) equation computing it
 # a rule's result: the replacement's primitive name and inputs, and the matched equations
 Match = tuple[str, tuple, tuple[Eqn, ...]]
 
 
 def _made_by(producer: Producers, atom, name: str) -> Eqn | None:
     """The equation computing atom if it applies the primitive `name`."""
-    e = producer(atom) if isinstance(atom, Var) else None
+    e = producer.get(id(atom))
     return e if e is not None and e.prim.name == name else None
 
 
@@ -72,13 +72,12 @@ RULES: dict[str, tuple[Callable[[Eqn, Producers], Match | None], ...]] = {
 
 
 def stable_forms(program: Program) -> Program:
-    producer: dict[int, Eqn] = {}
+    producer: Producers = {}
     matched: set[int] = set()  # ids of matched non-root equations: dropped if left unread
-    produced_by = lambda a: producer.get(id(a))  # noqa: E731
     eqns = []
     for e in program.eqns:
         for rule in RULES.get(e.prim.name, ()):
-            match = rule(e, produced_by)
+            match = rule(e, producer)
             if match is not None:
                 name, inputs, inner = match
                 e = Eqn(PRIMITIVES[name], inputs, {}, e.outputs, e.source)
