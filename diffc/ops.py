@@ -467,7 +467,8 @@ def _sgd_outer_rule(w: ArrayType, a: ArrayType, x: ArrayType, lr: ArrayType) -> 
     return w
 
 
-# W - lr * outer(a, x), row by row, leaving rows with a[i] == 0 untouched (passes/sgd.py)
+# W - lr * outer(a, x), row by row, leaving rows whose step is exactly 0 (a[i] == 0, x and lr
+# finite) untouched (passes/sgd.py)
 primitive("sgd_outer", lambda w, a, x, lr: w - lr * np.outer(a, x), _sgd_outer_rule, None)
 
 

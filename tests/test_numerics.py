@@ -15,6 +15,10 @@ import pytest
 
 import diffc
 from diffc import f32, f64, i32, nn
+from diffc.ir import Eqn, Program, Var
+from diffc.ops import PRIMITIVES
+from diffc.runtime import CompiledProgram
+from diffc.types import ArrayType, Param, Signature
 
 FLOATS = [f32, f64]
 RTOL = {f32: 1e-5, f64: 1e-12}
@@ -358,3 +362,40 @@ def test_outer_sweep(dt):
     g = x = SPECIALS[dt]
     with np.errstate(all="ignore"):
         assert_same(f(g, x, np.ones((n, n), dt.np_dtype)), np.outer(g, x), dt, zero_signs=True)
+
+
+def _one_equation(name, *types) -> CompiledProgram:
+    """The primitive `name` applied to inputs of the given types, compiled (all outputs)."""
+    inputs = tuple(Var(t) for t in types)
+    out = PRIMITIVES[name].shape_rule(*types)
+    outputs = tuple(Var(t) for t in (out if isinstance(out, tuple) else (out,)))
+    program = Program(inputs, [Eqn(PRIMITIVES[name], inputs, {}, outputs)], outputs)
+    params = tuple(Param(f"x{i}", v.type) for i, v in enumerate(inputs))
+    return CompiledProgram(program, Signature(params, outputs[0].type), name)
+
+
+@pytest.mark.parametrize("dt", FLOATS, ids=str)
+@pytest.mark.parametrize("name", ["sgd_outer", "update_matvec"])
+def test_sgd_update_sweep(name, dt):
+    """W - lr * outer(a, x) (and W_new @ x_next), the kernels of a train step's plain SGD
+    update: rows with a[i] == 0 are skipped only where that leaves what numpy computes, so with
+    inf or nan in x or lr they become nan (0 * inf) as in numpy. Special values in x, then in
+    a, then in lr; the ordinary values keep every row of W_new of one sign."""
+    n = len(SPECIALS[dt])
+    scalar = ArrayType(dt, ())
+    types = [dt[4, n], dt[4], dt[n], scalar] + ([dt[n]] if name == "update_matvec" else [])
+    f = _one_equation(name, *types)
+    w = rng.uniform(0.5, 1.5, (4, n)).astype(dt.np_dtype)
+    ordinary = rng.uniform(0.5, 1.5, n).astype(dt.np_dtype)
+    a = np.array([0.0, 100.0, 0.0, -100.0], dt.np_dtype)
+    cases = [(a, SPECIALS[dt], 0.1, np.zeros(n, dt.np_dtype))]  # x_next = 0: no summation order
+    cases += [(np.take(SPECIALS[dt], range(i, i + 4), mode="wrap"), ordinary, 0.1, ordinary)
+              for i in range(0, n, 4)]
+    cases += [(a, ordinary, lr, ordinary) for lr in SPECIALS[dt]]
+    for a, x, lr, x_next in cases:
+        with np.errstate(all="ignore"):
+            w_new = w - dt.np_dtype.type(lr) * np.outer(a, x)
+            want = [w_new, w_new @ x_next]
+        got = f(w, a, x, float(lr), *([x_next] if name == "update_matvec" else []))
+        for g, r in zip(got, want[:len(got)], strict=True):
+            assert_same(g, r, dt)

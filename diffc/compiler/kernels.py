@@ -144,17 +144,28 @@ def lower_matvec(k) -> None:
         _axpy(k, out, _c(I64, 0), x.load(b, i.index), lambda j: a.load(b, b.add(base, j)), cols)
 
 
+def _not_finite(k, x, n, rate):
+    """Whether x[:n] or rate may hold an inf or nan: x . x + 0 * rate is not finite (also when
+    x . x overflows: that only costs skipping rows). vector_dot: a plain reduction loop whose
+    result decides a branch is not vectorized (LLVM freezes its accumulator)."""
+    b = k.b
+    total = b.fadd(vector_dot(b, k.ty, x.ptr, x.ptr, n), b.fmul(rate, _c(k.ty, 0.0)))
+    return b.fcmp_unordered("!=", b.fsub(total, total), _c(k.ty, 0.0))
+
+
 def _sgd_rows(k, w, a, x, lr, w_new, then=None) -> None:
-    """Per row i: W[i, :] -= lr * (a[i] * x), skipped where a[i] == 0 (plain SGD leaves such a
-    row as it is); then `then(i, row)` while the row is still in L1 cache."""
+    """Per row i: W[i, :] -= lr * (a[i] * x), skipped where that step is exactly zero: a[i] == 0
+    with x and lr finite (0 * inf is nan); then `then(i, row)` while the row is in L1 cache."""
     b = k.b
     rows, cols = (k.dim(d) for d in w.type.shape)
     rate = lr.load(b, _c(I64, 0))
+    not_finite = _not_finite(k, x, cols, rate)
     in_place = w_new.ptr is w.ptr  # one pointer argument: W is updated in its own buffer
     with for_range(b, rows, name="i") as i:
         base = b.mul(i.index, cols)
         ai = a.load(b, i.index)
-        with b.if_else(b.fcmp_unordered("!=", ai, _c(k.ty, 0.0))) as (update, keep):
+        nonzero = b.or_(b.fcmp_unordered("!=", ai, _c(k.ty, 0.0)), not_finite)
+        with b.if_else(nonzero) as (update, keep):
             with update:
                 with for_range(b, cols, name="j") as j:
                     at = b.add(base, j.index)
