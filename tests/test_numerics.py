@@ -7,8 +7,9 @@ compiled once per dtype and run on large, tiny (subnormal), zero, infinite and n
 against numpy code written here: close where the result is finite, nan where numpy has nan,
 infinities of numpy's sign. Where numpy's plain formula overflows or underflows early (sigmoid,
 cross-entropy of a softmax) the reference is the stable formula, as said where it is used.
-Data-movement primitives (broadcast_in_dim, reshape, transpose, pick, unpick, dim_size) run
-inside the nn functions that use them.
+Primitives run inside the nn functions that use them (transpose, reshape, broadcast_in_dim,
+pick, unpick, dim_size, fused), the SGD kernels of a train step (sgd_outer, update_matvec) as
+one-equation programs; fill reads no values.
 """
 import numpy as np
 import pytest
@@ -73,9 +74,9 @@ def _cross_entropy(batched, labels, dt):
 @pytest.mark.parametrize("labels", [False, True], ids=["onehot", "labels"])
 @pytest.mark.parametrize("batched", [False, True], ids=["sample", "batch"])
 def test_cross_entropy_of_softmax_survives_underflow(batched, labels, dt):
-    """Loss 800 (per row: log-sum-exp minus the label's logit) and gradient
-    (softmax(z) - onehot) / rows, compiled and through grad, value_and_grad and train_step;
-    the unstable form gives nan for both."""
+    """Loss 800 (per row log-sum-exp minus the label's logit; the batch: the mean of 800 and
+    1600) and gradient (softmax(z) - onehot) / rows, compiled and through grad, value_and_grad
+    and train_step; the unstable form gives nan for both."""
     f = _cross_entropy(batched, labels, dt)
     z = (Z_ROWS if batched else Z).astype(dt.np_dtype)
     onehot = np.eye(3)[LABELS if batched else LABELS[0]]
@@ -105,7 +106,8 @@ def test_cross_entropy_of_softmax_survives_underflow(batched, labels, dt):
 def test_stable_cross_entropy_gradient_matches_finite_differences(labels, dt):
     f = _cross_entropy(True, labels, dt)
     y = LABELS.astype(np.int32) if labels else np.eye(3, dtype=dt.np_dtype)[LABELS]
-    for z in (Z_ROWS, rng.normal(0, 3, (2, 3)), rng.normal(0, 30, (2, 3))):
+    normal = np.random.default_rng(1).normal
+    for z in (Z_ROWS, normal(0, 3, (2, 3)), normal(0, 30, (2, 3))):
         check = diffc.check_grad(f, z.astype(dt.np_dtype), y, wrt="z", eps=1e-4)
         assert check < (1e-3 if dt is f32 else 1e-7), str(check)
 
@@ -305,7 +307,7 @@ def test_softmax_cross_entropy_gradient_sweep(dt):
 def test_cross_entropy_of_softmax_sweep(dt):
     """Compiled as softmax_cross_entropy: the reference is the stable -sum(y * log_softmax(z)),
     not numpy's -sum(y * log(softmax(z))), which is nan or inf wherever a probability
-    underflows (most of these rows)."""
+    underflows (many of these rows)."""
     z = _logit_rows(dt)
     labels, onehot, _ = _targets(z)
     targets = compiled(lambda z, y: nn.cross_entropy(nn.softmax(z), y), dt[3], dt[3], result=dt)
@@ -316,6 +318,38 @@ def test_cross_entropy_of_softmax_sweep(dt):
     assert_same([targets(row, t) for row, t in zip(z, onehot, strict=True)], want, dt)
     assert_same([integers(row, int(k)) for row, k in zip(z, labels, strict=True)],
                 -log_p[np.arange(len(z)), labels], dt)
+
+
+@pytest.mark.parametrize("dt", FLOATS, ids=str)
+@pytest.mark.parametrize("labels", [False, True], ids=["targets", "labels"])
+def test_cross_entropy_of_probabilities_sweep(labels, dt):
+    """cross_entropy(p, y) of given probabilities (pick, log, neg; unpick in the gradient):
+    the loss -log(p[label]) or -sum(y * log(p)), the gradient -y / p (-1 / p at the label)."""
+    y_type = i32 if labels else dt[3]
+    f = compiled(lambda p, y: nn.cross_entropy(p, y), dt[3], y_type, result=dt)
+    value_and_grad = diffc.value_and_grad(f, "p")
+    p = np.abs(_logit_rows(dt))
+    row_labels, onehot, _ = _targets(p)
+    for row, label, y in zip(p, row_labels, onehot, strict=True):
+        with np.errstate(all="ignore"):
+            want = -np.log(row[label]) if labels else -(y * np.log(row)).sum()
+            want_grad = np.where(y == 1, -1 / row, 0) if labels else -y / row
+        loss, grad = value_and_grad(row, int(label) if labels else y)
+        assert_same(loss, want, dt)
+        assert_same(grad, want_grad, dt)
+
+
+@pytest.mark.parametrize("dt", FLOATS, ids=str)
+def test_data_movement_sweep(dt):
+    """x.T (transpose) and a size-1 axis stretched (reshape, broadcast_in_dim) move values as
+    they are: nan, infinities, subnormals and zeros with their signs."""
+    x = SPECIALS[dt][:, None]
+    transposed = compiled(lambda x: x.T, dt["N", 2], result=dt[2, "N"])
+    stretched = compiled(lambda x, y: x + y, dt["N", 1], dt["N", 3], result=dt["N", 3])
+    columns = np.hstack([x, x[::-1]])
+    assert_same(transposed(columns), columns.T, dt, zero_signs=True)
+    zeros = np.full((len(x), 3), -0.0, dt.np_dtype)  # x + -0 is x, also for x = -0
+    assert_same(stretched(x, zeros), np.broadcast_to(x, zeros.shape), dt, zero_signs=True)
 
 
 def _with_diagonal(shape, v, dt):

@@ -12,8 +12,10 @@ too (`softmax(z) * sum(y) - y`, never a division by an underflowed probability).
     neg(reduce_sum(mul(y, log_softmax(z)), last))    -> softmax_cross_entropy(z, y)  targets
 
 (`nn.cross_entropy(nn.softmax(z), y)` traces to the second or, once the first has fired, the
-third; `mul`'s operands in either order.) One forward walk: a rule sees the equations before
-its root already rewritten. A replacement equals its pattern wherever the pattern is finite.
+third; `mul`'s operands in either order.) A rule is a function of the root equation and the
+producers of values, returning the replacement and the equations it matched, or None; a new
+rule is one more entry. One forward walk: a rule sees the equations before its root already
+rewritten. A replacement equals its pattern wherever the pattern is finite.
 Invariants: the result verifies; a matched value that something else reads stays computed
 (only the rule's root is replaced); matched equations left unread are dropped, other code is
 left as it is (`f.ir` shows the user's program, dead code included).
@@ -26,8 +28,8 @@ from ..ir import Eqn, Program, Var
 from ..ops import PRIMITIVES
 
 Producers = dict[int, Eqn]  # id of a var -> the (rewritten) equation computing it
-# a rule's result: the replacement's primitive name and inputs, and the matched equations
-Match = tuple[str, tuple, tuple[Eqn, ...]]
+# a rule's result: the replacement's primitive name, inputs and params, the matched equations
+Match = tuple[str, tuple, dict, tuple[Eqn, ...]]
 
 
 def _made_by(producer: Producers, atom, name: str) -> Eqn | None:
@@ -40,7 +42,7 @@ def _log_of_softmax(e: Eqn, producer: Producers) -> Match | None:
     softmax = _made_by(producer, e.inputs[0], "softmax")
     if softmax is None:
         return None
-    return "log_softmax", softmax.inputs, (softmax,)
+    return "log_softmax", softmax.inputs, {}, (softmax,)
 
 
 def _cross_entropy_of_labels(e: Eqn, producer: Producers) -> Match | None:
@@ -49,7 +51,8 @@ def _cross_entropy_of_labels(e: Eqn, producer: Producers) -> Match | None:
     softmax = pick and _made_by(producer, pick.inputs[0], "softmax")
     if softmax is None:
         return None
-    return "softmax_cross_entropy", (softmax.inputs[0], pick.inputs[1]), (log, pick, softmax)
+    return ("softmax_cross_entropy", (softmax.inputs[0], pick.inputs[1]), {},
+            (log, pick, softmax))
 
 
 def _cross_entropy_of_targets(e: Eqn, producer: Producers) -> Match | None:
@@ -60,7 +63,7 @@ def _cross_entropy_of_targets(e: Eqn, producer: Producers) -> Match | None:
     for y, log_p in (mul.inputs, mul.inputs[::-1]):
         log_softmax = _made_by(producer, log_p, "log_softmax")
         if log_softmax is not None and y.type == log_p.type:  # y is not broadcast by mul
-            return ("softmax_cross_entropy", (log_softmax.inputs[0], y),
+            return ("softmax_cross_entropy", (log_softmax.inputs[0], y), {},
                     (total, mul, log_softmax))
     return None
 
@@ -79,8 +82,8 @@ def stable_forms(program: Program) -> Program:
         for rule in RULES.get(e.prim.name, ()):
             match = rule(e, producer)
             if match is not None:
-                name, inputs, inner = match
-                e = Eqn(PRIMITIVES[name], inputs, {}, e.outputs, e.source)
+                name, inputs, params, inner = match
+                e = Eqn(PRIMITIVES[name], inputs, params, e.outputs, e.source)
                 matched.update(id(m) for m in inner)
                 break
         eqns.append(e)
