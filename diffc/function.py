@@ -2,8 +2,10 @@
 
 Input: a function with diffc annotations. Output: a `Function` holding its `Signature` and traced
 `Program`; native code is built by `.compile()` or the first call (through `diffc.runtime`).
-Invariants: tracing happens once, at decoration; called with traced values (inside another
-traced function) a `Function` is inlined, its argument types checked against its signature.
+Invariants: tracing happens once, at decoration, and the traced program is put in stable form
+(`passes/stable.py`: `log(softmax(z))` as `log_softmax(z)`, ...) before anything uses it;
+called with traced values (inside another traced function) a `Function` is inlined, its
+argument types checked against its signature.
 `CompiledFunction` is what every compiled callable shares (transforms build on it).
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 from .errors import ArgumentError, DTypeError, ShapeError, TraceError
 from .ir import Program
+from .passes import stable_forms
 from .runtime.call import bind_arguments
 from .trace import Tracer, _at_user, _is_number, as_result, trace_program
 from .types import ArrayType, Signature, signature_of
@@ -104,7 +107,8 @@ class Function(CompiledFunction):
         functools.update_wrapper(self, fn)
         self.fn = fn
         signature = signature_of(fn)
-        super().__init__(name or fn.__name__, signature, trace_program(fn, signature))
+        program = stable_forms(trace_program(fn, signature))  # before AD sees it
+        super().__init__(name or fn.__name__, signature, program)
 
     def __call__(self, *args, **kwargs):
         for a in args + tuple(kwargs.values()):

@@ -117,8 +117,9 @@ def _elementwise_rule(name: str):
 
 
 def _sigmoid(x):
-    with np.errstate(over="ignore"):
-        return 1 / (1 + np.exp(-x))
+    """1 / (1 + exp(-x)) without overflow: exp(x) / (1 + exp(x)) for x < 0."""
+    e = np.exp(-np.abs(x))
+    return np.where(x < 0, e, x.dtype.type(1)) / (1 + e)
 
 
 def _pow(x, *, y):
@@ -401,11 +402,13 @@ def _softmax_cross_entropy_rule(z: ArrayType, y: ArrayType) -> ArrayType:
 
 
 def _softmax_cross_entropy(z, y):
+    """-sum(y * log_softmax(z)) as sum(y * (m - z)) + sum(y) * log(sum(exp(z - m))), m the
+    row max: log_softmax(z) = (z - m) - log(...) without rounding m + log(...)."""
     m = np.max(z, axis=-1, keepdims=True)
-    lse = (m + np.log(np.sum(np.exp(z - m), axis=-1, keepdims=True)))[..., 0]
+    log_total = np.log(np.sum(np.exp(z - m), axis=-1))
     if y.dtype.kind == "f":
-        return lse * np.sum(y, axis=-1) - np.sum(y * z, axis=-1)
-    return lse - _pick(z, y)
+        return np.sum(y * (m - z), axis=-1) + np.sum(y, axis=-1) * log_total
+    return _pick(m - z, y) + log_total
 
 
 def _softmax_cross_entropy_vjp(g, z, y, *, out):
@@ -464,7 +467,8 @@ def _sgd_outer_rule(w: ArrayType, a: ArrayType, x: ArrayType, lr: ArrayType) -> 
     return w
 
 
-# W - lr * outer(a, x), row by row, leaving rows with a[i] == 0 untouched (passes/sgd.py)
+# W - lr * outer(a, x), row by row, leaving rows whose step is exactly 0 (a[i] == 0, x and lr
+# finite) untouched (passes/sgd.py)
 primitive("sgd_outer", lambda w, a, x, lr: w - lr * np.outer(a, x), _sgd_outer_rule, None)
 
 

@@ -7,6 +7,7 @@ with `SignatureError` before anything is built.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -93,13 +94,15 @@ def value_and_grad(f, wrt=None) -> GradFunction:
 
 
 class GradCheck(float):
-    """The worst relative error between gradients and finite differences (a float), with the
-    worst error of each parameter in `errors` and a readable table as its `str`."""
+    """The worst relative error between gradients and finite differences (a float; nan where a
+    gradient or a difference is nan or infinite), with the worst error of each parameter in
+    `errors` and a readable table as its `str`."""
 
     errors: dict[str, float]
 
     def __new__(cls, errors: dict[str, float]):
-        check = super().__new__(cls, max(errors.values()))
+        values = list(errors.values())
+        check = super().__new__(cls, math.nan if any(map(math.isnan, values)) else max(values))
         check.errors = errors
         return check
 
@@ -139,6 +142,7 @@ def check_grad(f, *args, wrt=None, directions: int = 3, eps: float = 1e-6,
             numeric = (float(fp) - float(fm)) / (2 * eps)
             analytic = float(np.sum(np.asarray(g, np.float64) * d))
             scale = max(abs(numeric), abs(analytic), 1e-8)
-            worst = max(worst, abs(numeric - analytic) / scale)
+            error = abs(numeric - analytic) / scale
+            worst = error if math.isnan(error) or error > worst else worst  # nan stays
         errors[name] = worst
     return GradCheck(errors)

@@ -6,6 +6,7 @@ Rule checks build `sum(w * prim(inputs))` (w random, so the cotangent is not all
 is central differences of the forward program, also through `eval_program` in float64.
 """
 import itertools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -598,6 +599,14 @@ def test_check_grad_catches_a_wrong_rule(monkeypatch):
     report = diffc.check_grad(affine, *_affine_args(), wrt=["W", "b", "x"])
     assert report.errors["W"] > 0.1 and report.errors["b"] > 0.1
     assert report.worst == max(report.errors.values())
+
+
+def test_check_grad_reports_nan_gradients(monkeypatch):
+    """A nan gradient is the worst error there is, not one that max() skips."""
+    monkeypatch.setattr(PRIMITIVES["tanh"], "vjp", lambda g, x, *, out: (g * (out - out) / 0.0,))
+    report = diffc.check_grad(affine, *_affine_args(), wrt=["W", "b", "x"])
+    assert math.isnan(report.errors["W"]) and math.isnan(report)
+    assert not report < 1e-6
 
 
 # ----------------------------------------------------------------------------- random programs

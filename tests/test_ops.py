@@ -605,8 +605,8 @@ SWEEPS = {  # op -> dtype -> inputs; reference: numpy in float64 (correctly roun
             f32: np.r_[np.abs(_logspace(-45, 38)), np.linspace(0.5, 2, 100001)]},
     "tanh": {f64: np.r_[np.linspace(-30, 30, 100001), _logspace(-320, 0)],
              f32: np.r_[np.linspace(-15, 15, 100001), _logspace(-45, 0)]},
-    "sigmoid": {f64: np.r_[np.linspace(-700, 700, 100001), _logspace(-320, 0)],
-                f32: np.r_[np.linspace(-80, 80, 100001), _logspace(-45, 0)]},
+    "sigmoid": {f64: np.r_[np.linspace(-745, 700, 100001), _logspace(-320, 0)],  # to the
+                f32: np.r_[np.linspace(-104, 80, 100001), _logspace(-45, 0)]},  # subnormals
 }
 POWERS = [2, 3, -1, -2, 0.5, 1.5, -2.5, 1 / 3]
 
@@ -645,7 +645,8 @@ SPECIAL_BY_OP = {  # op -> dtype -> extra inputs: overflow, underflow, subnormal
     "log": {f64: [-5.0, 2.2250738585072014e-308, 1e-310, -1e-310],
             f32: [-5.0, 1.1754944e-38, 1e-40, -1e-40]},
     "tanh": {f64: [20.0, -20.0, 1e300, -1e300], f32: [10.0, -10.0, 1e30, -1e30]},
-    "sigmoid": {f64: [1000.0, -1000.0, 36.0, -36.0], f32: [100.0, -100.0, 17.0, -17.0]},
+    "sigmoid": {f64: [1000.0, -1000.0, 36.0, -36.0, -720.0, -740.0],
+                f32: [100.0, -100.0, 17.0, -17.0, -95.0]},
     "pow": {f64: [-2.0, 4.0, -8.0, 1e300, 1e-300], f32: [-2.0, 4.0, -8.0, 1e30, 1e-30]},
 }
 
@@ -669,9 +670,9 @@ def _special_inputs(name, dt):
 @pytest.mark.parametrize("name", ["exp", "log", "tanh", "sigmoid"])
 def test_special_values(name, dt):
     x = _special_inputs(name, dt)
-    with np.errstate(all="ignore"):
-        ref = {"exp": np.exp, "log": np.log, "tanh": np.tanh,
-               "sigmoid": lambda v: 1 / (1 + np.exp(-v))}[name](x)
+    with np.errstate(all="ignore"):  # sigmoid: 1 / (1 + exp(-x)) would give 0 for exp(x) in
+        ref = {"exp": np.exp, "log": np.log, "tanh": np.tanh,  # the subnormals (x = -720)
+               "sigmoid": _sigmoid}[name](x)
     _assert_special(_run(name, x), ref, dt)
 
 

@@ -13,11 +13,12 @@ from diffc.compiler.passes.fuse import EPILOGUE
 from diffc.compiler.passes.memory import END, plan_memory
 from diffc.ir import Program, Var, eval_program, verify
 from diffc.ops import PRIMITIVES
-from diffc.trace import TraceContext, Tracer, elementwise
+from diffc.passes import stable_forms
+from diffc.trace import TraceContext, Tracer, elementwise, trace_program
 from diffc.types import ArrayType, Param, Signature
 
-PASSES = {"fold_transposes": fold_transposes, "cse": cse, "dce": dce, "fuse": fuse,
-          "optimize": optimize}
+PASSES = {"stable_forms": stable_forms, "fold_transposes": fold_transposes, "cse": cse,
+          "dce": dce, "fuse": fuse, "optimize": optimize}
 B = "B"  # a symbolic dim
 BATCH = 4  # the size given to symbolic dims
 CLASSES = 3  # every integer label below is a class of 3
@@ -228,6 +229,129 @@ def test_per_sample_weight_used_transposed_compiles_as_dense():
     assert "transpose" in prim_names(program) and "transpose" not in prim_names(after)
     assert "sgd_outer" in prim_names(after)
     assert_same_results(program, after, make_args(program, 2))
+
+
+# ----------------------------------------------------------------------------- stable forms
+
+def as_traced(f) -> Program:
+    """f's program as traced, before `stable_forms` (which Function applies)."""
+    return trace_program(f.fn, f.signature)
+
+
+@diffc.function
+def ce_targets(z: f64[3], y: f64[3]) -> f64:
+    return nn.cross_entropy(nn.softmax(z), y)
+
+
+@diffc.function
+def ce_labels(z: f64[B, 3], y: i32[B]) -> f64:
+    return nn.cross_entropy(nn.softmax(z), y)
+
+
+GOLDEN_STABLE = {
+    ce_targets: ("""\
+{ lambda a:f64[3] b:f64[3] .
+  let c:f64[3] = softmax a
+      d:f64[3] = log c
+      e:f64[3] = mul b d
+      f:f64 = reduce_sum[axes=(0,)] e
+      g:f64 = neg f
+  in ( g ) }""", """\
+{ lambda a:f64[3] b:f64[3] .
+  let c:f64 = softmax_cross_entropy a b
+  in ( c ) }"""),
+    ce_labels: ("""\
+{ lambda a:f64[B,3] b:i32[B] .
+  let c:f64[B,3] = softmax a
+      d:f64[B] = pick c b
+      e:f64[B] = log d
+      f:f64[B] = neg e
+      g:f64 = reduce_sum[axes=(0,)] f
+      h:f64 = dim_size[axis=0 dtype=f64] f
+      i:f64 = div g h
+  in ( i ) }""", """\
+{ lambda a:f64[B,3] b:i32[B] .
+  let c:f64[B] = softmax_cross_entropy a b
+      d:f64 = reduce_sum[axes=(0,)] c
+      e:f64 = dim_size[axis=0 dtype=f64] c
+      f:f64 = div d e
+  in ( f ) }"""),
+}
+
+
+@pytest.mark.parametrize("f", list(GOLDEN_STABLE), ids=lambda f: f.name)
+def test_stable_forms_rewrites_cross_entropy_of_softmax(f):
+    before, after = GOLDEN_STABLE[f]
+    traced = as_traced(f)
+    assert str(traced) == before
+    assert str(f.program) == str(stable_forms(traced)) == after
+    root = next(e for e in traced.eqns if e.prim.name == "neg")  # the replaced equation
+    assert f.program.eqns[0].source == root.source and __file__ in root.source
+    assert_same_results(traced, f.program, make_args(traced, 1))
+
+
+def _stable(body, *types):
+    names = body.__code__.co_varnames[:body.__code__.co_argcount]
+    body.__annotations__ = dict(zip(names, types, strict=True), **{"return": f64})
+    return diffc.function(body)
+
+
+# a pattern's values read elsewhere stay computed; forms that are not the pattern stay as they
+# are; a softmax that is not logged stays a softmax
+STABLE_CASES = {
+    "log_softmax": (lambda z, w: nn.sum(nn.log(nn.softmax(z)) * w), (f64[B, 3], f64[B, 3]),
+                    ["log_softmax", "mul", "reduce_sum"]),
+    "log_sigmoid": (lambda z, w: nn.sum(nn.log(nn.sigmoid(z)) * w), (f64[B, 3], f64[B, 3]),
+                    ["sigmoid", "log", "mul", "reduce_sum"]),
+    "pick_sigmoid": (lambda z, y: nn.cross_entropy(nn.sigmoid(z), y), (f64[B, 3], i32[B]),
+                     ["sigmoid", "pick", "log", "neg", "reduce_sum", "dim_size", "div"]),
+    "no_neg": (lambda z, y: nn.sum(y * nn.log(nn.softmax(z))), (f64[3], f64[3]),
+               ["log_softmax", "mul", "reduce_sum"]),
+    "not_last_axis": (lambda z, y: nn.sum(-nn.sum(y * nn.log(nn.softmax(z)), 0)),
+                      (f64[B, 3], f64[B, 3]), ["log_softmax", "mul", "reduce_sum", "neg",
+                                               "reduce_sum"]),
+    "scalar_weight": (lambda z: -nn.sum(2.0 * nn.log(nn.softmax(z)), -1), (f64[3],),
+                      ["log_softmax", "mul", "reduce_sum", "neg"]),
+    "broadcast_targets": (lambda z, y: nn.sum(-nn.sum(y * nn.log(nn.softmax(z)), -1)),
+                          (f64[B, 3], f64[3]), ["broadcast_in_dim", "softmax_cross_entropy",
+                                                "reduce_sum"]),
+    "constant_label": (lambda z: nn.cross_entropy(nn.softmax(z), 2), (f64[3],),
+                       ["softmax_cross_entropy"]),
+    "log_softmax_by_hand": (lambda z, y: -nn.sum(nn.log_softmax(z) * y), (f64[3], f64[3]),
+                            ["softmax_cross_entropy"]),
+    "softmax_read_elsewhere": (lambda z, y, w: nn.cross_entropy(p := nn.softmax(z), y) +
+                               nn.sum(p * w), (f64[B, 3], i32[B], f64[B, 3]),
+                               ["softmax", "softmax_cross_entropy", "reduce_sum", "dim_size",
+                                "div", "mul", "reduce_sum", "add"]),
+    "product_read_elsewhere": (lambda z, y: -nn.sum(t := y * nn.log(nn.softmax(z))) +
+                               nn.sum(t * t), (f64[3], f64[3]),
+                               ["log_softmax", "mul", "softmax_cross_entropy", "mul",
+                                "reduce_sum", "add"]),
+}
+
+
+@pytest.mark.parametrize("name", list(STABLE_CASES))
+def test_stable_forms_rewrites_only_the_patterns(name):
+    body, types, prims = STABLE_CASES[name]
+    f = _stable(body, *types)
+    verify(f.program)
+    assert prim_names(f.program) == prims
+    traced = as_traced(f)
+    assert_same_results(traced, f.program, make_args(traced, len(traced.inputs)))
+    assert stable_forms(f.program).eqns == f.program.eqns  # nothing left to rewrite
+
+
+def test_softmax_read_elsewhere_keeps_value_and_gradient_stable():
+    """cross_entropy(p, y) + sum(p * w), p = softmax(z), at logits where p underflows: the loss
+    is 800 + sum(p * w); its gradient softmax(z) - onehot + p * (w - sum(p * w)) (per row)."""
+    f = _stable(STABLE_CASES["softmax_read_elsewhere"][0], f64[1, 3], i32[1], f64[1, 3])
+    z, y, w = np.array([[0.0, 800.0, -800.0]]), np.array([0], np.int32), np.array([[1.0, 2, 3]])
+    p = np.array([[0.0, 1.0, 0.0]])
+    loss, dz = diffc.value_and_grad(f, "z")(z, y, w)
+    assert loss == 802.0
+    np.testing.assert_allclose(dz, p - [[1, 0, 0]] + p * (w - (p * w).sum()), atol=1e-300)
+    z = np.random.default_rng(1).normal(0, 3, (1, 3))
+    assert diffc.check_grad(f, z, y, w, wrt="z") < 1e-7
 
 
 # ----------------------------------------------------------------------------- dce and cse

@@ -144,17 +144,28 @@ def lower_matvec(k) -> None:
         _axpy(k, out, _c(I64, 0), x.load(b, i.index), lambda j: a.load(b, b.add(base, j)), cols)
 
 
+def _not_finite(k, x, n, rate):
+    """Whether x[:n] or rate may hold an inf or nan: x . x + 0 * rate is not finite (also when
+    x . x overflows: that only costs skipping rows). vector_dot: a plain reduction loop whose
+    result decides a branch is not vectorized (LLVM freezes its accumulator)."""
+    b = k.b
+    total = b.fadd(vector_dot(b, k.ty, x.ptr, x.ptr, n), b.fmul(rate, _c(k.ty, 0.0)))
+    return b.fcmp_unordered("!=", b.fsub(total, total), _c(k.ty, 0.0))
+
+
 def _sgd_rows(k, w, a, x, lr, w_new, then=None) -> None:
-    """Per row i: W[i, :] -= lr * (a[i] * x), skipped where a[i] == 0 (plain SGD leaves such a
-    row as it is); then `then(i, row)` while the row is still in L1 cache."""
+    """Per row i: W[i, :] -= lr * (a[i] * x), skipped where that step is exactly zero: a[i] == 0
+    with x and lr finite (0 * inf is nan); then `then(i, row)` while the row is in L1 cache."""
     b = k.b
     rows, cols = (k.dim(d) for d in w.type.shape)
     rate = lr.load(b, _c(I64, 0))
+    not_finite = _not_finite(k, x, cols, rate)
     in_place = w_new.ptr is w.ptr  # one pointer argument: W is updated in its own buffer
     with for_range(b, rows, name="i") as i:
         base = b.mul(i.index, cols)
         ai = a.load(b, i.index)
-        with b.if_else(b.fcmp_unordered("!=", ai, _c(k.ty, 0.0))) as (update, keep):
+        nonzero = b.or_(b.fcmp_unordered("!=", ai, _c(k.ty, 0.0)), not_finite)
+        with b.if_else(nonzero) as (update, keep):
             with update:
                 with for_range(b, cols, name="j") as j:
                     at = b.add(base, j.index)
@@ -234,10 +245,10 @@ def lower_log_softmax(k) -> None:
     with rows as r:
         base = b.mul(r.index, n)
         m = _row_max(k, x, base, n)
-        lse = b.fadd(m, emit_log(b, k.ty, _row_sum_exp(k, x, base, n, m)))
-        with for_range(b, n, name="j") as j:
-            at = b.add(base, j.index)
-            out.store(b, at, b.fsub(x.load(b, at), lse))
+        log_total = emit_log(b, k.ty, _row_sum_exp(k, x, base, n, m))
+        with for_range(b, n, name="j") as j:  # (x - m) - log_total: m + log_total may round
+            at = b.add(base, j.index)  # log_total away (m = 1e30)
+            out.store(b, at, b.fsub(b.fsub(x.load(b, at), m), log_total))
 
 
 def _label(k, y, row):
@@ -261,25 +272,28 @@ def lower_unpick(k) -> None:
 
 
 def lower_softmax_cross_entropy(k) -> None:
-    """loss = logsumexp(z) * sum(y) - sum(y * z), or logsumexp(z) - z[label]; per row."""
+    """loss = sum(y * (m - z)) + sum(y) * log_total, or (m - z[label]) + log_total, per row,
+    with m = max(z) and log_total = log(sum(exp(z - m))): -sum(y * log_softmax(z)) without
+    forming m + log_total, which may round log_total away (m = 1e30)."""
     b, (z, y), (out,) = k.b, k.inputs, k.outputs
     rows, n = _rows(k, z.type)
     with rows as r:
         base = b.mul(r.index, n)
         m = _row_max(k, z, base, n)
-        lse = b.fadd(m, emit_log(b, k.ty, _row_sum_exp(k, z, base, n, m)))
+        log_total = emit_log(b, k.ty, _row_sum_exp(k, z, base, n, m))
         if y.type.dtype.is_float:
             zero = _c(k.ty, 0.0)
             with for_range(b, n, carry=[zero, zero], name="j") as loop:
                 at = b.add(base, loop.index)
                 yj = y.load(b, at)
-                sy, syz = loop.carried
+                sy, sym = loop.carried
+                gap = b.fsub(m, z.load(b, at))
                 loop.update([b.fadd(sy, yj, flags=REDUCE),
-                             b.fadd(syz, b.fmul(yj, z.load(b, at), flags=REDUCE), flags=REDUCE)])
-            sy, syz = loop.results
-            loss = b.fsub(b.fmul(lse, sy), syz)
+                             b.fadd(sym, b.fmul(yj, gap, flags=REDUCE), flags=REDUCE)])
+            sy, sym = loop.results
+            loss = b.fadd(sym, b.fmul(sy, log_total))
         else:
-            loss = b.fsub(lse, z.load(b, b.add(base, _label(k, y, r.index))))
+            loss = b.fadd(b.fsub(m, z.load(b, b.add(base, _label(k, y, r.index)))), log_total)
         out.store(b, r.index, loss)
 
 

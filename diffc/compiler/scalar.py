@@ -166,7 +166,11 @@ def _exp_y_log(b, ty, x, y: float):
 
 
 def emit_sigmoid(b: ir.IRBuilder, ty, x):
-    return b.fdiv(_c(ty, 1.0), b.fadd(_c(ty, 1.0), emit_exp(b, ty, b.fneg(x))))
+    """1 / (1 + e) for x >= 0 and e / (1 + e) below, e = exp(-|x|): for a large negative x
+    1 / (1 + exp(-x)) overflows to 0 where sigmoid(x) = exp(x) is still a (subnormal) float."""
+    e = emit_exp(b, ty, b.fneg(intrinsic(b, "llvm.fabs", x)))
+    numerator = b.select(b.fcmp_ordered("<", x, _c(ty, 0.0)), e, _c(ty, 1.0))
+    return b.fdiv(numerator, b.fadd(_c(ty, 1.0), e))
 
 
 def _int_pow(b, ty, x, n: int):
@@ -217,7 +221,8 @@ EMITTERS = {
     "log": emit_log,
     "tanh": emit_tanh,
     "sigmoid": emit_sigmoid,
-    "relu": lambda b, ty, x: b.select(b.fcmp_ordered("<", x, _c(ty, 0.0)), _c(ty, 0.0), x),
+    # numpy's maximum(x, 0): +0 for -0, nan for nan
+    "relu": lambda b, ty, x: b.select(b.fcmp_ordered("<=", x, _c(ty, 0.0)), _c(ty, 0.0), x),
     "step": lambda b, ty, x: b.select(b.fcmp_ordered(">", x, _c(ty, 0.0)), _c(ty, 1.0),
                                       _c(ty, 0.0)),
     "pow": emit_pow,

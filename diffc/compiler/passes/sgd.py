@@ -3,8 +3,9 @@
 Input: a program after fusion. Output: the same program with each fused equation that computes
 exactly a plain SGD step of a weight matrix from an outer product replaced by `sgd_outer`, whose
 kernel updates W row by row and skips the rows where a[i] == 0 (a unit relu switched off: the
-row's gradient is exactly zero, so plain SGD leaves it as it is). The arithmetic of every row
-written is the fused equation's (`W - lr * (a[i] * x[j])`).
+row's gradient is exactly zero, so plain SGD leaves it as it is) unless x or lr holds an inf or
+nan (0 * inf is nan). The arithmetic of every row written is the fused equation's
+(`W - lr * (a[i] * x[j])`).
 """
 from __future__ import annotations
 
