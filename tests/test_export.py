@@ -337,7 +337,10 @@ def test_header_compiles_and_documents_the_abi(exported, kind):
         assert re.search(rf"void {entry}_fit\(void \*\*table, const int64_t \*perm,", header)
         state = [f"{p}.{s}" for p in ("W", "b", "V") for s in
                  (("momentum_buffer",) if kind == "sgd" else ("exp_avg", "exp_avg_sq"))]
-        assert "Arrays updated in place: " + ", ".join(["W", "b", "V"] + state) + "." in header
+        in_place = ["W", "b", "V", "step_count"] + state
+        assert "Arrays updated in place: " + ", ".join(in_place) + "." in header
+        assert re.search(r"\n    double \*step_count /\* f64\[1\] \*/", header)
+        assert "Zero\n   step_count together with the state" in header
         assert re.search(r"\n    double \*W /\* f64\[6,4\] \*/", header)  # written: not const
         assert "const double *" + ("x" if kind == "sgd" else "X") + " /*" in header
     else:

@@ -197,6 +197,10 @@ CASES: dict[str, list[Case]] = {
     "sigmoid": _unary(_sigmoid),
     "relu": _unary(lambda x: np.where(x > 0, x, 0.0)),
     "step": _unary(lambda x: np.where(x > 0, 1.0, 0.0)),
+    "convert_element_type": [  # from the other float dtype to the case's; and to the same
+        Case((("other", shape),), (shape,), lambda x, dtype: x, lambda dt: {"dtype": dt})
+        for shape in ((5,), ("B", 4), ())] + [
+        Case((("x", (6,)),), ((6,),), lambda x, dtype: x, lambda dt: {"dtype": dt})],
     "pow": [_pow(1.5), _pow(3, "x", (6,)), _pow(-2, shape=(4,)), _pow(0.5, shape=()),
             _pow(0, "x", (5,)), _pow(-1)],
     "add": _binary(lambda x, y: x + y, _add_scale),
@@ -329,16 +333,23 @@ def _resolve(value, size: int):
     return value
 
 
+def _other(dt):
+    """The float dtype that is not dt."""
+    return f64 if dt == f32 else f32
+
+
 def _type(kind, shape, dt) -> ArrayType:
     if isinstance(kind, tuple):  # (integer dtype name, number of classes)
         return ArrayType({"i32": i32, "i64": i64}[kind[0]], shape)
-    return ArrayType(dt, shape)
+    return ArrayType(_other(dt) if kind == "other" else dt, shape)
 
 
 def _value(rng, kind, shape, dt):
     """A random operand of the given kind, in its program dtype."""
     if isinstance(kind, tuple):
         return rng.integers(0, kind[1], shape).astype(_type(kind, (), dt).dtype.np_dtype)
+    if kind == "other":  # normal, in the other float dtype
+        return np.asarray(2 * rng.standard_normal(shape), _other(dt).np_dtype)
     x = {"x": lambda: 2 * rng.standard_normal(shape),
          "pos": lambda: rng.uniform(0.2, 4.0, shape),
          "unit": lambda: rng.uniform(0.0, 1.0, shape),
