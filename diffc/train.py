@@ -41,7 +41,12 @@ class FitSpec:
 
 
 class TrainStep(CompiledFunction):
-    """Loss, gradients and optimizer update of `params` in one native call; also `fit`."""
+    """Loss, gradients and optimizer update of `params` in one native call; also `fit`.
+
+    `lr` is the learning rate the next call (or fit's next native chunk) uses, `steps` the
+    number of updates applied, `fit_losses` the losses of the steps the last fit call ran (an
+    empty float64 array before one) and `reset()` zeroes the count and the optimizer state.
+    """
 
     def __init__(self, f, params, optimizer=DEFAULT_OPTIMIZER):
         f = _as_function(f)
@@ -70,7 +75,7 @@ class TrainStep(CompiledFunction):
         super().__init__(f"train_step_{f.name}", signature, program)
         self.user_signature = f.signature
         self.lr = self.optimizer.lr
-        self._lock = threading.RLock()  # reentrant: a fit's callbacks may read `steps`
+        self._lock = threading.RLock()  # reentrant: code run within fit (a callback) may call it
         self.fit_losses = np.empty(0)
         others = [i for i, p in enumerate(f.signature.params) if p.name not in self.params]
         self._batch_symbol = _batch_symbol([f.signature.params[i] for i in others])
@@ -128,9 +133,9 @@ class TrainStep(CompiledFunction):
     @property
     def steps(self) -> int:
         """The number of updates applied since construction (or load) or `reset()`: kept in the
-        native state, counted by the native call that applies the update."""
-        with self._lock:
-            return int(self._state[0][0])
+        native state, counted by the native call that applies the update. Read without the
+        lock (one aligned float64): during a fit in another thread, the steps done so far."""
+        return int(self._state[0][0])
 
     def reset(self) -> None:
         """Zero the optimizer state and the step count."""

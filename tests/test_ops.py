@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from diffc.compiler import passes
 from diffc.errors import DTypeError, ShapeError
 from diffc.ir import Eqn, Lit, Program, Var, eval_program
 from diffc.ops import PRIMITIVES
@@ -693,3 +694,50 @@ def test_pow_special_values(y, dt):
     with np.errstate(all="ignore"):
         ref = np.power(x, dt.np_dtype.type(y))
     _assert_special(_run("pow", x, y=y), ref, dt)
+
+
+
+def _convert_program(source, target, square: bool) -> Program:
+    """out = convert(x) over x: source[N], or convert(x * 1.5)**2 (the conversion then sits
+    between computations in the other dtype, one with a literal of the source dtype)."""
+    x, out = Var(source["N"]), Var(target["N"])
+    convert = PRIMITIVES["convert_element_type"]
+    if not square:
+        return Program((x,), [Eqn(convert, (x,), {"dtype": target}, (out,))], (out,))
+    x2, c = Var(source["N"]), Var(target["N"])
+    return Program((x,), [Eqn(PRIMITIVES["mul"], (x, Lit(1.5, ArrayType(source, ()))), {}, (x2,)),
+                          Eqn(convert, (x2,), {"dtype": target}, (c,)),
+                          Eqn(PRIMITIVES["mul"], (c, c), {}, (out,))], (out,))
+
+
+CONVERT_INPUTS = np.r_[
+    SPECIAL, 1 + 2.0 ** -24, 1 + 3 * 2.0 ** -24, -(1 + 2.0 ** -24),  # f32 ties: to even
+    3.4028234663852886e38, 3.4028235677973366e38, 3.5e38, -1e300,  # f32's max, overflow
+    1.401298464324817e-45, 7e-46, 7.1e-46, 1e-50, 1e-40, -1e-40,  # f32 subnormals, underflow
+    np.random.default_rng(2).standard_normal(1000) * 10.0 ** np.linspace(-40, 40, 1000)]
+
+
+@pytest.mark.parametrize("square", [False, True], ids=["alone", "fused"])
+@pytest.mark.parametrize("source, target", [(f64, f32), (f32, f64)], ids=["f64-f32", "f32-f64"])
+def test_convert_element_type_rounds_like_numpy(source, target, square):
+    """Narrowing rounds to nearest (ties to even, overflow to inf, subnormals kept), widening is
+    exact: the bits of numpy's astype, also where fusion groups the conversion with the
+    multiplication after it (a group computes in one dtype: its output's)."""
+    program = _convert_program(source, target, square)
+    if square:
+        fused = [e.params["body"] for e in passes.optimize(program).eqns
+                 if e.prim.name == "fused"]
+        assert [[e.prim.name for e in body.eqns] for body in fused] == [
+            ["convert_element_type", "mul"]]
+    compiled = CompiledProgram(program, Signature((Param("x", program.inputs[0].type),),
+                                                  program.outputs[0].type),
+                               f"convert_{source.name}_{target.name}_{square}")
+    with np.errstate(over="ignore"):
+        x = CONVERT_INPUTS.astype(source.np_dtype)
+        ref = (x * source.np_dtype.type(1.5) if square else x).astype(target.np_dtype)
+        ref = ref * ref if square else ref
+    (out,) = compiled(x)
+    assert out.dtype == target.np_dtype
+    nan = np.isnan(ref)
+    assert np.array_equal(np.isnan(out), nan)
+    assert np.array_equal(out[~nan].view(np.uint8), ref[~nan].view(np.uint8))
