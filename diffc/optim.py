@@ -6,9 +6,10 @@ scalar), then the step's state: `step_count` (f64[1], the number of updates appl
 2**53 whatever the params' dtype) and the optimizer state (one array per param and state slot).
 Its output is the loss; its `updates` replace each param and state array with its new value and
 the count with count + 1, in place: one native call applies an update and counts it, so nothing
-(an interrupt, another thread) can separate the two. The rules see `t = count + 1`, the 1-based
-step number. The rules are exactly torch.optim's SGD and Adam (dampening 0, no amsgrad): state
-starts at zero, and SGD's zero momentum buffer makes torch's first step `buf = g` fall out.
+(an interrupt, another thread) can separate the two. The update rules see `t = count + 1` (the
+1-based step number, in the params' dtype) and are exactly torch.optim's SGD and Adam
+(dampening 0, no amsgrad): state starts at zero, and SGD's zero momentum buffer makes torch's
+first step `buf = g` fall out.
 """
 from __future__ import annotations
 

@@ -248,3 +248,4 @@ def test_threads_sharing_a_step_apply_whole_serial_steps(config):
     assert step.steps == threads * calls
     other, other_params, _ = replay(config, f64, init_params(), [(X, Y)] * (threads * calls))
     assert_same_state(step, params, other, other_params)
+
