@@ -129,7 +129,7 @@ def test_fit_stopped_after_a_native_chunk_keeps_whole_steps(monkeypatch, config,
     with pytest.raises(error):
         step.fit(*params, X, Y, batch_size=4, epochs=2, seed=3)
     done = step.steps
-    assert runs[0] == (0, 1) and done == runs[1][1] >= 2  # two chunks of epoch 0 ran
+    assert done == sum(last - first for first, last in runs) >= 2  # two whole chunks ran
     assert step.fit_losses.dtype == np.float64 and len(step.fit_losses) == done
     batches = fit_batches(X, Y, 4, 3, 2)
     other, other_params, losses = replay(config, f64, init_params(), batches[:done])
