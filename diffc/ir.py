@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .types import ArrayType
+from .types import ArrayType, DType, f64
 
 
 class Var:
@@ -192,8 +192,8 @@ def eval_program(p: Program, *args, float64: bool = False) -> list:
 
     Returns the outputs as a list. Like compiled code, it applies `updates` in place: each
     updated input argument (a numpy array) is overwritten with its new value. With `float64`,
-    floating-point values are computed in float64 whatever their declared dtype (for finite
-    differences of float32 programs).
+    floating-point values are computed in float64 whatever their declared dtype, also the
+    results of conversions (for finite differences of float32 programs).
     """
     def np_dtype(t: ArrayType):
         return np.dtype(np.float64) if float64 and t.dtype.is_float else t.dtype.np_dtype
@@ -216,6 +216,8 @@ def eval_program(p: Program, *args, float64: bool = False) -> list:
     def resolve(value):  # shape params may hold symbolic dims: use this call's sizes
         if isinstance(value, tuple):
             return tuple(symbols.get(d, d) if isinstance(d, str) else d for d in value)
+        if float64 and isinstance(value, DType) and value.is_float:  # a dtype to convert to
+            return f64
         return value
 
     for e in p.eqns:

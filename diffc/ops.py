@@ -8,10 +8,10 @@ equation's inputs and output as traced values (literals as 0-d numpy arrays) and
 the operations users write; no Jacobian is ever formed. Cotangents of rank-0 inputs may come back
 with the output's shape: `ad.py` sums them down in one place.
 Invariants: every primitive is in `PRIMITIVES`; elementwise primitives take operands of one
-floating dtype whose non-scalar operands share one shape (rank-0 operands broadcast implicitly;
-any other broadcasting is an explicit `broadcast_in_dim`); shape rules raise `ShapeError` /
-`DTypeError` saying what was expected and what was found. The compiler's lowering tables are
-keyed by these names (`compiler/scalar.py`, `compiler/kernels.py`).
+floating dtype (`convert_element_type` gives another) whose non-scalar operands share one shape
+(rank-0 operands broadcast implicitly; any other broadcasting is an explicit `broadcast_in_dim`);
+shape rules raise `ShapeError` / `DTypeError` saying what was expected and what was found. The
+compiler's lowering tables are keyed by these names (`compiler/scalar.py`, `compiler/kernels.py`).
 """
 from __future__ import annotations
 
@@ -153,6 +153,23 @@ ELEMENTWISE = [
 
 for _name, _arity, _impl, _vjp in ELEMENTWISE:
     primitive(_name, _impl, _elementwise_rule(_name), _vjp, elementwise=True)
+
+
+def _convert_element_type_rule(x: ArrayType, *, dtype: DType) -> ArrayType:
+    if not (x.dtype.is_float and dtype.is_float):
+        raise DTypeError(f"convert_element_type converts between floating dtypes, got {x} to "
+                         f"{dtype.name}")
+    return ArrayType(dtype, x.shape)
+
+
+def _convert_element_type_vjp(g, x, *, out, dtype):
+    return (_bind("convert_element_type", g, dtype=tr.type_of(x).dtype),)
+
+
+# x in another floating dtype, rounded to nearest (or widened exactly): the only primitive whose
+# output dtype differs from its input's (fusion keeps a group to one output dtype)
+primitive("convert_element_type", lambda x, *, dtype: x.astype(dtype.np_dtype),
+          _convert_element_type_rule, _convert_element_type_vjp, elementwise=True)
 
 
 # ----------------------------------------------------------------------------- structural

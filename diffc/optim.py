@@ -1,11 +1,15 @@
 """Optimizers as IR: the update of each parameter appended to a gradient program.
 
 Input: the program of `ad.vjp` (loss, then one gradient per param) and an optimizer.
-Output: the train-step program. Its inputs are the function's inputs, then `lr` and `t` (the
-1-based step number) as runtime scalars, then the optimizer state (one array per param and
-state slot); its output is the loss; its `updates` replace each param and state array with its
-new value, in place. The rules are exactly torch.optim's SGD and Adam (dampening 0, no amsgrad):
-state starts at zero, and SGD's zero momentum buffer makes torch's first step `buf = g` fall out.
+Output: the train-step program. Its inputs are the function's inputs, then `lr` (a runtime
+scalar), then the step's state: `step_count` (f64[1], the number of updates applied, exact to
+2**53 whatever the params' dtype) and the optimizer state (one array per param and state slot).
+Its output is the loss; its `updates` replace each param and state array with its new value and
+the count with count + 1, in place: one native call applies an update and counts it, so nothing
+(an interrupt, another thread) can separate the two. The update rules see `t = count + 1` (the
+1-based step number, in the params' dtype) and are exactly torch.optim's SGD and Adam
+(dampening 0, no amsgrad): state starts at zero, and SGD's zero momentum buffer makes torch's
+first step `buf = g` fall out.
 """
 from __future__ import annotations
 
@@ -14,8 +18,11 @@ from dataclasses import dataclass
 
 from .errors import SignatureError
 from .ir import Lit, Program, Var
-from .trace import TraceContext, Tracer, elementwise, replay
-from .types import ArrayType
+from .ops import PRIMITIVES
+from .trace import TraceContext, Tracer, bind, elementwise, replay
+from .types import ArrayType, f64
+
+STEP_COUNT = ArrayType(f64, (1,))  # the type of a train step's update count
 
 
 @dataclass(frozen=True)  # hyperparameters; the learning rate in use is the step's `lr`
@@ -83,25 +90,31 @@ def _check_hyper(name: str, **values) -> None:
 
 
 def train_program(grad_program: Program, param_indices: list[int], optimizer) -> Program:
-    """Append the optimizer's update of each param to a (loss, *grads) program."""
+    """Append the step count's and the optimizer's update of each param to a (loss, *grads)
+    program."""
     params = [grad_program.inputs[i] for i in param_indices]
     dtypes = {p.type.dtype for p in params}
     if len(dtypes) != 1:
         raise SignatureError(f"train_step: params must share one dtype, got "
                              f"{sorted(d.name for d in dtypes)}")
-    scalar = ArrayType(dtypes.pop(), ())
+    dtype = dtypes.pop()
     ctx = TraceContext()
     inputs = [Var(v.type) for v in grad_program.inputs]
-    lr, t = Var(scalar), Var(scalar)
+    lr, count = Var(ArrayType(dtype, ())), Var(STEP_COUNT)
     states = [[Var(p.type) for _ in optimizer.state_names] for p in params]
     args = [Tracer(ctx, v) for v in inputs]
     _, (loss, *grads) = replay(ctx, grad_program, args)
+    new_count = Tracer(ctx, count) + 1.0
+    t = bind(PRIMITIVES["reshape"], new_count, shape=())
+    if dtype != STEP_COUNT.dtype:
+        t = bind(PRIMITIVES["convert_element_type"], t, dtype=dtype)
     updates = []
     for i, g, state in zip(param_indices, grads, states, strict=True):
         new_p, new_state = optimizer.update(args[i], g, [Tracer(ctx, s) for s in state],
-                                            Tracer(ctx, lr), Tracer(ctx, t))
+                                            Tracer(ctx, lr), t)
         updates.append((inputs[i], new_p.var))
         updates.extend((s, n.var) for s, n in zip(state, new_state, strict=True))
-    all_inputs = tuple(inputs) + (lr, t) + tuple(s for st in states for s in st)
+    updates.append((count, new_count.var))
+    all_inputs = tuple(inputs) + (lr, count) + tuple(s for st in states for s in st)
     return Program(all_inputs, ctx.eqns, (loss if isinstance(loss, Lit) else loss.var,),
                    tuple(updates))

@@ -3,13 +3,16 @@
 Input: a scalar-valued `Function`, the names of its params and an optimizer. Output: a
 `TrainStep`, called like the function: it validates the arguments (params must be writable,
 C-contiguous and of the declared dtype), runs one native call that updates the params in place,
-and returns the loss before the update. It owns the optimizer state and the step count;
-`lr` is passed at every call, so setting `step.lr` needs no recompiling.
+and returns the loss before the update. It owns its native state, the step count and the
+optimizer state, which that same call updates, so they always agree with the params; `lr` is
+passed at every call, so setting `step.lr` needs no recompiling. One lock per step serializes
+everything that reads or writes that state: calls, `fit` (for its whole run) and `reset`.
 """
 from __future__ import annotations
 
 import ctypes
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -18,13 +21,14 @@ import numpy as np
 from .ad import vjp
 from .errors import ArgumentError, SignatureError
 from .function import CompiledFunction
-from .optim import SGD, Adam, train_program
+from .optim import SGD, STEP_COUNT, Adam, train_program
 from .runtime.call import _data_address, aligned_workspace
 from .transforms import _as_function, _wrt_names
 from .types import ArrayType, Param, Signature
 
 # what each input of the step entry is to the native fit loop (compiler/fitloop.py)
-FIXED, STEP, SAMPLE, BATCH = "fixed", "step", "sample", "batch"
+FIXED, SAMPLE, BATCH = "fixed", "sample", "batch"
+CHUNK_SECONDS = 0.1  # fit's native calls last about this long: how soon a Ctrl-C is seen
 
 
 DEFAULT_OPTIMIZER = SGD(lr=0.01)
@@ -32,12 +36,17 @@ DEFAULT_OPTIMIZER = SGD(lr=0.01)
 
 @dataclass(frozen=True)
 class FitSpec:
-    kinds: tuple[str, ...]  # per entry input: FIXED, STEP (the step number t), SAMPLE or BATCH
+    kinds: tuple[str, ...]  # per entry input: FIXED, SAMPLE or BATCH
     batch_symbol: str | None  # the symbol the BATCH inputs' leading dim is declared with
 
 
 class TrainStep(CompiledFunction):
-    """Loss, gradients and optimizer update of `params` in one native call; also `fit`."""
+    """Loss, gradients and optimizer update of `params` in one native call; also `fit`.
+
+    `lr` is the learning rate the next call (or fit's next native chunk) uses, `steps` the
+    number of updates applied, `fit_losses` the losses of the steps the last fit call ran (an
+    empty float64 array before one) and `reset()` zeroes the count and the optimizer state.
+    """
 
     def __init__(self, f, params, optimizer=DEFAULT_OPTIMIZER):
         f = _as_function(f)
@@ -59,14 +68,15 @@ class TrainStep(CompiledFunction):
         self.function = f  # the traced function (None for a step loaded from an export)
         self._state = _zero_state(f.signature, self.params, self.optimizer)
         scalar = ArrayType(f.signature.param(self.params[0]).type.dtype, ())
-        extra = [Param("lr", scalar), Param("t", scalar)] + [
+        extra = [Param("lr", scalar), Param("step_count", STEP_COUNT)] + [
             Param(f"{n}.{s}", f.signature.param(n).type)
             for n in self.params for s in self.optimizer.state_names]
         signature = Signature(f.signature.params + tuple(extra), f.signature.result)
         super().__init__(f"train_step_{f.name}", signature, program)
         self.user_signature = f.signature
         self.lr = self.optimizer.lr
-        self.steps = 0  # the number of updates applied since construction or reset()
+        self._lock = threading.RLock()  # reentrant: code run within fit (a callback) may call it
+        self.fit_losses = np.empty(0)
         others = [i for i, p in enumerate(f.signature.params) if p.name not in self.params]
         self._batch_symbol = _batch_symbol([f.signature.params[i] for i in others])
         self._data = [i for i in others if self._batch_symbol is None or
@@ -81,7 +91,7 @@ class TrainStep(CompiledFunction):
         data_kind = BATCH if self._batch_symbol else SAMPLE
         kinds = [data_kind if i in self._data else FIXED
                  for i in range(len(self.user_signature.params))]
-        kinds += [FIXED, STEP] + [FIXED] * len(self._state)
+        kinds += [FIXED] * (1 + len(self._state))  # lr, the step count, the optimizer state
         return {"fit_spec": FitSpec(tuple(kinds), self._batch_symbol)}
 
     def _export_kind(self) -> str:
@@ -105,7 +115,8 @@ class TrainStep(CompiledFunction):
         self._data, self._batch_symbol = options["data"], options["batch_symbol"]
         self._state = _zero_state(self.user_signature, self.params, self.optimizer)
         self.lr = options["lr"]  # as set when exported
-        self.steps = 0
+        self._lock = threading.RLock()
+        self.fit_losses = np.empty(0)
         self.function = None
 
     @property
@@ -119,17 +130,25 @@ class TrainStep(CompiledFunction):
             raise ValueError(f"lr must be a number >= 0, got {value!r}")
         self._lr = float(value)
 
+    @property
+    def steps(self) -> int:
+        """The number of updates applied since construction (or load) or `reset()`: kept in the
+        native state, counted by the native call that applies the update. Read without the
+        lock (one aligned float64): during a fit in another thread, the steps done so far."""
+        return int(self._state[0][0])
+
     def reset(self) -> None:
         """Zero the optimizer state and the step count."""
-        for s in self._state:
-            s.fill(0)
-        self.steps = 0
+        with self._lock:
+            for s in self._state:
+                s.fill(0)
 
     def __call__(self, *args, **kwargs) -> float:
+        """One step: the loss at the params as given; params, state and count updated."""
         compiled = self._compiled or self.compile()._compiled
         values = compiled.invoker.bind(args, kwargs, len(self.user_signature.params))
-        (loss,) = compiled(*values, self._lr, self.steps + 1, *self._state)
-        self.steps += 1
+        with self._lock:  # lr and the state are read where the call uses them
+            (loss,) = compiled(*values, self._lr, *self._state)
         return loss
 
     def fit(self, *args, batch_size: int | None = None, epochs: int = 1, shuffle: bool = True,
@@ -143,6 +162,12 @@ class TrainStep(CompiledFunction):
         per-sample function every non-param argument is data and each step takes one sample. Epoch e
         of this call visits the samples in the order of a permutation drawn from (seed, e), or
         in order without `shuffle`.
+
+        The losses are also kept as `step.fit_losses`. An exception while fit runs (a
+        KeyboardInterrupt, seen within ~0.1 s: the native loop runs in chunks that long) stops
+        it after whole steps and propagates: the params, the optimizer state and `steps` then
+        agree (each step's native call updates all three), and `fit_losses` holds the losses
+        of the steps this call completed. Calls from other threads wait until fit ends.
         """
         compiled = self._compiled or self.compile()._compiled
         values = compiled.invoker.bind(args, kwargs, len(self.user_signature.params))
@@ -151,21 +176,17 @@ class TrainStep(CompiledFunction):
         losses = np.empty(epochs * per_epoch, self.signature.result.dtype.np_dtype)
         native = _NativeFit(compiled, self, values, batch, dims)
         bar = _Progress(epochs * per_epoch, batch) if progress else None
-        for epoch in range(epochs):
-            order = (np.random.default_rng([seed, epoch]).permutation(n) if shuffle
-                     else np.arange(n)).astype(np.int64)
-            epoch_losses = losses[epoch * per_epoch:(epoch + 1) * per_epoch]
-            done = 0
-            while done < per_epoch:  # one native call per epoch, or ~0.1 s chunks for progress
-                last = per_epoch if bar is None else min(per_epoch, done + bar.chunk)
-                native.run(order, done, last, n, epoch_losses, self.steps - done)
-                self.steps += last - done
+        orders = ((np.random.default_rng([seed, epoch]).permutation(n) if shuffle
+                   else np.arange(n)).astype(np.int64) for epoch in range(epochs))
+        with self._lock:
+            start = self._state[0][0]
+            try:
+                _fit_epochs(native, orders, losses.reshape(epochs, per_epoch), n, bar)
+            finally:  # steps complete in order: the first ones in `losses` are those done
+                self.fit_losses = losses[:int(self._state[0][0] - start)].astype(np.float64)
                 if bar is not None:
-                    bar.update(last - done, float(epoch_losses[last - 1]))
-                done = last
-        if bar is not None:
-            bar.close()
-        return losses.astype(np.float64)
+                    bar.close()
+        return self.fit_losses
 
     def _check_fit(self, invoker, values: list, batch_size, epochs) -> tuple[int, int, tuple]:
         """Validate fit's arguments as one step's (on the first sample or batch), then as a
@@ -200,7 +221,7 @@ class TrainStep(CompiledFunction):
             batch = min(batch, n)
         one = [values[i][:batch] if i in self._data and self._batch_symbol else
                values[i][0] if i in self._data else values[i] for i in range(len(values))]
-        extra = [self._lr, 1.0, *self._state]
+        extra = [self._lr, *self._state]
         symbols = invoker.check(one + extra)
         for i in self._data:
             if not values[i].flags.c_contiguous:
@@ -213,9 +234,11 @@ class TrainStep(CompiledFunction):
 
 
 def _zero_state(signature: Signature, params, optimizer) -> list[np.ndarray]:
-    """The optimizer's state arrays, zeroed: one per param and state slot, in that order."""
-    return [np.zeros(signature.param(n).type.shape, signature.param(n).type.dtype.np_dtype)
-            for n in params for _ in optimizer.state_names]
+    """The step's native state, zeroed: the step count, then the optimizer's arrays (one per
+    param and state slot, in that order)."""
+    return [np.zeros(STEP_COUNT.shape, STEP_COUNT.dtype.np_dtype)] + [
+        np.zeros(signature.param(n).type.shape, signature.param(n).type.dtype.np_dtype)
+        for n in params for _ in optimizer.state_names]
 
 
 def _batch_symbol(others) -> str | None:
@@ -229,15 +252,33 @@ def _batch_symbol(others) -> str | None:
     return leading.pop() if leading else None
 
 
+def _fit_epochs(native, orders, losses: np.ndarray, n: int, bar) -> None:
+    """Epoch e visits the samples in orders[e] and writes its losses to losses[e]; the native
+    loop runs in chunks of about CHUNK_SECONDS: Python runs signal handlers (Ctrl-C) between
+    native calls."""
+    chunk, total, begin = 1, 0, time.perf_counter()
+    for order, epoch_losses in zip(orders, losses, strict=True):
+        done = 0
+        while done < len(epoch_losses):
+            last = min(len(epoch_losses), done + chunk)
+            native.run(order, done, last, n, epoch_losses)
+            total += last - done
+            elapsed = max(time.perf_counter() - begin, 1e-9)
+            chunk = max(1, int(CHUNK_SECONDS * total / elapsed))
+            if bar is not None:
+                bar.update(last - done, float(epoch_losses[last - 1]), elapsed)
+            done = last
+
+
 class _NativeFit:
     """The pointer tables, buffers and workspace of one fit call, and the native loop."""
 
     def __init__(self, compiled, step: TrainStep, values: list, batch: int, dims: tuple):
         native = compiled.native
         abi = native.fit_abi  # the step the loop runs
+        self.step = step
         self.lr = np.array(step.lr, abi.inputs[len(values)].dtype.np_dtype)
-        self.t0 = np.array(0, abi.inputs[len(values) + 1].dtype.np_dtype)
-        inputs = values + [self.lr, self.t0] + step._state
+        inputs = values + [self.lr] + step._state
         for r in native.fit_rewrites:  # the carried W @ x, and the data the next x comes from
             inputs += [np.empty(abi.inputs[r.carry].shape, abi.inputs[r.carry].dtype.np_dtype),
                        values[r.data]]
@@ -252,18 +293,17 @@ class _NativeFit:
         size = ctypes.CFUNCTYPE(ctypes.c_int64, *[ctypes.c_int64] * len(dims))(
             compiled.addresses[abi.workspace_size])(*dims)
         self.workspace, self.workspace_address = aligned_workspace(size)
-        self.batch, self.dims, self.lock = batch, dims, compiled.invoker.lock
+        self.batch, self.dims = batch, dims
         argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 2
         self.fn = ctypes.CFUNCTYPE(None, *argtypes, *[ctypes.c_int64] * len(dims),
                                    ctypes.c_void_p)(compiled.addresses[native.abi.fit_entry])
 
-    def run(self, order: np.ndarray, first: int, last: int, n: int, losses: np.ndarray,
-            t0: int) -> None:
-        self.t0[()] = t0
-        with self.lock:
-            self.fn(self.table.ctypes.data, order.ctypes.data, first, last, self.batch, n,
-                    losses.ctypes.data, self.staging_table.ctypes.data, *self.dims,
-                    self.workspace_address)
+    def run(self, order: np.ndarray, first: int, last: int, n: int, losses: np.ndarray) -> None:
+        """Steps first <= s < last of an epoch at the step's current lr (under its lock)."""
+        self.lr[()] = self.step.lr
+        self.fn(self.table.ctypes.data, order.ctypes.data, first, last, self.batch, n,
+                losses.ctypes.data, self.staging_table.ctypes.data, *self.dims,
+                self.workspace_address)
 
 
 class _Progress:
@@ -271,13 +311,9 @@ class _Progress:
 
     def __init__(self, total: int, batch: int):
         self.total, self.batch, self.done = total, batch, 0
-        self.start = time.perf_counter()
-        self.chunk = 1  # grows until a chunk takes about 0.1 s
 
-    def update(self, steps: int, loss: float) -> None:
+    def update(self, steps: int, loss: float, elapsed: float) -> None:
         self.done += steps
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        self.chunk = max(1, min(self.total, int(0.1 * self.done / elapsed)))
         width = 30
         filled = width * self.done // max(self.total, 1)
         sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "

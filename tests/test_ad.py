@@ -110,6 +110,9 @@ RULE_CASES: dict[str, dict[str, RuleCase]] = {
     "sub": _binary(),
     "mul": _binary(),
     "div": _binary("pos"),
+    "convert_element_type": {"to-f32": _c(("x", ("B", 4)), dtype=f32),
+                             "to-f32-rank0": _c(("x", ()), dtype=f32),
+                             "same": _c(("x", (5,)), dtype=f64)},
     "broadcast_in_dim": {"row": _bcast((3,), (2, 3), (1,)), "col": _bcast(("B",), ("B", 4), (0,)),
                          "scalar": _bcast((), (2, 3), ()),
                          "middle": _bcast((2, 3), (2, 4, 3), (0, 2))},
@@ -184,7 +187,7 @@ def build_rule_program(name: str, case: RuleCase) -> Program:
             Eqn(PRIMITIVES["mul"], (w, out), {}, (wy,))]
     loss = wy
     if out.type.ndim:
-        loss = Var(ArrayType(f64, ()))
+        loss = Var(ArrayType(out.type.dtype, ()))
         eqns.append(Eqn(PRIMITIVES["reduce_sum"], (wy,), {"axes": tuple(range(out.type.ndim))},
                         (loss,)))
     inputs = tuple(a for a in atoms if isinstance(a, Var)) + (w,)

@@ -273,6 +273,26 @@ def test_load_without_so_or_json_raises(exported, tmp_path):
             diffc.load(str(tmp_path / stem))
 
 
+@pytest.mark.skipif(not HAVE_CC, reason="no C compiler: no .so to load")
+@pytest.mark.parametrize("fmt", [None, 1, 3, "2"])
+def test_load_refuses_another_export_format(exported, tmp_path, fmt):
+    """An export of another format (before 2: none recorded; a train step then took its step
+    number `t` by value) is refused by name, not called with the wrong arguments."""
+    source = exported["adam"][1]
+    meta = json.loads(Path(source + ".json").read_text())
+    assert meta["format"] == 2
+    if fmt is None:
+        del meta["format"]
+    else:
+        meta["format"] = fmt
+    (tmp_path / "step.json").write_text(json.dumps(meta))
+    shutil.copy(source + ".so", tmp_path / "step.so")
+    shown = 1 if fmt is None else fmt
+    with pytest.raises(diffc.DiffcError, match=rf"step\.json is in export format {shown}; "
+                                               rf"this diffc loads format 2"):
+        diffc.load(str(tmp_path / "step"))
+
+
 LOAD_SCRIPT = """
 import json, os, sys
 ATTEMPTS = []
@@ -337,7 +357,10 @@ def test_header_compiles_and_documents_the_abi(exported, kind):
         assert re.search(rf"void {entry}_fit\(void \*\*table, const int64_t \*perm,", header)
         state = [f"{p}.{s}" for p in ("W", "b", "V") for s in
                  (("momentum_buffer",) if kind == "sgd" else ("exp_avg", "exp_avg_sq"))]
-        assert "Arrays updated in place: " + ", ".join(["W", "b", "V"] + state) + "." in header
+        in_place = ["W", "b", "V", "step_count"] + state
+        assert "Arrays updated in place: " + ", ".join(in_place) + "." in header
+        assert re.search(r"\n    double \*step_count /\* f64\[1\] \*/", header)
+        assert "Zero\n   step_count together with the state" in header
         assert re.search(r"\n    double \*W /\* f64\[6,4\] \*/", header)  # written: not const
         assert "const double *" + ("x" if kind == "sgd" else "X") + " /*" in header
     else:
@@ -671,6 +694,7 @@ def test_c_example_matches_python(tmp_path):
     epochs = re.findall(r"^epoch (\d+) mean loss (\S+)$", done.stdout, re.M)
     assert [int(k) for k, _ in steps] == list(range(5))
     assert [int(e) for e, _ in epochs] == list(range(5))
+    assert re.search(r"^steps 1000$", done.stdout, re.M)  # step_count, counted natively
     python = c_example_losses()
     for (_, c_loss), py_loss in zip(steps, python[0][:5], strict=True):
         assert float(c_loss) == pytest.approx(py_loss, rel=1e-9)

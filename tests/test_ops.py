@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from diffc.compiler import passes
 from diffc.errors import DTypeError, ShapeError
 from diffc.ir import Eqn, Lit, Program, Var, eval_program
 from diffc.ops import PRIMITIVES
@@ -197,6 +198,10 @@ CASES: dict[str, list[Case]] = {
     "sigmoid": _unary(_sigmoid),
     "relu": _unary(lambda x: np.where(x > 0, x, 0.0)),
     "step": _unary(lambda x: np.where(x > 0, 1.0, 0.0)),
+    "convert_element_type": [  # from the other float dtype to the case's; and to the same
+        Case((("other", shape),), (shape,), lambda x, dtype: x, lambda dt: {"dtype": dt})
+        for shape in ((5,), ("B", 4), ())] + [
+        Case((("x", (6,)),), ((6,),), lambda x, dtype: x, lambda dt: {"dtype": dt})],
     "pow": [_pow(1.5), _pow(3, "x", (6,)), _pow(-2, shape=(4,)), _pow(0.5, shape=()),
             _pow(0, "x", (5,)), _pow(-1)],
     "add": _binary(lambda x, y: x + y, _add_scale),
@@ -329,16 +334,23 @@ def _resolve(value, size: int):
     return value
 
 
+def _other(dt):
+    """The float dtype that is not dt."""
+    return f64 if dt == f32 else f32
+
+
 def _type(kind, shape, dt) -> ArrayType:
     if isinstance(kind, tuple):  # (integer dtype name, number of classes)
         return ArrayType({"i32": i32, "i64": i64}[kind[0]], shape)
-    return ArrayType(dt, shape)
+    return ArrayType(_other(dt) if kind == "other" else dt, shape)
 
 
 def _value(rng, kind, shape, dt):
     """A random operand of the given kind, in its program dtype."""
     if isinstance(kind, tuple):
         return rng.integers(0, kind[1], shape).astype(_type(kind, (), dt).dtype.np_dtype)
+    if kind == "other":  # normal, in the other float dtype
+        return np.asarray(2 * rng.standard_normal(shape), _other(dt).np_dtype)
     x = {"x": lambda: 2 * rng.standard_normal(shape),
          "pos": lambda: rng.uniform(0.2, 4.0, shape),
          "unit": lambda: rng.uniform(0.0, 1.0, shape),
@@ -683,3 +695,50 @@ def test_pow_special_values(y, dt):
     with np.errstate(all="ignore"):
         ref = np.power(x, dt.np_dtype.type(y))
     _assert_special(_run("pow", x, y=y), ref, dt)
+
+
+
+def _convert_program(source, target, square: bool) -> Program:
+    """out = convert(x) over x: source[N], or convert(x * 1.5)**2 (the conversion then sits
+    between computations in the other dtype, one with a literal of the source dtype)."""
+    x, out = Var(source["N"]), Var(target["N"])
+    convert = PRIMITIVES["convert_element_type"]
+    if not square:
+        return Program((x,), [Eqn(convert, (x,), {"dtype": target}, (out,))], (out,))
+    x2, c = Var(source["N"]), Var(target["N"])
+    return Program((x,), [Eqn(PRIMITIVES["mul"], (x, Lit(1.5, ArrayType(source, ()))), {}, (x2,)),
+                          Eqn(convert, (x2,), {"dtype": target}, (c,)),
+                          Eqn(PRIMITIVES["mul"], (c, c), {}, (out,))], (out,))
+
+
+CONVERT_INPUTS = np.r_[
+    SPECIAL, 1 + 2.0 ** -24, 1 + 3 * 2.0 ** -24, -(1 + 2.0 ** -24),  # f32 ties: to even
+    3.4028234663852886e38, 3.4028235677973366e38, 3.5e38, -1e300,  # f32's max, overflow
+    1.401298464324817e-45, 7e-46, 7.1e-46, 1e-50, 1e-40, -1e-40,  # f32 subnormals, underflow
+    np.random.default_rng(2).standard_normal(1000) * 10.0 ** np.linspace(-40, 40, 1000)]
+
+
+@pytest.mark.parametrize("square", [False, True], ids=["alone", "fused"])
+@pytest.mark.parametrize("source, target", [(f64, f32), (f32, f64)], ids=["f64-f32", "f32-f64"])
+def test_convert_element_type_rounds_like_numpy(source, target, square):
+    """Narrowing rounds to nearest (ties to even, overflow to inf, subnormals kept), widening is
+    exact: the bits of numpy's astype, also where fusion groups the conversion with the
+    multiplication after it (a group computes in one dtype: its output's)."""
+    program = _convert_program(source, target, square)
+    if square:
+        fused = [e.params["body"] for e in passes.optimize(program).eqns
+                 if e.prim.name == "fused"]
+        assert [[e.prim.name for e in body.eqns] for body in fused] == [
+            ["convert_element_type", "mul"]]
+    compiled = CompiledProgram(program, Signature((Param("x", program.inputs[0].type),),
+                                                  program.outputs[0].type),
+                               f"convert_{source.name}_{target.name}_{square}")
+    with np.errstate(over="ignore"):
+        x = CONVERT_INPUTS.astype(source.np_dtype)
+        ref = (x * source.np_dtype.type(1.5) if square else x).astype(target.np_dtype)
+        ref = ref * ref if square else ref
+    (out,) = compiled(x)
+    assert out.dtype == target.np_dtype
+    nan = np.isnan(ref)
+    assert np.array_equal(np.isnan(out), nan)
+    assert np.array_equal(out[~nan].view(np.uint8), ref[~nan].view(np.uint8))

@@ -7,18 +7,18 @@ what each entry input is. Output: `diffc_<name>_fit` in the module:
              int64_t n, T *losses, void **staging, int64_t dims..., void *workspace)
 
 runs steps `first <= s < last` of an epoch over `n` samples taken in the order `perm`.
-`table[i]` points at entry input i: a param, state or other fixed buffer or scalar; for the step
-number, a scalar `t0` (step s gets `t0 + s + 1`); for data, the whole data set. A per-sample
-input of step s is row `perm[s]` of its data (no copy); a batch input gathers rows
-`perm[s*batch ...]` (the last batch takes the rest) into `staging[i]` and binds the batch symbol
-to the rows taken. Step s writes its loss to `losses[s]`.
+`table[i]` points at entry input i: a param, the step count, optimizer state or another fixed
+buffer or scalar (each step reads and updates them in place, as a call of the entry does); for
+data, the whole data set. A per-sample input of step s is row `perm[s]` of its data (no copy); a
+batch input gathers rows `perm[s*batch ...]` (the last batch takes the rest) into `staging[i]`
+and binds the batch symbol to the rows taken. Step s writes its loss to `losses[s]`.
 """
 from __future__ import annotations
 
 from llvmlite import ir
 
 from ..runtime.abi import Abi
-from ..train import FIXED, SAMPLE, STEP, FitSpec
+from ..train import FIXED, SAMPLE, FitSpec
 from .codegen import LLVM_TYPES, PTR, product
 from .kernels import vector_dot
 from .loops import I64, for_range
@@ -84,9 +84,6 @@ def build_fit(module: ir.Module, name: str, abi: Abi, entry: ir.Function, spec: 
             elt, src = LLVM_TYPES[t.dtype], slot(table, i)
             if kind == FIXED:
                 args.append(b.load(src, typ=elt) if t.ndim == 0 else src)
-            elif kind == STEP:
-                args.append(b.fadd(b.load(src, typ=elt), b.sitofp(b.add(s, ir.Constant(I64, 1)),
-                                                                  elt)))
             elif kind == SAMPLE:
                 sample = data_row(i, perm_at(start), dims)
                 args.append(b.load(sample, typ=elt) if t.ndim == 0 else sample)

@@ -1,7 +1,7 @@
 """Scalar code for elementwise primitives, one emitter per op, and libm-free exp/log/tanh.
 
-Input: an IRBuilder, the LLVM float type, operand values (scalars or vectors alike) and the
-equation's params. Output: the result value.
+Input: an IRBuilder, the LLVM float type of the result, operand values (scalars or vectors
+alike) and the equation's params. Output: the result value.
 Invariants: no calls except LLVM intrinsics that lower to plain instructions (fabs, copysign,
 sqrt), so loops vectorize and objects need no libm; exp, log and tanh are polynomial
 approximations accurate to a few ulp of the dtype (range reduction by powers of two, Taylor
@@ -215,6 +215,19 @@ def emit_pow(b: ir.IRBuilder, ty, x, *, y):
     return b.select(b.fcmp_ordered("==", x, _c(ty, -math.inf)), _c(ty, far), result)
 
 
+def _bits(ty) -> int:
+    """The width of a float type's (or float vector type's) elements."""
+    element = ty.element if isinstance(ty, ir.VectorType) else ty
+    return 64 if isinstance(element, ir.DoubleType) else 32
+
+
+def emit_convert(b: ir.IRBuilder, ty, x, *, dtype):
+    """x as `ty` (the output's type, of `dtype`): widened exactly, or rounded to nearest."""
+    if _bits(x.type) == _bits(ty):
+        return x
+    return b.fpext(x, ty) if _bits(ty) > _bits(x.type) else b.fptrunc(x, ty)
+
+
 EMITTERS = {
     "neg": lambda b, ty, x: b.fneg(x),
     "exp": emit_exp,
@@ -230,4 +243,5 @@ EMITTERS = {
     "sub": lambda b, ty, x, y: b.fsub(x, y),
     "mul": lambda b, ty, x, y: b.fmul(x, y),
     "div": lambda b, ty, x, y: b.fdiv(x, y),
+    "convert_element_type": emit_convert,
 }

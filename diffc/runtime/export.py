@@ -3,8 +3,9 @@
 Input: a compiled function (plain, grad, value_and_grad or train step). Output: the object code
 (position-independent, no libm or Python symbols), a C header generated from the signature that
 documents argument order, layout, symbolic dims, the workspace, in-place arguments and thread
-safety, the signature as JSON (what `diffc.load` rebuilds the calling convention from) and,
-where a system C compiler exists, a shared library linked from the object.
+safety, the signature as JSON (what `diffc.load` rebuilds the calling convention from; its
+"format" is FORMAT) and, where a system C compiler exists, a shared library linked from the
+object.
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ import warnings
 from .abi import Abi, type_to_json
 
 C_TYPES = {"f32": "float", "f64": "double", "i32": "int32_t", "i64": "int64_t"}
+# the version of the JSON and of the calling convention it describes, which `load` checks.
+# 2: a train step takes its step count as an in-place `step_count` (f64[1]), not `t` by value
+FORMAT = 2
 
 
 def export(fn, path: str) -> list[str]:
@@ -49,6 +53,7 @@ def metadata(fn, compiled) -> dict:
     from .. import __version__
     sig = fn._entry_signature
     return {
+        "format": FORMAT,
         "diffc": __version__,
         "name": fn.name,
         "kind": fn._export_kind(),
@@ -95,12 +100,15 @@ def c_header(meta: dict) -> str:
     if meta["kind"] == "train_step":
         lines += [
             "",
-            "/* The train step's inputs are the function's, then `lr`, then `t` (the 1-based step",
-            "   number, for Adam's bias corrections), then the optimizer state (zeroed at start).",
+            "/* The train step's inputs are the function's, then `lr`, then `step_count` (one",
+            "   double: the number of updates applied; each call adds 1 to it in place, and Adam's",
+            "   bias corrections use step t = step_count + 1), then the optimizer state. Zero",
+            "   step_count together with the state to start (or restart) training.",
             f"   {abi.fit_entry} runs steps first <= s < last of an epoch over n samples in the",
             "   order perm: table[i] points at input i (data inputs: the whole data set with a",
-            "   leading sample axis; `t`: a scalar t0, step s uses t0 + s + 1), staging[i] at a",
-            "   batch-sized buffer for batched data inputs; step s writes its loss to losses[s].",
+            "   leading sample axis; a scalar such as `lr`: its value; each step updates the",
+            "   params, step_count and the state in place), staging[i] at a batch-sized buffer",
+            "   for batched data inputs; step s writes its loss to losses[s].",
             "   The table lists the inputs of the JSON's fit.abi: with cross-step fusion",
             "   (fit.rewrites) each fused layer adds a carry buffer (W @ x, of W's row count) and",
             "   the data set of its x again. */",

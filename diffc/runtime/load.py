@@ -14,6 +14,7 @@ from ..errors import DiffcError
 from ..types import Param, Signature
 from .abi import Native, type_from_json
 from .call import Invoker
+from .export import FORMAT
 
 
 class LoadedProgram:
@@ -53,6 +54,9 @@ def load(path: str):
                              f"only where a C compiler is found)")
     with open(path + ".json") as f:
         meta = json.load(f)
+    if meta.get("format") != FORMAT:  # exports before format 2 have no "format"
+        raise DiffcError(f"diffc.load: {path}.json is in export format {meta.get('format', 1)}; "
+                         f"this diffc loads format {FORMAT}: export the function again")
     program = LoadedProgram(meta, ctypes.CDLL(os.path.abspath(path + ".so")))
     kinds = {"function": CompiledFunction, "grad": GradFunction, "train_step": TrainStep}
     return kinds[meta["kind"]]._restore(meta, program)

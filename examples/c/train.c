@@ -41,18 +41,18 @@ int main(void) {
     void *workspace = aligned_alloc(64, (diffc_train_step_mlp_loss_workspace_size() + 63) / 64 * 64);
     if (!workspace) return 1;
     double lr = 0.01, loss;
-    int64_t t = 0;
+    double step_count[1] = {0};  /* updates applied: each call adds 1 (SGD has no other state) */
     for (int epoch = 0; epoch < EPOCHS; epoch++) {
         double total = 0;
         for (int n = 0; n < N; n++) {
-            t++;
-            diffc_train_step_mlp_loss(W1, b1, W2, b2, &X[n * IN], &Y[n * OUT], lr, (double)t,
+            diffc_train_step_mlp_loss(W1, b1, W2, b2, &X[n * IN], &Y[n * OUT], lr, step_count,
                                       &loss, workspace);
             if (epoch == 0 && n < 5) printf("step %d loss %.12f\n", n, loss);
             total += loss;
         }
         printf("epoch %d mean loss %.6f\n", epoch, total / N);
     }
+    printf("steps %.0f\n", step_count[0]);
     free(workspace);
     return 0;
 }
