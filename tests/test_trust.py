@@ -462,9 +462,17 @@ def test_load_fuzz_intact_files_load_and_run(load_fuzz):
     _expect(load_fuzz, *[n for n, (_, _, blamed) in LOAD_CASES.items() if not blamed])
 
 
+@needs_cc
+def test_load_takes_a_path_object(exports):
+    x, w = np.linspace(-1, 1, 5), np.linspace(0.5, 2, 5)
+    assert diffc.load(exports / "poly")(x, w) == pytest.approx(np.sum(np.tanh(w * x)),
+                                                               rel=1e-12)
+
+
 def test_load_rejects_paths_that_are_not_paths():
-    for bad in (None, 3, b"bytes/path"):
-        with pytest.raises(ArgumentError, match="path: expected a str or os.PathLike"):
+    for bad, kind in ((None, "NoneType"), (3, "int"), (b"bytes/path", "bytes")):
+        with pytest.raises(ArgumentError, match=f"path: expected a str or os.PathLike .* got "
+                           f"{kind}$"):
             diffc.load(bad)
 
 

@@ -71,25 +71,16 @@ def load(path):
     from ..function import CompiledFunction
     from ..train import TrainStep
     from ..transforms import GradFunction
-    try:
+    given = path
+    if isinstance(path, os.PathLike):
         path = os.fspath(path)
-    except TypeError:
-        path = None
     if not isinstance(path, str):
         raise ArgumentError(f"path: expected a str or os.PathLike (the path given to export), "
-                            f"got {type(path).__name__}")
+                            f"got {type(given).__name__}")
     meta = _read_json(path + ".json")
     entry, expected = _check_json(meta, path + ".json")
     library = _map_copy(path + ".so", _read(path + ".so", path + ".json", expected))
-    symbol = export_digest_symbol(entry)
-    try:
-        embedded = bytes((ctypes.c_ubyte * 32).in_dll(library, symbol))
-    except ValueError:
-        raise _bad(path + ".so", f"has no {symbol}: it was not linked by diffc's export, or "
-                   f"{path}.json names another entry (export again)") from None
-    if embedded != description_digest(meta):
-        raise _bad(path + ".json", f"does not describe {path}.so: it was changed after export, "
-                   f"or belongs to another export (export again)")
+    _check_digest(library, entry, meta, path)
     program = LoadedProgram(meta, library)
     kinds = {"function": CompiledFunction, "grad": GradFunction, "train_step": TrainStep}
     return kinds[meta["kind"]]._restore(meta, program)
@@ -150,17 +141,35 @@ def _check_json(meta: dict, file: str) -> tuple[str, dict]:
     return entry, record
 
 
+def _check_digest(library: ctypes.CDLL, entry: str, meta: dict, path: str) -> None:
+    """The digest linked into the library must be that of the JSON (export.py)."""
+    symbol = export_digest_symbol(entry)
+    try:
+        embedded = bytes((ctypes.c_ubyte * 32).in_dll(library, symbol))
+    except ValueError:
+        raise _bad(path + ".so", f"has no {symbol}: it was not linked by diffc's export, or "
+                   f"{path}.json names another entry (export again)") from None
+    if embedded != description_digest(meta):
+        raise _bad(path + ".json", f"does not describe {path}.so: it was changed after export, "
+                   f"or belongs to another export (export again)")
+
+
 def _map_copy(file: str, data: bytes) -> ctypes.CDLL:
     """dlopen a private copy of data (the verified bytes of `file`) at a path new to the process;
     the copy is deleted once mapped."""
-    folder = tempfile.mkdtemp(prefix="diffc-load-")
+    try:
+        folder = tempfile.mkdtemp(prefix="diffc-load-")
+    except OSError as e:
+        raise _bad(file, f"cannot be loaded: no temporary folder for its private copy ({e}); "
+                   f"set TMPDIR to a writable folder") from None
     copy = os.path.join(folder, f"{next(_copies)}-{os.path.basename(file)[-64:]}")
     try:
         with open(copy, "xb") as f:
             f.write(data)
         return ctypes.CDLL(copy)
     except OSError as e:
-        raise _bad(file, f"cannot be loaded: {e}") from None
+        raise _bad(file, f"cannot be loaded: {e} (its private copy was in {folder}: if that "
+                   f"folder's file system is mounted noexec, set TMPDIR to another)") from None
     finally:
         if os.path.exists(copy):
             os.unlink(copy)
