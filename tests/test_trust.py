@@ -355,8 +355,7 @@ LOAD_CASES = {
     "json so size edited": (JSON, _edit(**{"files.so.size": 12}), SO),
     "json so sha256 edited": (JSON, _edit(**{"files.so.sha256": "0" * 64}), SO),
     "json so sha256 not hex": (JSON, _edit(**{"files.so.sha256": "z" * 64}), JSON),
-    "json entry renamed": (JSON, _edit(**{"abi.entry": "diffc_other"}), SO),
-    "json entry not an identifier": (JSON, _edit(**{"abi.entry": "a(b)"}), JSON),
+    "json entry renamed": (JSON, _edit(**{"abi.entry": "diffc_other"}), JSON),
     "json entry a number": (JSON, _edit(**{"abi.entry": 7}), JSON),
     "json labels removed": (JSON, _edit(labels={}), JSON),
     "json labels widened": (JSON, _edit(**{"labels.4": [60]}), JSON),
@@ -380,7 +379,7 @@ LOAD_CASES = {
     "so fifo": (SO, "fifo", SO),
     "so symlink to dev zero": (SO, "/dev/zero", SO),
     "so a directory": (SO, "dir", SO),
-    "so relinked, files record updated": (SO, "relink", SO),
+    "so relinked, files record updated": (SO, "relink", JSON),
 }
 
 

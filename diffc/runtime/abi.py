@@ -45,11 +45,6 @@ class Abi:
                    tuple(type_from_json(t) for t in data["outputs"]), tuple(data["symbols"]))
 
 
-def export_digest_symbol(entry: str) -> str:
-    """The symbol holding the sha256 of an export's JSON, linked into its .so (not the .o)."""
-    return entry + "_export_digest"
-
-
 def type_to_json(t: ArrayType) -> dict:
     return {"dtype": t.dtype.name, "shape": list(t.shape)}
 

@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import warnings
 
-from .abi import Abi, export_digest_symbol, type_to_json
+from .abi import Abi, type_to_json
 from .load import FORMAT, description_digest
 
 C_TYPES = {"f32": "float", "f64": "double", "i32": "int32_t", "i64": "int64_t"}
@@ -74,7 +74,7 @@ def _link(path: str, meta: dict) -> bytes | None:
                       f"C programs with: cc -shared -o {path}.so {path}.o", stacklevel=4)
         return None
     from ..compiler import codegen, llvm
-    symbol = export_digest_symbol(meta["abi"]["entry"])
+    symbol = meta["abi"]["entry"] + "_export_digest"  # a name C programs can read it by
     digest = llvm.compile_module(codegen.constant_module(symbol, symbol,
                                                          description_digest(meta)))
     with tempfile.TemporaryDirectory(prefix="diffc-export-") as folder:

@@ -3,15 +3,16 @@
 Input: the path given to `export` (without extension). Output: the same kind of callable that
 was exported (function, gradient, train step) with the same calling convention and argument
 validation, built from `path.json` and calling into `path.so`.
-Invariants: the .so is mapped only if its bytes have the size and sha256 the .json records, and
-the result is returned only if the .so's `<entry>_export_digest` equals the digest of the .json
-(export.py links it in): the .json is then the one written with this .so, so the label ranges,
-shapes and in-place arguments it gives are those the code was compiled for. The bytes checked
-are the bytes mapped: a private copy, at a path new to the process (dlopen hands out the library
-already mapped for a path, so a re-exported path would otherwise run its old code). Every
-failure is an `ArgumentError` naming the file and what is wrong with it. This detects damaged,
-mixed-up and edited exports, not forged ones: whoever can write both files can make them agree,
-and loading an export runs its native code, so load only exports you would trust as a library.
+Invariants: the .so is mapped only if its bytes have the size and sha256 the .json records and
+hold the digest of the .json (export.py links it in as `<entry>_export_digest`): the .json is
+then the one written with this .so, so the label ranges, shapes and in-place arguments it gives
+are those the code was compiled for. (A .json changed since has another digest, which a .so
+holds by chance with probability 2^-256.) The bytes checked are the bytes mapped: a private
+copy, at a path new to the process (dlopen hands out the library already mapped for a path, so
+a re-exported path would otherwise run its old code). Every failure is an `ArgumentError`
+naming the file and what is wrong with it. This detects damaged, mixed-up and edited exports,
+not forged ones: whoever can write both files can make them agree, and loading an export runs
+its native code, so load only exports you would trust as a library.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import tempfile
 
 from ..errors import ArgumentError, DiffcError
 from ..types import Param, Signature
-from .abi import Native, export_digest_symbol, type_from_json
+from .abi import Native, type_from_json
 from .call import Invoker
 from .files import read_regular
 
@@ -78,10 +79,11 @@ def load(path):
         raise ArgumentError(f"path: expected a str or os.PathLike (the path given to export), "
                             f"got {type(given).__name__}")
     meta = _read_json(path + ".json")
-    entry, expected = _check_json(meta, path + ".json")
-    library = _map_copy(path + ".so", _read(path + ".so", path + ".json", expected))
-    _check_digest(library, entry, meta, path)
-    program = LoadedProgram(meta, library)
+    data = _read(path + ".so", path + ".json", _so_record(meta, path + ".json"))
+    if description_digest(meta) not in data:  # the .so holds the digest of its own .json
+        raise _bad(path + ".json", f"does not describe {path}.so: it was changed after export, "
+                   f"or the .so was not linked by the export that wrote it (export again)")
+    program = LoadedProgram(meta, _map_copy(path + ".so", data))
     kinds = {"function": CompiledFunction, "grad": GradFunction, "train_step": TrainStep}
     return kinds[meta["kind"]]._restore(meta, program)
 
@@ -117,16 +119,16 @@ def _read_json(file: str) -> dict:
     return meta
 
 
-def _check_json(meta: dict, file: str) -> tuple[str, dict]:
-    """The entry name and the .so's record, checked: what load reads before mapping the .so
-    (the rest of the JSON is checked against the digest linked into it)."""
+def _so_record(meta: dict, file: str) -> dict:
+    """The size and sha256 of the .so, checked for type: all load reads from the JSON before
+    the JSON itself is checked against the digest in the .so."""
     if "format" not in meta:
         raise _bad(file, "has no format field: it was written by an older diffc, or is no "
                    "diffc export (export it again)")
     if meta["format"] != FORMAT:
         raise _bad(file, f"is in export format {meta['format']!r} (by diffc "
                    f"{meta.get('diffc')!r}), not {FORMAT}: export it again with this diffc")
-    files, abi = meta.get("files"), meta.get("abi")
+    files = meta.get("files")
     record = files.get("so", {}) if isinstance(files, dict) else {}
     if record is None:
         raise _bad(file, "records no .so: it was exported where no C compiler was found "
@@ -135,23 +137,7 @@ def _check_json(meta: dict, file: str) -> tuple[str, dict]:
             isinstance(record.get("sha256"), str) and
             re.fullmatch("[0-9a-f]{64}", record["sha256"])):
         raise _bad(file, "has no valid files.so record (size and sha256 of the .so)")
-    entry = abi.get("entry") if isinstance(abi, dict) else None
-    if not (isinstance(entry, str) and re.fullmatch("[A-Za-z_][A-Za-z0-9_]*", entry)):
-        raise _bad(file, f"has no valid abi.entry (a C identifier), got {entry!r}")
-    return entry, record
-
-
-def _check_digest(library: ctypes.CDLL, entry: str, meta: dict, path: str) -> None:
-    """The digest linked into the library must be that of the JSON (export.py)."""
-    symbol = export_digest_symbol(entry)
-    try:
-        embedded = bytes((ctypes.c_ubyte * 32).in_dll(library, symbol))
-    except ValueError:
-        raise _bad(path + ".so", f"has no {symbol}: it was not linked by diffc's export, or "
-                   f"{path}.json names another entry (export again)") from None
-    if embedded != description_digest(meta):
-        raise _bad(path + ".json", f"does not describe {path}.so: it was changed after export, "
-                   f"or belongs to another export (export again)")
+    return record
 
 
 def _map_copy(file: str, data: bytes) -> ctypes.CDLL:
