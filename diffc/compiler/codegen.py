@@ -95,6 +95,17 @@ def build_module(program: Program, name: str) -> tuple[ir.Module, Abi]:
     return module, abi
 
 
+def constant_module(name: str, symbol: str, data: bytes) -> ir.Module:
+    """A module defining only the exported constant byte array `symbol` (an export links the
+    digest of its JSON into its shared library this way: runtime/load.py checks it)."""
+    module = ir.Module(name=name)
+    array = ir.ArrayType(ir.IntType(8), len(data))
+    constant = ir.GlobalVariable(module, array, symbol)
+    constant.initializer = ir.Constant(array, bytearray(data))
+    constant.global_constant = True
+    return module
+
+
 def add_entry(module: ir.Module, program: Program, entry: str) -> tuple[Abi, ir.Function]:
     """The entry `entry` computing program, its kernels and its workspace-size function."""
     abi = Abi(entry, tuple(v.type for v in program.inputs),

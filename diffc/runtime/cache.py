@@ -5,10 +5,15 @@ fit loop, target, CPU name and features, llvmlite/LLVM versions, options and a d
 diffc's own source: compiler/llvm.py's `cache_context`). Output: the object code, optimized
 LLVM IR and `Native` description (as JSON) of an earlier compile, or None: a hit skips the
 passes, code generation and LLVM.
-Invariants: `DIFFC_CACHE_DIR` (default `~/.cache/diffc`, created private, 0700) holds one file
-per key, written atomically (a temporary file renamed into place), so concurrent writers never
-expose a partial entry; every entry carries the sha256 of its payload and is checked when read:
-a corrupt, truncated or mismatched entry is ignored (and rebuilt), never loaded.
+Invariants: `DIFFC_CACHE_DIR` (default `~/.cache/diffc`, created private, 0700) is used only
+if it is owned by the user and not writable by group or others (as ssh and pip require);
+otherwise diffc warns once and compiles without it, reading and writing nothing there. Object
+code is native code the process runs, and a checksum is no signature: anyone who can write the
+folder could plant an entry. The folder is checked and used through one open descriptor, so the
+folder checked is the folder used. An entry (one per key, 0600, written atomically: a temporary
+file renamed into place) is read only if it is a regular file of the user, not a symlink, and
+at most `files.MAX_BYTES` long; it carries its key and the sha256 of its payload, and a
+damaged, truncated or other key's entry is ignored (and rebuilt), never loaded.
 `DIFFC_CACHE=0` turns the cache off: nothing is read or written.
 """
 from __future__ import annotations
@@ -16,10 +21,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
+import warnings
 
-MAGIC = b"diffc-cache-2\n"
+from .files import read_regular
+
+MAGIC = b"diffc-cache-3\n"
 PARTS = 3  # object code, LLVM IR, JSON
+HEADER = len(MAGIC) + 2 * 65  # the magic, then the key and the payload's sha256 (hex lines)
+_warned: set[str] = set()  # untrusted folders already warned about
 
 
 def enabled() -> bool:
@@ -40,24 +50,51 @@ def key(text: str, context: dict) -> str:
     return h.hexdigest()
 
 
-def _path(k: str) -> str:
-    return os.path.join(directory(), k + ".bin")
+def _open_folder() -> int | None:
+    """A descriptor of the cache folder if the cache is on and the folder is the user's alone
+    (warning once per folder otherwise), else None."""
+    if not enabled():
+        return None
+    folder = directory()
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if st.st_uid == os.geteuid() and not st.st_mode & 0o022:
+        return fd
+    os.close(fd)
+    if folder not in _warned:
+        _warned.add(folder)
+        why = (f"owned by uid {st.st_uid}, not by you (uid {os.geteuid()})"
+               if st.st_uid != os.geteuid() else "writable by group or others")
+        warnings.warn(f"diffc: not using the compiled-code cache {folder}: it is {why}, so "
+                      f"others could plant native code in it. Use a private folder "
+                      f"(DIFFC_CACHE_DIR, or `chmod go-w {folder}` if it is yours); compiling "
+                      f"without a cache meanwhile", RuntimeWarning, stacklevel=4)
+    return None
+
+
+def _header(k: str, payload: bytes) -> bytes:
+    """What an entry of key k starts with: it binds the entry to its key and its payload."""
+    return MAGIC + k.encode() + b"\n" + hashlib.sha256(payload).hexdigest().encode() + b"\n"
 
 
 def load(k: str) -> tuple[bytes, str, dict] | None:
-    """(object code, optimized LLVM IR, JSON) stored under key k, or None if absent or damaged."""
-    if not enabled():
+    """(object code, optimized LLVM IR, JSON) stored under key k, or None if absent, damaged,
+    stored under another key or not safe to read."""
+    folder = _open_folder()
+    if folder is None:
         return None
     try:
-        with open(_path(k), "rb") as f:
-            data = f.read()
-    except OSError:
+        data = read_regular(k + ".bin", dir_fd=folder, follow=False, owner=os.geteuid())
+    except (OSError, ValueError):
         return None
-    header = len(MAGIC) + 64 + 1
-    if len(data) < header + 8 * PARTS or not data.startswith(MAGIC):
-        return None
-    digest, payload = data[len(MAGIC):header - 1], data[header:]
-    if hashlib.sha256(payload).hexdigest().encode() != digest:
+    finally:
+        os.close(folder)
+    payload = data[HEADER:]
+    if len(payload) < 8 * PARTS or data[:HEADER] != _header(k, payload):
         return None
     sizes = [int.from_bytes(payload[8 * i:8 * i + 8], "little") for i in range(PARTS)]
     if 8 * PARTS + sum(sizes) != len(payload):
@@ -74,21 +111,24 @@ def load(k: str) -> tuple[bytes, str, dict] | None:
 
 def store(k: str, object_code: bytes, llvm_ir: str, meta: dict) -> None:
     """Write an entry atomically; a cache that cannot be written is skipped silently."""
-    if not enabled():
+    folder = _open_folder()
+    if folder is None:
         return
     parts = [object_code, llvm_ir.encode(), json.dumps(meta).encode()]
     payload = b"".join(len(p).to_bytes(8, "little") for p in parts) + b"".join(parts)
-    data = MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
-    folder = directory()
+    data = _header(k, payload) + payload
+    tmp = f".tmp-{secrets.token_hex(8)}"
     try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                     dir_fd=folder)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, _path(k))
+            os.replace(tmp, k + ".bin", src_dir_fd=folder, dst_dir_fd=folder)
         except BaseException:
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=folder)
             raise
     except OSError:
         return
+    finally:
+        os.close(folder)

@@ -56,8 +56,8 @@ def _key_text(program: Program, name: str, fit_spec) -> str:
 
 
 def _calls_match(abi, program: Program) -> bool:
-    """Whether cached code takes and returns the program's types (a guard against a stale or
-    colliding entry, which is then rebuilt)."""
+    """Whether cached code takes and returns the program's types: entries are bound to their
+    key (cache.py), so this guards against a key text that misses something deciding them."""
     return (abi.inputs == tuple(v.type for v in program.inputs) and
             abi.outputs == tuple(a.type for a in program.outputs))
 

@@ -3,49 +3,92 @@
 Input: a compiled function (plain, grad, value_and_grad or train step). Output: the object code
 (position-independent, no libm or Python symbols), a C header generated from the signature that
 documents argument order, layout, symbolic dims, the workspace, in-place arguments and thread
-safety, the signature as JSON (what `diffc.load` rebuilds the calling convention from; its
-"format" is FORMAT) and, where a system C compiler exists, a shared library linked from the
-object.
+safety, the signature as JSON (what `diffc.load` rebuilds the calling convention from) and,
+where a system C compiler exists, a shared library linked from the object.
+Invariants: the two halves `diffc.load` uses are bound to each other: the .json records the
+size and sha256 of the .o and the .so, and the .so also defines `<entry>_export_digest`, the
+sha256 of the .json's other fields (load.py's `description_digest`), so that a .json edited
+since (its label ranges, shapes, ...) no longer describes the .so. Each file is written
+whole (a temporary file renamed into place), the .json last. Without a C compiler a stale
+`path.so` is removed: it would not belong to the new .o/.h/.json.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 import warnings
 
 from .abi import Abi, type_to_json
+from .load import FORMAT, description_digest
 
 C_TYPES = {"f32": "float", "f64": "double", "i32": "int32_t", "i64": "int64_t"}
-# the version of the JSON and of the calling convention it describes, which `load` checks.
-# 2: a train step takes its step count as an in-place `step_count` (f64[1]), not `t` by value
-FORMAT = 2
 
 
 def export(fn, path: str) -> list[str]:
     """Write the artifacts of fn next to `path` (a path without extension); return their paths."""
     compiled = fn.compile()._compiled
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    meta = metadata(fn, compiled)
-    written = []
-    for ext, content, mode in ((".o", compiled.object_code, "wb"),
-                               (".h", c_header(meta), "w"),
-                               (".json", json.dumps(meta, indent=1) + "\n", "w")):
-        with open(path + ext, mode) as f:
-            f.write(content)
-        written.append(path + ext)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    meta = json.loads(json.dumps(metadata(fn, compiled)))  # as `load` will read it
+    _write(path + ".o", compiled.object_code)
+    library = _link(path, meta)
+    meta["files"] = {"o": file_record(compiled.object_code),
+                     "so": None if library is None else file_record(library)}
+    _write(path + ".h", c_header(meta).encode())
+    _write(path + ".json", (json.dumps(meta, indent=1) + "\n").encode())
+    return [path + ext for ext in (".o", ".h", ".json")] + ([] if library is None else
+                                                            [path + ".so"])
+
+
+def file_record(data: bytes) -> dict:
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _write(path: str, data: bytes) -> None:
+    """Replace path with data at once: a reader sees the old file or the new, never a part."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _link(path: str, meta: dict) -> bytes | None:
+    """Link path.so from path.o and the digest of meta; its bytes, or None without a C compiler.
+    Any earlier path.so is removed first, so none is left that the new .json does not describe."""
+    stale = os.path.lexists(path + ".so")
+    if stale:
+        os.unlink(path + ".so")
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
-        warnings.warn(f"no C compiler found: wrote {', '.join(written)} but not {path}.so; "
-                      f"link it with: cc -shared -o {path}.so {path}.o", stacklevel=2)
-        return written
-    result = subprocess.run([cc, "-shared", "-o", path + ".so", path + ".o"],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"linking {path}.so failed:\n{result.stderr}")
-    return written + [path + ".so"]
+        removed = f" (and removed the old {path}.so, made from another export)" if stale else ""
+        warnings.warn(f"no C compiler found: wrote {path}.o, {path}.h and {path}.json but no "
+                      f"{path}.so{removed}, so diffc.load cannot load this export; link it for "
+                      f"C programs with: cc -shared -o {path}.so {path}.o", stacklevel=4)
+        return None
+    from ..compiler import codegen, llvm
+    symbol = meta["abi"]["entry"] + "_export_digest"  # a name C programs can read it by
+    digest = llvm.compile_module(codegen.constant_module(symbol, symbol,
+                                                         description_digest(meta)))
+    with tempfile.TemporaryDirectory(prefix="diffc-export-") as folder:
+        digest_o, library = os.path.join(folder, "digest.o"), os.path.join(folder, "lib.so")
+        with open(digest_o, "wb") as f:
+            f.write(digest.object_code)
+        result = subprocess.run([cc, "-shared", "-o", library, path + ".o", digest_o],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"linking {path}.so failed:\n{result.stderr}")
+        with open(library, "rb") as f:
+            data = f.read()
+    _write(path + ".so", data)
+    return data
 
 
 def metadata(fn, compiled) -> dict:

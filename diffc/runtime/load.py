@@ -3,18 +3,38 @@
 Input: the path given to `export` (without extension). Output: the same kind of callable that
 was exported (function, gradient, train step) with the same calling convention and argument
 validation, built from `path.json` and calling into `path.so`.
+Invariants: the .so is mapped only if its bytes have the size and sha256 the .json records and
+hold the digest of the .json (export.py links it in as `<entry>_export_digest`): the .json is
+then the one written with this .so, so the label ranges, shapes and in-place arguments it gives
+are those the code was compiled for. (A .json changed since has another digest, which a .so
+holds by chance with probability 2^-256.) The bytes checked are the bytes mapped: a private
+copy, at a path new to the process (dlopen hands out the library already mapped for a path, so
+a re-exported path would otherwise run its old code). Every failure is an `ArgumentError`
+naming the file and what is wrong with it. This detects damaged, mixed-up and edited exports,
+not forged ones: whoever can write both files can make them agree, and loading an export runs
+its native code, so load only exports you would trust as a library.
 """
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import itertools
 import json
 import os
+import re
+import tempfile
 
-from ..errors import DiffcError
+from ..errors import ArgumentError, DiffcError
 from ..types import Param, Signature
 from .abi import Native, type_from_json
 from .call import Invoker
-from .export import FORMAT
+from .files import read_regular
+
+# the version of the .json and of the calling convention it describes; bump when what load
+# reads changes. 2: a train step takes its step count as an in-place `step_count` (f64[1]) and
+# the .json records the digests of the .o and .so
+FORMAT = 2
+_copies = itertools.count()  # numbers the private copies, so that no path is mapped twice
 
 
 class LoadedProgram:
@@ -22,7 +42,7 @@ class LoadedProgram:
 
     def __init__(self, meta: dict, library: ctypes.CDLL):
         self.native = native = Native.from_json(meta)
-        self.library = library
+        self.library = library  # ctypes never unloads it: the addresses stay valid
         self.addresses = {s: ctypes.cast(getattr(library, s), ctypes.c_void_p).value
                           for s in native.symbols()}
         self.invoker = Invoker(native.abi, signature_from_json(meta), self.addresses,
@@ -43,20 +63,103 @@ def signature_from_json(meta: dict) -> Signature:
                      type_from_json(meta["result"]))
 
 
-def load(path: str):
+def description_digest(meta: dict) -> bytes:
+    """The sha256 of an export's JSON without its files record (which holds the digest of the
+    .so this digest is linked into)."""
+    body = {k: v for k, v in meta.items() if k != "files"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).digest()
+
+
+def load(path):
     """The exported function at `path` (as given to `export`), ready to call."""
     from ..function import CompiledFunction
     from ..train import TrainStep
     from ..transforms import GradFunction
-    for ext in (".json", ".so"):
-        if not os.path.exists(path + ext):
-            raise DiffcError(f"diffc.load: {path + ext} does not exist (export writes the .so "
-                             f"only where a C compiler is found)")
-    with open(path + ".json") as f:
-        meta = json.load(f)
-    if meta.get("format") != FORMAT:  # exports before format 2 have no "format"
-        raise DiffcError(f"diffc.load: {path}.json is in export format {meta.get('format', 1)}; "
-                         f"this diffc loads format {FORMAT}: export the function again")
-    program = LoadedProgram(meta, ctypes.CDLL(os.path.abspath(path + ".so")))
+    given = path
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str):
+        raise ArgumentError(f"path: expected a str or os.PathLike (the path given to export), "
+                            f"got {type(given).__name__}")
+    meta = _read_json(path + ".json")
+    data = _read(path + ".so", path + ".json", _so_record(meta, path + ".json"))
+    if description_digest(meta) not in data:  # the .so holds the digest of its own .json
+        raise _bad(path + ".json", f"does not describe {path}.so: it was changed after export, "
+                   f"or the .so was not linked by the export that wrote it (export again)")
+    program = LoadedProgram(meta, _map_copy(path + ".so", data))
     kinds = {"function": CompiledFunction, "grad": GradFunction, "train_step": TrainStep}
     return kinds[meta["kind"]]._restore(meta, program)
+
+
+def _bad(file: str, what: str) -> ArgumentError:
+    return ArgumentError(f"diffc.load: {file} {what}")
+
+
+def _read(file: str, json_file: str | None = None, expected: dict | None = None) -> bytes:
+    """The bytes of a regular file (checked against `expected` size and sha256, if given)."""
+    try:
+        data = read_regular(file)
+    except FileNotFoundError:
+        hint = " (export writes the .so only where a C compiler is found)" if expected else ""
+        raise _bad(file, f"does not exist{hint}") from None
+    except (OSError, ValueError) as e:
+        raise _bad(file, f"cannot be read: {e}") from None
+    if expected is not None and (len(data) != expected["size"] or
+                                 hashlib.sha256(data).hexdigest() != expected["sha256"]):
+        raise _bad(file, f"does not match {json_file} (it is not the file exported with it, or "
+                   f"it was damaged or changed since; export again)")
+    return data
+
+
+def _read_json(file: str) -> dict:
+    data = _read(file)
+    try:
+        meta = json.loads(data)
+    except (ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise _bad(file, f"is not valid JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict):
+        raise _bad(file, f"is not a diffc export (a JSON {type(meta).__name__}, not an object)")
+    return meta
+
+
+def _so_record(meta: dict, file: str) -> dict:
+    """The size and sha256 of the .so, checked for type: all load reads from the JSON before
+    the JSON itself is checked against the digest in the .so."""
+    if "format" not in meta:
+        raise _bad(file, "has no format field: it was written by an older diffc, or is no "
+                   "diffc export (export it again)")
+    if meta["format"] != FORMAT:
+        raise _bad(file, f"is in export format {meta['format']!r} (by diffc "
+                   f"{meta.get('diffc')!r}), not {FORMAT}: export it again with this diffc")
+    files = meta.get("files")
+    record = files.get("so", {}) if isinstance(files, dict) else {}
+    if record is None:
+        raise _bad(file, "records no .so: it was exported where no C compiler was found "
+                   "(export it again where `cc` exists)")
+    if not (isinstance(record, dict) and type(record.get("size")) is int and
+            isinstance(record.get("sha256"), str) and
+            re.fullmatch("[0-9a-f]{64}", record["sha256"])):
+        raise _bad(file, "has no valid files.so record (size and sha256 of the .so)")
+    return record
+
+
+def _map_copy(file: str, data: bytes) -> ctypes.CDLL:
+    """dlopen a private copy of data (the verified bytes of `file`) at a path new to the process;
+    the copy is deleted once mapped."""
+    try:
+        folder = tempfile.mkdtemp(prefix="diffc-load-")
+    except OSError as e:
+        raise _bad(file, f"cannot be loaded: no temporary folder for its private copy ({e}); "
+                   f"set TMPDIR to a writable folder") from None
+    copy = os.path.join(folder, f"{next(_copies)}-{os.path.basename(file)[-64:]}")
+    try:
+        with open(copy, "xb") as f:
+            f.write(data)
+        return ctypes.CDLL(copy)
+    except OSError as e:
+        raise _bad(file, f"cannot be loaded: {e} (its private copy was in {folder}: if that "
+                   f"folder's file system is mounted noexec, set TMPDIR to another)") from None
+    finally:
+        if os.path.exists(copy):
+            os.unlink(copy)
+        os.rmdir(folder)
