@@ -18,7 +18,7 @@ import numpy as np
 from . import ops
 from .errors import DiffcError, DTypeError, ShapeError, TraceError
 from .ir import Eqn, Lit, Program, Var
-from .types import ArrayType, DType, Signature, def_location, dtype_of_numpy
+from .types import ArrayType, DType, Signature, check_size, def_location, dtype_of_numpy
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -47,9 +47,9 @@ class TraceContext:
         types = [a.type for a in inputs]
         try:
             out = prim.shape_rule(*types, **params)
+            outs = tuple(Var(check_size(t)) for t in (out if isinstance(out, tuple) else (out,)))
         except (ShapeError, DTypeError) as e:
             raise type(e)(f"{self.source or user_location()}: {e}") from None
-        outs = tuple(Var(t) for t in (out if isinstance(out, tuple) else (out,)))
         self.eqns.append(Eqn(prim, tuple(inputs), params, outs, self.source or user_location()))
         return outs
 

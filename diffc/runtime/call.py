@@ -3,9 +3,13 @@
 Input: the `Abi` and `Signature` of compiled code and its entry addresses. Output: `Invoker`, a
 callable taking the function's arguments (positional or keyword) and returning its outputs.
 Invariants: nothing native runs until every argument has passed (dtype, shape, symbolic dims
-bound one way, C-contiguity, integer labels in range, scalars that are numbers), so a rejected
+bound one way, C-contiguity, integer labels and constant labels in range, scalars that are
+numbers, every value and the workspace small enough to allocate for the dims), so a rejected
 call writes nothing and Python input can never crash the process; errors are `ArgumentError`s
-naming the parameter, what was expected and what was given. Uses numpy and ctypes only.
+naming the parameter (or the dims), what was expected and what was given. ndarray subclasses
+are checked through plain views of their memory, so no overridden attribute can mislead a
+check. Functions with more arguments than ctypes passes are called through their packed twins.
+Uses numpy and ctypes only.
 """
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ import threading
 
 import numpy as np
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, ShapeError
+from ..ir import Lit
 from ..types import ArrayType, Signature
+from .abi import MAX_ARGS, Native, packed_name
 
 _CTYPES = {"f32": ctypes.c_float, "f64": ctypes.c_double, "i32": ctypes.c_int32,
            "i64": ctypes.c_int64}
@@ -53,22 +59,36 @@ _LABELLED = ("pick", "unpick", "softmax_cross_entropy", "softmax_cross_entropy_g
 _MOVES = ("reshape", "transpose", "broadcast_in_dim")  # carry a label value unchanged
 
 
-def aligned_workspace(size: int) -> tuple[np.ndarray, int]:
-    """A buffer holding `size` bytes from a 64-byte aligned address, and that address."""
-    buffer = np.empty(size + 64, np.uint8)
+def empty(shape, dtype, what: str) -> np.ndarray:
+    """np.empty, or an ArgumentError saying `what` needs more memory than the machine has."""
+    try:
+        return np.empty(shape, dtype)
+    except (MemoryError, ValueError):  # ValueError: more bytes than numpy can index
+        raise ArgumentError(f"{what} would take {_bytes(shape, dtype)}, more memory than this "
+                            f"machine can allocate") from None
+
+
+def _bytes(shape, dtype) -> str:
+    n = np.dtype(dtype).itemsize
+    for d in (shape if isinstance(shape, tuple) else (shape,)):
+        n *= d
+    return f"{n} bytes" if n < 2 ** 30 else f"{n / 2 ** 30:.3g} GiB"
+
+
+def aligned_workspace(size: int, what: str = "the workspace") -> tuple[np.ndarray, int]:
+    """A buffer holding `size` bytes from a 64-byte aligned address, and that address (size
+    -1, a workspace-size function's overflow, is an ArgumentError)."""
+    if size < 0:
+        raise ArgumentError(f"{what} would take more than 2**63 - 1 bytes")
+    buffer = empty(size + 64, np.uint8, what)
     return buffer, (buffer.ctypes.data + 63) & -64
 
 
-def label_bounds(program) -> dict[int, tuple]:
-    """Input index -> the class counts (ints or symbols) each integer-label input indexes.
-
-    Every equation that indexes with labels counts, including the gradient-only ones (`unpick`,
-    `softmax_cross_entropy_grad`), and labels are followed back through equations that only
-    move values to the input they come from: an unchecked label would index out of bounds.
-    """
-    index = {id(v): i for i, v in enumerate(program.inputs)}
+def _label_uses(program):
+    """(label atom, class dim) of every equation indexing with integer labels, including the
+    gradient-only ones (`unpick`, `softmax_cross_entropy_grad`); labels are followed back
+    through equations that only move values, to the input or constant they come from."""
     producer = {id(v): e for e in program.eqns for v in e.outputs}
-    bounds: dict[int, tuple] = {}
     for e in program.eqns:
         if e.prim.name not in _LABELLED or e.inputs[1].type.dtype.is_float:
             continue
@@ -76,9 +96,57 @@ def label_bounds(program) -> dict[int, tuple]:
         label = e.inputs[1]
         while id(label) in producer and producer[id(label)].prim.name in _MOVES:
             label = producer[id(label)].inputs[0]
+        yield label, classes
+
+
+def label_bounds(program) -> dict[int, tuple]:
+    """Input index -> the class counts (ints or symbols) each integer-label input indexes: an
+    unchecked label would index out of bounds."""
+    index = {id(v): i for i, v in enumerate(program.inputs)}
+    bounds: dict[int, tuple] = {}
+    for label, classes in _label_uses(program):
         if id(label) in index and classes not in bounds.get(index[id(label)], ()):
             bounds[index[id(label)]] = bounds.get(index[id(label)], ()) + (classes,)
     return bounds
+
+
+def literal_labels(program) -> tuple[tuple[int, object], ...]:
+    """(value, class dim) of every constant label: one indexing a symbolic class axis is
+    checked at call time, when the axis has a size."""
+    pairs = {(label.value, classes): None for label, classes in _label_uses(program)
+             if isinstance(label, Lit)}
+    return tuple(pairs)
+
+
+def native_function(addresses: dict, name: str, restype, argtypes: list):
+    """A ctypes callable for entry point `name`: its packed twin where it takes more than
+    MAX_ARGS arguments (called the same way)."""
+    if len(argtypes) <= MAX_ARGS:
+        return ctypes.CFUNCTYPE(restype, *argtypes)(addresses[name])
+    return _Packed(addresses[packed_name(name)], restype, argtypes)
+
+
+# how each ctypes argument type is written into its 8-byte slot: numpy type, index step
+_SLOTS = {ctypes.c_double: (np.float64, 1), ctypes.c_float: (np.float32, 2),
+          ctypes.c_int32: (np.int32, 2), ctypes.c_int64: (np.int64, 1),
+          ctypes.c_void_p: (np.uint64, 1)}
+
+
+class _Packed:
+    """Calls a packed twin (`name_packed(slots)`): slot i holds argument i as its C type."""
+
+    def __init__(self, address: int, restype, argtypes: list):
+        self.fn = ctypes.CFUNCTYPE(restype, ctypes.c_void_p)(address)
+        self.count = len(argtypes)
+        self.groups = [(dtype, np.array(indices, np.intp), np.array(indices) * step)
+                       for c, (dtype, step) in _SLOTS.items()
+                       if (indices := [i for i, a in enumerate(argtypes) if a is c])]
+
+    def __call__(self, *args):
+        slots = np.zeros(self.count, np.uint64)
+        for dtype, indices, at in self.groups:
+            slots.view(dtype)[at] = [args[i] for i in indices]
+        return self.fn(slots.ctypes.data)
 
 
 def bind_arguments(names, args, kwargs) -> list:
@@ -105,14 +173,35 @@ def _describe(a) -> str:
     return f"{type(a).__name__} {a!r}"[:60]
 
 
+def _plain_array(name: str, t: ArrayType, a) -> np.ndarray:
+    """An ndarray subclass as a plain ndarray of the same memory (numpy's own shape, dtype and
+    flags, whatever the subclass overrides); anything else is refused."""
+    if not isinstance(a, np.ndarray):
+        raise ArgumentError(f"{name}: expected a numpy array {t}, got {_describe(a)}")
+    return np.ndarray.view(a, np.ndarray)
+
+
+def _literal_labels(pairs) -> tuple:
+    """The constant labels to check at call time: those indexing symbolic class axes (a
+    negative one, or one outside a static axis, is refused now: tracing refuses them first)."""
+    for value, d in pairs:
+        if value < 0 or (d.__class__ is int and value >= d):
+            raise ShapeError(f"the constant label {value} is out of range for {d} classes")
+    return tuple((value, d) for value, d in pairs if d.__class__ is str)
+
+
 class Invoker:
     """Validates arguments and calls the native entry of one compiled program."""
 
-    def __init__(self, abi, signature: Signature, addresses: dict, labels: dict,
-                 written: tuple[int, ...] = ()):
-        self.abi, self.signature, self.labels = abi, signature, labels
-        self.written = frozenset(written)
+    def __init__(self, native: Native, signature: Signature, addresses: dict):
+        abi = self.abi = native.abi
+        self.signature, self.labels = signature, native.labels
+        self.written = frozenset(native.written)
         self.names = signature.names
+        # the parameter that binds each symbolic dim (the first one that mentions it)
+        self.bound_by = {d: p.name for p, t in reversed(list(zip(signature.params, abi.inputs,
+                                                                  strict=True))) for d in t.symbols}
+        self.literal_labels = _literal_labels(native.literal_labels)
         # per parameter: (name, type, is_array, numpy dtype, shape or None if symbolic)
         self._plans = [(p.name, t, t.ndim > 0, t.dtype.np_dtype, None if t.symbols else t.shape)
                        for p, t in zip(signature.params, abi.inputs, strict=True)]
@@ -122,22 +211,23 @@ class Invoker:
         self._static_outs = not any(t.symbols for t in abi.outputs)
         self.lock = threading.Lock()  # one workspace: one native call at a time
         scalar_args = [_CTYPES[t.dtype.name] for t in abi.inputs]
-        if NUMPY_LAYOUT_OK:  # arrays go to the entry that reads their data pointers itself
-            array_arg, self._pass = ctypes.py_object, None
-            address = addresses[abi.py_entry]
+        if NUMPY_LAYOUT_OK and abi.arity <= MAX_ARGS:  # arrays go to the entry that reads
+            array_arg, self._pass, entry = ctypes.py_object, None, abi.py_entry  # data itself
         else:
-            array_arg, self._pass = ctypes.c_void_p, (lambda a: a.ctypes.data)
-            address = addresses[abi.entry]
+            array_arg, self._pass, entry = ctypes.c_void_p, _data_address, abi.entry
         inputs = [array_arg if t.ndim else c
                   for t, c in zip(abi.inputs, scalar_args, strict=True)]
         argtypes = (inputs + [array_arg] * len(abi.outputs) +
                     [ctypes.c_int64] * len(abi.symbols) + [ctypes.c_void_p])
-        self._entry = ctypes.CFUNCTYPE(None, *argtypes)(address)
-        self._size = ctypes.CFUNCTYPE(ctypes.c_int64, *[ctypes.c_int64] * len(abi.symbols))(
-            addresses[abi.workspace_size])
+        self._entry = native_function(addresses, entry, None, argtypes)
+        self._size = native_function(addresses, abi.workspace_size, ctypes.c_int64,
+                                     [ctypes.c_int64] * len(abi.symbols))
         self._sizes: dict[tuple, int] = {}
         self._workspace = np.empty(0, np.uint8)
         self._workspace_address = 0
+        if not abi.symbols and self._size() < 0:
+            raise ShapeError(f"{', '.join(map(str, abi.inputs))}: the program's values need "
+                             f"more than 2**63 - 1 bytes: no buffer can hold them")
 
     # ------------------------------------------------------------------ arguments
 
@@ -151,12 +241,16 @@ class Invoker:
     def check(self, values: list) -> dict[str, int]:
         """Validate every argument; returns the symbolic dims' values."""
         symbols: dict[str, int] = {}
-        for (name, t, is_array, np_dtype, static_shape), a in zip(self._plans, values, strict=True):
+        plain = values  # values, with ndarray subclasses replaced by plain views
+        for k, ((name, t, is_array, np_dtype, static_shape), a) in enumerate(
+                zip(self._plans, values, strict=True)):
             if not is_array:
                 self._check_scalar(name, t, a)
                 continue
-            if not isinstance(a, np.ndarray):
-                raise ArgumentError(f"{name}: expected a numpy array {t}, got {_describe(a)}")
+            if a.__class__ is not np.ndarray:
+                a = _plain_array(name, t, a)
+                plain = list(values) if plain is values else plain
+                plain[k] = a
             if a.dtype is not np_dtype and a.dtype != np_dtype:
                 raise ArgumentError(f"{name}: expected {t}, got {_describe(a)}")
             if a.shape != static_shape:
@@ -166,9 +260,11 @@ class Invoker:
                                     f"non-contiguous {_describe(a)} (np.ascontiguousarray "
                                     f"makes one)")
         for i in self.labels:
-            self.check_labels(i, values[i], symbols)
+            self.check_labels(i, plain[i], symbols)
+        if self.literal_labels:
+            self.check_literal_labels(symbols)
         if self.written:
-            self.check_written(values)
+            self.check_written(plain)
         return symbols
 
     def _check_symbolic(self, name: str, t: ArrayType, a, symbols: dict) -> None:
@@ -188,10 +284,8 @@ class Invoker:
                                         f"{_describe(a)}")
                 symbols[d] = s
             elif bound != s:
-                first = next(p.name for p, v in zip(self.signature.params, self.abi.inputs,
-                                                        strict=True) if d in v.shape)
                 raise ArgumentError(f"{name}: expected {t} with {d}={bound} (as bound by "
-                                    f"{first}), got {_describe(a)}")
+                                    f"{self.bound_by[d]}), got {_describe(a)}")
 
     def check_written(self, values: list) -> None:
         """Arrays updated in place must be writable and share memory with no other argument."""
@@ -222,8 +316,8 @@ class Invoker:
 
     @staticmethod
     def _check_scalar(name: str, t: ArrayType, a) -> None:
-        if isinstance(a, np.ndarray) and a.ndim == 0:
-            a = a[()]
+        if isinstance(a, np.ndarray) and a.ndim == 0 and a.dtype.kind in "biuf":
+            a = a[()]  # a 0-d array of another kind (object, complex) is refused below
         if isinstance(a, _BOOLS):
             raise ArgumentError(f"{name}: expected a {t} number, got {_describe(a)}")
         if t.dtype.is_float:
@@ -248,24 +342,58 @@ class Invoker:
             raise ArgumentError(f"{name}: labels must lie in [0, {n}), got values from "
                                 f"{a.min()} to {a.max()}")
 
+    def check_literal_labels(self, symbols: dict) -> None:
+        """Constant labels must lie inside the symbolic class axes they index."""
+        for value, d in self.literal_labels:
+            if value >= symbols[d]:
+                raise ArgumentError(f"{self.bound_by[d]}: expected {d} > {value} (the constant "
+                                    f"label {value} indexes an axis of size {d}), got "
+                                    f"{d}={symbols[d]}")
+
     # ------------------------------------------------------------------ calling
+
+    def describe_dims(self, dims: tuple) -> str:
+        """The dims' values and the parameters that bound them (for error messages)."""
+        return ", ".join(f"{d}={v} (bound by {self.bound_by[d]})"
+                         for d, v in zip(self.abi.symbols, dims, strict=True)) or "static shapes"
+
+    def workspace_size(self, dims: tuple) -> int:
+        """The workspace bytes for these dims, or an ArgumentError where a value would hold more
+        than 2**63 - 1 bytes (checked natively, with overflow checks, before any allocation)."""
+        size = self._sizes.get(dims)
+        if size is None:
+            size = self._size(*dims)
+            if size < 0:
+                raise ArgumentError(f"{self.describe_dims(dims)}: these sizes make a value of "
+                                    f"the program larger than 2**63 - 1 bytes")
+            self._sizes[dims] = size
+        return size
 
     def _workspace_for(self, dims: tuple) -> int:
         """The aligned address of a workspace large enough for these dims (grown, never shrunk)."""
-        size = self._sizes.get(dims)
-        if size is None:
-            size = self._sizes[dims] = self._size(*dims)
-            if self._workspace.nbytes < size + 64:
-                self._workspace, self._workspace_address = aligned_workspace(size)
+        size = self.workspace_size(dims)
+        if self._workspace.nbytes < size + 64:
+            self._workspace, self._workspace_address = aligned_workspace(
+                size, f"{self.describe_dims(dims)}: the workspace for these sizes")
         return self._workspace_address
+
+    def _outputs(self, symbols: dict, dims: tuple) -> list:
+        """New output arrays (scalars: the reused 0-d buffers)."""
+        if not self._static_outs:
+            self.workspace_size(dims)  # refuses dims that make a value too large first
+        try:
+            return [o if o.__class__ is np.ndarray else np.empty(
+                o[1] if self._static_outs else tuple([symbols.get(d, d) for d in o[1]]), o[0])
+                for o in self._outs]
+        except (MemoryError, ValueError):
+            raise ArgumentError(f"{self.describe_dims(dims)}: the outputs for these sizes "
+                                f"would take more memory than this machine can allocate") from None
 
     def __call__(self, *args, **kwargs) -> list:
         values = args if not kwargs and len(args) == len(self.names) else self.bind(args, kwargs)
         symbols = self.check(values)
         dims = tuple([symbols[s] for s in self.abi.symbols])
-        outs = [o if o.__class__ is np.ndarray else np.empty(
-            o[1] if self._static_outs else tuple([symbols.get(d, d) for d in o[1]]), o[0])
-            for o in self._outs]
+        outs = self._outputs(symbols, dims)
         if self._pass is not None:
             values = [self._pass(a) if plan[2] else a
                       for a, plan in zip(values, self._plans, strict=True)]
