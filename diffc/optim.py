@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import ArgumentError, SignatureError
 from .ir import Lit, Program, Var
-from .trace import TraceContext, Tracer, elementwise, replay
+from .trace import TraceContext, Tracer, _is_number, elementwise, is_finite_number, replay
 from .types import ArrayType
 
 
@@ -85,15 +85,8 @@ class Adam:
         return p - (lr / correction1) * (m / denom), [m, v]
 
 
-MAX_FLOAT = float(np.finfo(np.float64).max)
-
-
 def _short(v) -> str:
     return f"{type(v).__name__} {v!r}"[:60]
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
 
 
 def _check_hyper(optimizer, *names: str) -> None:
@@ -101,7 +94,7 @@ def _check_hyper(optimizer, *names: str) -> None:
     scalars too: the settings are exported as JSON)."""
     for k in names:
         v = getattr(optimizer, k)
-        if not _is_number(v) or not 0 <= v <= MAX_FLOAT:
+        if not is_finite_number(v) or v < 0:
             raise ArgumentError(f"{type(optimizer).__name__}: {k} must be a finite number >= 0, "
                                 f"got {_short(v)}")
         object.__setattr__(optimizer, k, float(v))

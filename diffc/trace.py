@@ -10,6 +10,7 @@ starts with the user's `file:line`.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -164,6 +165,14 @@ class Tracer:
 
 def _is_number(x) -> bool:
     return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool)
+
+
+def is_finite_number(x) -> bool:
+    """A real number (numpy scalars too, not bools) whose float value is finite."""
+    try:
+        return _is_number(x) and math.isfinite(x)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _describe(x) -> str:

@@ -18,8 +18,16 @@ import numpy as np
 from .ad import vjp
 from .errors import ArgumentError, SignatureError
 from .function import CompiledFunction
-from .optim import MAX_FLOAT, SGD, Adam, _is_number, train_program
-from .runtime.call import _data_address, aligned_workspace, empty, native_function
+from .optim import SGD, Adam, train_program
+from .runtime.call import (
+    _data_address,
+    aligned_workspace,
+    check_count,
+    describe,
+    empty,
+    native_function,
+)
+from .trace import is_finite_number
 from .transforms import _as_function, _wrt_names
 from .types import ArrayType, Param, Signature
 
@@ -47,7 +55,7 @@ class TrainStep(CompiledFunction):
         self.params, _ = _wrt_names(f, params)
         if optimizer is not None and not isinstance(optimizer, SGD | Adam):
             raise ArgumentError(f"optimizer: expected an optimizer object such as "
-                                f"diffc.SGD(lr=0.01) or diffc.Adam(), got {_short(optimizer)}")
+                                f"diffc.SGD(lr=0.01) or diffc.Adam(), got {describe(optimizer)}")
         self.optimizer = optimizer if optimizer is not None else DEFAULT_OPTIMIZER
         indices = [f.signature.names.index(n) for n in self.params]
         for n in self.params:
@@ -117,8 +125,8 @@ class TrainStep(CompiledFunction):
 
     @lr.setter
     def lr(self, value) -> None:
-        if not _is_number(value) or not 0 <= value <= MAX_FLOAT:
-            raise ArgumentError(f"lr: expected a finite number >= 0, got {_short(value)}")
+        if not is_finite_number(value) or value < 0:
+            raise ArgumentError(f"lr: expected a finite number >= 0, got {describe(value)}")
         self._lr = float(value)
 
     def reset(self) -> None:
@@ -176,11 +184,11 @@ class TrainStep(CompiledFunction):
         """Validate fit's arguments as one step's (on the first sample or batch), then as a
         whole (sample counts, label ranges, overlap with the params); nothing runs before.
         ndarray subclasses in `values` are replaced by plain views of their memory."""
-        _count("epochs", epochs, 0)
-        _count("seed", seed, 0)
+        check_count("epochs", epochs, 0)
+        check_count("seed", seed, 0)
         for name, flag in (("shuffle", shuffle), ("progress", progress)):
             if not isinstance(flag, bool | np.bool_):
-                raise ArgumentError(f"{name}: expected True or False, got {_short(flag)}")
+                raise ArgumentError(f"{name}: expected True or False, got {describe(flag)}")
         self._check_fit_signature(invoker)
         for i, a in enumerate(values):  # numpy's own shape, dtype and flags, not a subclass's
             if isinstance(a, np.ndarray) and a.__class__ is not np.ndarray:
@@ -191,7 +199,7 @@ class TrainStep(CompiledFunction):
             a, t = values[i], self.user_signature.params[i].type
             if not isinstance(a, np.ndarray) or a.ndim < 1:
                 raise ArgumentError(f"{names[i]}: expected a numpy array with a leading sample "
-                                    f"axis, got {_short(a)}")
+                                    f"axis, got {describe(a)}")
             if a.dtype != t.dtype.np_dtype:  # the native loop reads every sample as t.dtype
                 kind = "rows" if self._batch_symbol else "samples"
                 raise ArgumentError(f"{names[i]}: expected {t.dtype} data ({kind} of {t}), "
@@ -202,12 +210,12 @@ class TrainStep(CompiledFunction):
                                 f"number of samples >= 1, got {counts}")
         n = next(iter(counts.values()))
         if self._batch_symbol is None:
-            if batch_size is not None and _count("batch_size", batch_size, 1) != 1:
+            if batch_size is not None and check_count("batch_size", batch_size, 1) != 1:
                 raise ArgumentError(f"batch_size: {self.name} takes one sample per "
                                     f"step (it has no symbolic batch dim), got {batch_size!r}")
             batch = 1
         else:
-            batch = min(32 if batch_size is None else _count("batch_size", batch_size, 1), n)
+            batch = min(32 if batch_size is None else check_count("batch_size", batch_size, 1), n)
         one = [values[i][:batch] if i in self._data and self._batch_symbol else
                values[i][0] if i in self._data else values[i] for i in range(len(values))]
         extra = [self._lr, 1.0, *self._state]
@@ -246,18 +254,6 @@ class TrainStep(CompiledFunction):
         if any(d == b for _, d in invoker.literal_labels):
             raise SignatureError(f"fit: a constant label indexes the batch dim {b}, which an "
                                  f"epoch's last batch shortens; loop over step() instead")
-
-
-def _count(name: str, value, low: int) -> int:
-    """An int (numpy integers too, not bools) >= low, as a Python int."""
-    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer) or \
-            value < low:
-        raise ArgumentError(f"{name}: expected an int >= {low}, got {_short(value)}")
-    return int(value)
-
-
-def _short(value) -> str:
-    return f"{type(value).__name__} {value!r}"[:60]
 
 
 def _zero_state(signature: Signature, params, optimizer) -> list[np.ndarray]:

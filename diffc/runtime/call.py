@@ -167,17 +167,25 @@ def bind_arguments(names, args, kwargs) -> list:
     return [values[n] for n in names]
 
 
-def _describe(a) -> str:
+def describe(a) -> str:
+    """A value as error messages show it: an array's dtype and shape, else type and repr."""
     if isinstance(a, np.ndarray):
         return f"{a.dtype} {a.shape}"
     return f"{type(a).__name__} {a!r}"[:60]
+
+
+def check_count(name: str, value, low: int) -> int:
+    """An int >= low (numpy integers too, not bools) as a Python int, or an ArgumentError."""
+    if isinstance(value, _BOOLS) or not isinstance(value, _INTEGERS) or value < low:
+        raise ArgumentError(f"{name}: expected an int >= {low}, got {describe(value)}")
+    return int(value)
 
 
 def _plain_array(name: str, t: ArrayType, a) -> np.ndarray:
     """An ndarray subclass as a plain ndarray of the same memory (numpy's own shape, dtype and
     flags, whatever the subclass overrides); anything else is refused."""
     if not isinstance(a, np.ndarray):
-        raise ArgumentError(f"{name}: expected a numpy array {t}, got {_describe(a)}")
+        raise ArgumentError(f"{name}: expected a numpy array {t}, got {describe(a)}")
     return np.ndarray.view(a, np.ndarray)
 
 
@@ -252,12 +260,12 @@ class Invoker:
                 plain = list(values) if plain is values else plain
                 plain[k] = a
             if a.dtype is not np_dtype and a.dtype != np_dtype:
-                raise ArgumentError(f"{name}: expected {t}, got {_describe(a)}")
+                raise ArgumentError(f"{name}: expected {t}, got {describe(a)}")
             if a.shape != static_shape:
                 self._check_symbolic(name, t, a, symbols)
             if not a.flags.c_contiguous:
                 raise ArgumentError(f"{name}: expected a C-contiguous array, got a "
-                                    f"non-contiguous {_describe(a)} (np.ascontiguousarray "
+                                    f"non-contiguous {describe(a)} (np.ascontiguousarray "
                                     f"makes one)")
         for i in self.labels:
             self.check_labels(i, plain[i], symbols)
@@ -271,28 +279,28 @@ class Invoker:
         """Shape check of an array whose type has symbolic dims (or a wrong static shape)."""
         shape = a.shape
         if len(shape) != len(t.shape):
-            raise ArgumentError(f"{name}: expected {t}, got {_describe(a)}")
+            raise ArgumentError(f"{name}: expected {t}, got {describe(a)}")
         for d, s in zip(t.shape, shape, strict=True):
             if d.__class__ is int:
                 if d != s:
-                    raise ArgumentError(f"{name}: expected {t}, got {_describe(a)}")
+                    raise ArgumentError(f"{name}: expected {t}, got {describe(a)}")
                 continue
             bound = symbols.get(d)
             if bound is None:
                 if s < 1:
                     raise ArgumentError(f"{name}: dimension {d} must be >= 1, got "
-                                        f"{_describe(a)}")
+                                        f"{describe(a)}")
                 symbols[d] = s
             elif bound != s:
                 raise ArgumentError(f"{name}: expected {t} with {d}={bound} (as bound by "
-                                    f"{self.bound_by[d]}), got {_describe(a)}")
+                                    f"{self.bound_by[d]}), got {describe(a)}")
 
     def check_written(self, values: list) -> None:
         """Arrays updated in place must be writable and share memory with no other argument."""
         for i in self.written:
             if not values[i].flags.writeable:
                 raise ArgumentError(f"{self.names[i]}: expected a writable array (it is updated "
-                                    f"in place), got a read-only {_describe(values[i])}")
+                                    f"in place), got a read-only {describe(values[i])}")
         arrays = [a for a in values if isinstance(a, np.ndarray) and a.ndim]
         roots = [_owner(a) for a in arrays]
         if len({id(r) for r in roots}) == len(roots) and all(
@@ -319,20 +327,20 @@ class Invoker:
         if isinstance(a, np.ndarray) and a.ndim == 0 and a.dtype.kind in "biuf":
             a = a[()]  # a 0-d array of another kind (object, complex) is refused below
         if isinstance(a, _BOOLS):
-            raise ArgumentError(f"{name}: expected a {t} number, got {_describe(a)}")
+            raise ArgumentError(f"{name}: expected a {t} number, got {describe(a)}")
         if t.dtype.is_float:
             if not isinstance(a, _NUMBERS):
-                raise ArgumentError(f"{name}: expected a {t} number, got {_describe(a)}")
+                raise ArgumentError(f"{name}: expected a {t} number, got {describe(a)}")
             if isinstance(a, int):
                 try:
                     float(a)
                 except OverflowError:
                     raise ArgumentError(f"{name}: expected a {t} number, got an int too large "
-                                        f"for a float ({_describe(a)})") from None
+                                        f"for a float ({describe(a)})") from None
             return
         lo, hi = _INT_RANGE[t.dtype.name]
         if not isinstance(a, _INTEGERS) or not lo <= a <= hi:
-            raise ArgumentError(f"{name}: expected a {t} integer, got {_describe(a)}")
+            raise ArgumentError(f"{name}: expected a {t} integer, got {describe(a)}")
 
     def check_labels(self, i: int, a, symbols: dict) -> None:
         """Integer labels for input i must index every class axis they are used with."""
