@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-from .errors import ArgumentError, DTypeError, ShapeError, TraceError
+from .errors import ArgumentError, DTypeError, ShapeError, SignatureError, TraceError
 from .ir import Program
 from .runtime.call import bind_arguments
 from .trace import Tracer, _at_user, _is_number, as_result, trace_program
@@ -101,6 +101,8 @@ class Function(CompiledFunction):
     """A traced function; calling it runs native code (compiled on first use)."""
 
     def __init__(self, fn, name: str | None = None):
+        if name is not None and not isinstance(name, str):
+            raise SignatureError(f"name: expected a str, got {type(name).__name__} {name!r}")
         functools.update_wrapper(self, fn)
         self.fn = fn
         signature = signature_of(fn)

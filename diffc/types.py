@@ -124,8 +124,8 @@ Array = _ArrayAnnotation()
 
 def as_type(annotation) -> ArrayType | None:
     """The ArrayType an annotation stands for, or None if it is not a diffc type."""
-    if isinstance(annotation, ArrayType):
-        return annotation
+    if isinstance(annotation, ArrayType):  # made directly: its dims are checked as `f64[...]`'s
+        return annotation.dtype[annotation.shape]
     if isinstance(annotation, DType):
         return ArrayType(annotation, ())
     return None

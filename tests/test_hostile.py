@@ -217,6 +217,7 @@ def test_optimizer_must_be_an_optimizer_object(optimizer):
     lambda: diffc.grad(loss, [5]), lambda: diffc.grad(loss, ["nope"]),
     lambda: diffc.grad(loss, "y"), lambda: diffc.value_and_grad(loss, []),
     lambda: diffc.grad(loss, [None]), lambda: diffc.grad(np.sum),
+    lambda: diffc.function(name=5)(loss.fn), lambda: diffc.function(5),
 ], ids=lambda v: None)
 def test_hostile_transform_arguments(make):
     with pytest.raises(diffc.SignatureError):

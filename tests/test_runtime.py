@@ -456,6 +456,18 @@ def test_sizes_too_large_for_int64_or_memory_are_argument_errors():
     assert lines["small"] == "12.0"
 
 
+def test_static_shapes_whose_workspace_overflows_are_refused_when_compiled():
+    """Each value fits in 2**63 - 1 bytes (tracing checks that), their workspace does not."""
+    @diffc.function
+    def table(x: f64[2 ** 28, 1], y: f64[2 ** 30]) -> f64:
+        a = nn.tanh(x * y)
+        return (nn.softmax(a) * nn.log_softmax(a)).sum()
+
+    with pytest.raises(diffc.ShapeError, match="workspace for these static shapes would take "
+                                               "more than 2"):
+        diffc.value_and_grad(table, "x").compile()
+
+
 @diffc.function
 def softmax_table(x: f64["N", 1], y: f64["M"]) -> f64:
     a = nn.tanh(x * y)

@@ -122,6 +122,20 @@ def test_int_and_str_subclass_dims_become_plain(dim, plain):
     assert t == Array[f64, dim, 2] == f64[plain, 2]
 
 
+def test_array_type_made_directly_is_checked_when_read_as_an_annotation():
+    def f(x: ArrayType(f64, (Size.HIDDEN, np.str_("B")))) -> f64:
+        return x.sum()
+
+    t = signature_of(f).params[0].type
+    assert t == f64[3, "B"] and type(t.shape[0]) is int and type(t.shape[1]) is str
+
+    def g(x: ArrayType(f64, (0,))) -> f64:
+        return x.sum()
+
+    with pytest.raises(SignatureError, match="got 0"):
+        signature_of(g)
+
+
 def test_int_enum_dims_are_static_at_call_time():
     @diffc.function
     def total(x: f64[Size.HIDDEN]) -> f64:

@@ -87,7 +87,8 @@ def symbols_of(program: Program) -> tuple[str, ...]:
 
 
 def c_name(name: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in name)
+    """name as a C identifier's tail: ASCII letters and digits kept, anything else `_`."""
+    return "".join(ch if ch.isascii() and ch.isalnum() else "_" for ch in name)
 
 
 def build_module(program: Program, name: str) -> tuple[ir.Module, Abi]:

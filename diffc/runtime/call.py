@@ -234,8 +234,8 @@ class Invoker:
         self._workspace = np.empty(0, np.uint8)
         self._workspace_address = 0
         if not abi.symbols and self._size() < 0:
-            raise ShapeError(f"{', '.join(map(str, abi.inputs))}: the program's values need "
-                             f"more than 2**63 - 1 bytes: no buffer can hold them")
+            raise ShapeError(f"{signature}: the workspace for these static shapes would take "
+                             f"more than 2**63 - 1 bytes")
 
     # ------------------------------------------------------------------ arguments
 
