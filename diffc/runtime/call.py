@@ -181,12 +181,11 @@ def check_count(name: str, value, low: int) -> int:
     return int(value)
 
 
-def _plain_array(name: str, t: ArrayType, a) -> np.ndarray:
-    """An ndarray subclass as a plain ndarray of the same memory (numpy's own shape, dtype and
-    flags, whatever the subclass overrides); anything else is refused."""
-    if not isinstance(a, np.ndarray):
-        raise ArgumentError(f"{name}: expected a numpy array {t}, got {describe(a)}")
-    return np.ndarray.view(a, np.ndarray)
+def _plain_views(values) -> list:
+    """values with each ndarray subclass replaced by a plain ndarray of the same memory, whose
+    shape, dtype and flags are numpy's own, whatever the subclass overrides."""
+    return [np.ndarray.view(a, np.ndarray) if isinstance(a, np.ndarray) and
+            a.__class__ is not np.ndarray else a for a in values]
 
 
 def _literal_labels(pairs) -> tuple:
@@ -230,9 +229,8 @@ class Invoker:
         self._entry = native_function(addresses, entry, None, argtypes)
         self._size = native_function(addresses, abi.workspace_size, ctypes.c_int64,
                                      [ctypes.c_int64] * len(abi.symbols))
-        self._sizes: dict[tuple, int] = {}
-        self._workspace = np.empty(0, np.uint8)
-        self._workspace_address = 0
+        self._sizes: dict[tuple, int] = {}  # checked dims -> workspace bytes
+        self._workspace, self._workspace_address, self._capacity = None, 0, -1
         if not abi.symbols and self._size() < 0:
             raise ShapeError(f"{signature}: the workspace for these static shapes would take "
                              f"more than 2**63 - 1 bytes")
@@ -249,16 +247,14 @@ class Invoker:
     def check(self, values: list) -> dict[str, int]:
         """Validate every argument; returns the symbolic dims' values."""
         symbols: dict[str, int] = {}
-        plain = values  # values, with ndarray subclasses replaced by plain views
-        for k, ((name, t, is_array, np_dtype, static_shape), a) in enumerate(
-                zip(self._plans, values, strict=True)):
+        for (name, t, is_array, np_dtype, static_shape), a in zip(self._plans, values, strict=True):
             if not is_array:
                 self._check_scalar(name, t, a)
                 continue
             if a.__class__ is not np.ndarray:
-                a = _plain_array(name, t, a)
-                plain = list(values) if plain is values else plain
-                plain[k] = a
+                if isinstance(a, np.ndarray):  # a subclass: check numpy's own attributes
+                    return self.check(_plain_views(values))
+                raise ArgumentError(f"{name}: expected a numpy array {t}, got {describe(a)}")
             if a.dtype is not np_dtype and a.dtype != np_dtype:
                 raise ArgumentError(f"{name}: expected {t}, got {describe(a)}")
             if a.shape != static_shape:
@@ -268,11 +264,11 @@ class Invoker:
                                     f"non-contiguous {describe(a)} (np.ascontiguousarray "
                                     f"makes one)")
         for i in self.labels:
-            self.check_labels(i, plain[i], symbols)
+            self.check_labels(i, values[i], symbols)
         if self.literal_labels:
             self.check_literal_labels(symbols)
         if self.written:
-            self.check_written(plain)
+            self.check_written(values)
         return symbols
 
     def _check_symbolic(self, name: str, t: ArrayType, a, symbols: dict) -> None:
@@ -378,30 +374,28 @@ class Invoker:
         return size
 
     def _workspace_for(self, dims: tuple) -> int:
-        """The aligned address of a workspace large enough for these dims (grown, never shrunk)."""
-        size = self.workspace_size(dims)
-        if self._workspace.nbytes < size + 64:
+        """The aligned address of a workspace large enough for these (checked) dims; it grows,
+        never shrinks."""
+        size = self._sizes[dims]
+        if size > self._capacity:
             self._workspace, self._workspace_address = aligned_workspace(
                 size, f"{self.describe_dims(dims)}: the workspace for these sizes")
+            self._capacity = size
         return self._workspace_address
-
-    def _outputs(self, symbols: dict, dims: tuple) -> list:
-        """New output arrays (scalars: the reused 0-d buffers)."""
-        if not self._static_outs:
-            self.workspace_size(dims)  # refuses dims that make a value too large first
-        try:
-            return [o if o.__class__ is np.ndarray else np.empty(
-                o[1] if self._static_outs else tuple([symbols.get(d, d) for d in o[1]]), o[0])
-                for o in self._outs]
-        except (MemoryError, ValueError):
-            raise ArgumentError(f"{self.describe_dims(dims)}: the outputs for these sizes "
-                                f"would take more memory than this machine can allocate") from None
 
     def __call__(self, *args, **kwargs) -> list:
         values = args if not kwargs and len(args) == len(self.names) else self.bind(args, kwargs)
         symbols = self.check(values)
         dims = tuple([symbols[s] for s in self.abi.symbols])
-        outs = self._outputs(symbols, dims)
+        if dims not in self._sizes:
+            self.workspace_size(dims)  # refuses dims that make a value too large, first
+        try:
+            outs = [o if o.__class__ is np.ndarray else np.empty(
+                o[1] if self._static_outs else tuple([symbols.get(d, d) for d in o[1]]), o[0])
+                for o in self._outs]
+        except (MemoryError, ValueError):  # ValueError: more bytes than numpy can index
+            raise ArgumentError(f"{self.describe_dims(dims)}: the outputs for these sizes "
+                                f"would take more memory than this machine can allocate") from None
         if self._pass is not None:
             values = [self._pass(a) if plan[2] else a
                       for a, plan in zip(values, self._plans, strict=True)]
