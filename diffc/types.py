@@ -4,6 +4,8 @@ Input: the annotations of a user function (`f32`, `f64[128, 784]`, `Array[f32, "
 Output: `DType`, `ArrayType` (a dtype and a shape of static `int` or symbolic `str` dims; rank 0
 for scalars) and `Signature` (named parameter types plus the result type).
 Invariants: types are immutable and hashable; they print in the annotation syntax (`f32[B,784]`).
+Dims are exactly `int` or `str` (subclasses such as IntEnum members or numpy scalars are
+converted), and a type's static dims fit in `MAX_BYTES` (anything larger is a ShapeError).
 """
 from __future__ import annotations
 

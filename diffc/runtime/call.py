@@ -19,7 +19,6 @@ import threading
 import numpy as np
 
 from ..errors import ArgumentError, ShapeError
-from ..ir import Lit
 from ..types import ArrayType, Signature
 from .abi import MAX_ARGS, Native, packed_name
 
@@ -54,11 +53,6 @@ def _owner(a: np.ndarray):
     return a
 
 
-# primitives reading integer labels (operand 1) that index the last axis of an array
-_LABELLED = ("pick", "unpick", "softmax_cross_entropy", "softmax_cross_entropy_grad")
-_MOVES = ("reshape", "transpose", "broadcast_in_dim")  # carry a label value unchanged
-
-
 def empty(shape, dtype, what: str) -> np.ndarray:
     """np.empty, or an ArgumentError saying `what` needs more memory than the machine has."""
     try:
@@ -82,40 +76,6 @@ def aligned_workspace(size: int, what: str = "the workspace") -> tuple[np.ndarra
         raise ArgumentError(f"{what} would take more than 2**63 - 1 bytes")
     buffer = empty(size + 64, np.uint8, what)
     return buffer, (buffer.ctypes.data + 63) & -64
-
-
-def _label_uses(program):
-    """(label atom, class dim) of every equation indexing with integer labels, including the
-    gradient-only ones (`unpick`, `softmax_cross_entropy_grad`); labels are followed back
-    through equations that only move values, to the input or constant they come from."""
-    producer = {id(v): e for e in program.eqns for v in e.outputs}
-    for e in program.eqns:
-        if e.prim.name not in _LABELLED or e.inputs[1].type.dtype.is_float:
-            continue
-        classes = (e.outputs[0] if e.prim.name == "unpick" else e.inputs[0]).type.shape[-1]
-        label = e.inputs[1]
-        while id(label) in producer and producer[id(label)].prim.name in _MOVES:
-            label = producer[id(label)].inputs[0]
-        yield label, classes
-
-
-def label_bounds(program) -> dict[int, tuple]:
-    """Input index -> the class counts (ints or symbols) each integer-label input indexes: an
-    unchecked label would index out of bounds."""
-    index = {id(v): i for i, v in enumerate(program.inputs)}
-    bounds: dict[int, tuple] = {}
-    for label, classes in _label_uses(program):
-        if id(label) in index and classes not in bounds.get(index[id(label)], ()):
-            bounds[index[id(label)]] = bounds.get(index[id(label)], ()) + (classes,)
-    return bounds
-
-
-def literal_labels(program) -> tuple[tuple[int, object], ...]:
-    """(value, class dim) of every constant label: one indexing a symbolic class axis is
-    checked at call time, when the axis has a size."""
-    pairs = {(label.value, classes): None for label, classes in _label_uses(program)
-             if isinstance(label, Lit)}
-    return tuple(pairs)
 
 
 def native_function(addresses: dict, name: str, restype, argtypes: list):

@@ -15,7 +15,8 @@ from ..train import SAMPLE
 from ..types import Signature
 from . import cache
 from .abi import Native
-from .call import Invoker, label_bounds, literal_labels
+from .call import Invoker
+from .labels import label_bounds, literal_labels
 
 
 class CompiledProgram:
