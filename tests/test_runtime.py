@@ -213,6 +213,13 @@ def test_scalar_label_out_of_range(label):
     expect_error(lambda: ce_sample(Z[0], label), "y", "5", str(label))
 
 
+@pytest.mark.parametrize("label", [np.array(3, object), np.array(3 + 0j), np.array("3")],
+                         ids=["object", "complex", "str"])
+def test_scalar_label_as_a_0d_array_of_another_kind(label):
+    """A 0-d object array passed the check (its item is an int) and then made ctypes raise."""
+    expect_error(lambda: ce_sample(Z[0], label), "y", "i64 integer", str(label.dtype))
+
+
 @diffc.function
 def constant_label(W: f64["C", 4], x: f64[4]) -> f64:
     return nn.softmax_cross_entropy(W @ x, 2)
