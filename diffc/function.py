@@ -14,7 +14,7 @@ import functools
 
 import numpy as np
 
-from .errors import ArgumentError, DTypeError, ShapeError, TraceError
+from .errors import ArgumentError, DTypeError, ShapeError, SignatureError, TraceError
 from .ir import Program
 from .passes import stable_forms
 from .runtime.call import bind_arguments
@@ -104,6 +104,8 @@ class Function(CompiledFunction):
     """A traced function; calling it runs native code (compiled on first use)."""
 
     def __init__(self, fn, name: str | None = None):
+        if name is not None and not isinstance(name, str):
+            raise SignatureError(f"name: expected a str, got {type(name).__name__} {name!r}")
         functools.update_wrapper(self, fn)
         self.fn = fn
         signature = signature_of(fn)

@@ -81,12 +81,15 @@ def _mean_over_rows(loss):
 
 
 def _constant_label(p, y):
-    """A label given as a Python or numpy integer: a checked i64 constant."""
+    """A label given as a Python or numpy integer (or a 0-d integer array): an i64 constant,
+    checked here against a static class count (a symbolic one is checked at call time)."""
+    if isinstance(y, np.ndarray) and y.ndim == 0 and y.dtype.kind in "iu":
+        y = y[()]
     if not isinstance(y, int | np.integer) or isinstance(y, bool):
         return y
     tp = type_of(p)
     n = tp.shape[-1] if tp is not None and tp.ndim else None
-    if isinstance(n, int) and not 0 <= y < n:
+    if not 0 <= y < (n if isinstance(n, int) else 2 ** 63):
         raise _at_user(ShapeError, f"label {y} is out of range for {n} classes")
     return np.asarray(y, np.int64)
 

@@ -366,7 +366,8 @@ primitive("log_softmax", _log_softmax, _last_axis_rule("log_softmax"), _log_soft
 
 def _check_labels(y, n: int) -> None:
     if y.size and (y.min() < 0 or y.max() >= n):
-        raise IndexError(f"labels must lie in [0, {n}), got values in [{y.min()}, {y.max()}]")
+        raise tr._at_user(ShapeError, f"labels must lie in [0, {n}), got values in "
+                                      f"[{y.min()}, {y.max()}]")
 
 
 def _pick_rule(p: ArrayType, label: ArrayType) -> ArrayType:

@@ -16,10 +16,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import SignatureError
+import numpy as np
+
+from .errors import ArgumentError, SignatureError
 from .ir import Lit, Program, Var
 from .ops import PRIMITIVES
-from .trace import TraceContext, Tracer, bind, elementwise, replay
+from .trace import TraceContext, Tracer, _is_number, bind, elementwise, is_finite_number, replay
 from .types import ArrayType, f64
 
 STEP_COUNT = ArrayType(f64, (1,))  # the type of a train step's update count
@@ -35,9 +37,13 @@ class SGD:
     weight_decay: float = 0.0
 
     def __post_init__(self):
-        _check_hyper("SGD", lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        _check_hyper(self, "lr", "momentum", "weight_decay")
+        if not isinstance(self.nesterov, bool | np.bool_):
+            raise ArgumentError(f"SGD: nesterov must be True or False, got "
+                                f"{_short(self.nesterov)}")
+        object.__setattr__(self, "nesterov", bool(self.nesterov))
         if self.nesterov and self.momentum <= 0:
-            raise ValueError("SGD: nesterov needs momentum > 0")
+            raise ArgumentError("SGD: nesterov needs momentum > 0")
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -64,10 +70,13 @@ class Adam:
     weight_decay: float = 0.0
 
     def __post_init__(self):
-        b1, b2 = self.betas
-        _check_hyper("Adam", lr=self.lr, eps=self.eps, weight_decay=self.weight_decay)
-        if not (0 <= b1 < 1 and 0 <= b2 < 1):
-            raise ValueError(f"Adam: betas must lie in [0, 1), got {self.betas}")
+        _check_hyper(self, "lr", "eps", "weight_decay")
+        betas = self.betas
+        pair = isinstance(betas, tuple | list) or isinstance(betas, np.ndarray) and betas.ndim == 1
+        if not pair or len(betas) != 2 or not all(_is_number(b) and 0 <= b < 1 for b in betas):
+            raise ArgumentError(f"Adam: betas must be two numbers in [0, 1), got "
+                                f"{_short(betas)}")
+        object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
 
     state_names = ("exp_avg", "exp_avg_sq")
 
@@ -83,10 +92,19 @@ class Adam:
         return p - (lr / correction1) * (m / denom), [m, v]
 
 
-def _check_hyper(name: str, **values) -> None:
-    for k, v in values.items():
-        if not isinstance(v, int | float) or isinstance(v, bool) or not v >= 0:
-            raise ValueError(f"{name}: {k} must be a number >= 0, got {v!r}")
+def _short(v) -> str:
+    return f"{type(v).__name__} {v!r}"[:60]
+
+
+def _check_hyper(optimizer, *names: str) -> None:
+    """Each named hyperparameter must be a finite number >= 0; it is stored as a float (numpy
+    scalars too: the settings are exported as JSON)."""
+    for k in names:
+        v = getattr(optimizer, k)
+        if not is_finite_number(v) or v < 0:
+            raise ArgumentError(f"{type(optimizer).__name__}: {k} must be a finite number >= 0, "
+                                f"got {_short(v)}")
+        object.__setattr__(optimizer, k, float(v))
 
 
 def train_program(grad_program: Program, param_indices: list[int], optimizer) -> Program:

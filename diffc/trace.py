@@ -10,6 +10,7 @@ starts with the user's `file:line`.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -18,7 +19,7 @@ import numpy as np
 from . import ops
 from .errors import DiffcError, DTypeError, ShapeError, TraceError
 from .ir import Eqn, Lit, Program, Var
-from .types import ArrayType, DType, Signature, def_location, dtype_of_numpy
+from .types import ArrayType, DType, Signature, check_size, def_location, dtype_of_numpy
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -47,9 +48,9 @@ class TraceContext:
         types = [a.type for a in inputs]
         try:
             out = prim.shape_rule(*types, **params)
+            outs = tuple(Var(check_size(t)) for t in (out if isinstance(out, tuple) else (out,)))
         except (ShapeError, DTypeError) as e:
             raise type(e)(f"{self.source or user_location()}: {e}") from None
-        outs = tuple(Var(t) for t in (out if isinstance(out, tuple) else (out,)))
         self.eqns.append(Eqn(prim, tuple(inputs), params, outs, self.source or user_location()))
         return outs
 
@@ -164,6 +165,14 @@ class Tracer:
 
 def _is_number(x) -> bool:
     return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool)
+
+
+def is_finite_number(x) -> bool:
+    """A real number (numpy scalars too, not bools) whose float value is finite."""
+    try:
+        return _is_number(x) and math.isfinite(x)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _describe(x) -> str:

@@ -22,7 +22,15 @@ from .ad import vjp
 from .errors import ArgumentError, SignatureError
 from .function import CompiledFunction
 from .optim import SGD, STEP_COUNT, Adam, train_program
-from .runtime.call import _data_address, aligned_workspace
+from .runtime.call import (
+    _data_address,
+    aligned_workspace,
+    check_count,
+    describe,
+    empty,
+    native_function,
+)
+from .trace import is_finite_number
 from .transforms import _as_function, _wrt_names
 from .types import ArrayType, Param, Signature
 
@@ -54,6 +62,9 @@ class TrainStep(CompiledFunction):
             raise SignatureError(f"train_step: params must be a sequence of parameter names, "
                                  f"got {params!r}")
         self.params, _ = _wrt_names(f, params)
+        if optimizer is not None and not isinstance(optimizer, SGD | Adam):
+            raise ArgumentError(f"optimizer: expected an optimizer object such as "
+                                f"diffc.SGD(lr=0.01) or diffc.Adam(), got {describe(optimizer)}")
         self.optimizer = optimizer if optimizer is not None else DEFAULT_OPTIMIZER
         indices = [f.signature.names.index(n) for n in self.params]
         for n in self.params:
@@ -125,9 +136,8 @@ class TrainStep(CompiledFunction):
 
     @lr.setter
     def lr(self, value) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | float | np.floating) or \
-                not value >= 0:
-            raise ValueError(f"lr must be a number >= 0, got {value!r}")
+        if not is_finite_number(value) or value < 0:
+            raise ArgumentError(f"lr: expected a finite number >= 0, got {describe(value)}")
         self._lr = float(value)
 
     @property
@@ -171,9 +181,11 @@ class TrainStep(CompiledFunction):
         """
         compiled = self._compiled or self.compile()._compiled
         values = compiled.invoker.bind(args, kwargs, len(self.user_signature.params))
-        n, batch, dims = self._check_fit(compiled.invoker, values, batch_size, epochs)
+        n, batch, dims = self._check_fit(compiled.invoker, values, batch_size, epochs, seed,
+                                         shuffle, progress)
         per_epoch = -(-n // batch)
-        losses = np.empty(epochs * per_epoch, self.signature.result.dtype.np_dtype)
+        losses = empty(epochs * per_epoch, self.signature.result.dtype.np_dtype,
+                       f"epochs: the losses of {epochs} epochs of {per_epoch} steps")
         native = _NativeFit(compiled, self, values, batch, dims)
         bar = _Progress(epochs * per_epoch, batch) if progress else None
         orders = ((np.random.default_rng([seed, epoch]).permutation(n) if shuffle
@@ -188,18 +200,27 @@ class TrainStep(CompiledFunction):
                     bar.close()
         return self.fit_losses
 
-    def _check_fit(self, invoker, values: list, batch_size, epochs) -> tuple[int, int, tuple]:
+    def _check_fit(self, invoker, values: list, batch_size, epochs, seed, shuffle,
+                   progress) -> tuple[int, int, tuple]:
         """Validate fit's arguments as one step's (on the first sample or batch), then as a
-        whole (sample counts, label ranges, overlap with the params); nothing runs before."""
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-            raise ArgumentError(f"epochs: expected an int >= 0, got {epochs!r}")
+        whole (sample counts, label ranges, overlap with the params); nothing runs before.
+        ndarray subclasses in `values` are replaced by plain views of their memory."""
+        check_count("epochs", epochs, 0)
+        check_count("seed", seed, 0)
+        for name, flag in (("shuffle", shuffle), ("progress", progress)):
+            if not isinstance(flag, bool | np.bool_):
+                raise ArgumentError(f"{name}: expected True or False, got {describe(flag)}")
+        self._check_fit_signature(invoker)
+        for i, a in enumerate(values):  # numpy's own shape, dtype and flags, not a subclass's
+            if isinstance(a, np.ndarray) and a.__class__ is not np.ndarray:
+                values[i] = np.ndarray.view(a, np.ndarray)
         names = self.user_signature.names
         counts = {}
         for i in self._data:
             a, t = values[i], self.user_signature.params[i].type
             if not isinstance(a, np.ndarray) or a.ndim < 1:
                 raise ArgumentError(f"{names[i]}: expected a numpy array with a leading sample "
-                                    f"axis, got {type(a).__name__}")
+                                    f"axis, got {describe(a)}")
             if a.dtype != t.dtype.np_dtype:  # the native loop reads every sample as t.dtype
                 kind = "rows" if self._batch_symbol else "samples"
                 raise ArgumentError(f"{names[i]}: expected {t.dtype} data ({kind} of {t}), "
@@ -210,19 +231,18 @@ class TrainStep(CompiledFunction):
                                 f"number of samples >= 1, got {counts}")
         n = next(iter(counts.values()))
         if self._batch_symbol is None:
-            if batch_size not in (None, 1):
+            if batch_size is not None and check_count("batch_size", batch_size, 1) != 1:
                 raise ArgumentError(f"batch_size: {self.name} takes one sample per "
                                     f"step (it has no symbolic batch dim), got {batch_size!r}")
             batch = 1
         else:
-            batch = 32 if batch_size is None else batch_size
-            if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-                raise ArgumentError(f"batch_size: expected an int >= 1, got {batch_size!r}")
-            batch = min(batch, n)
+            batch = min(32 if batch_size is None else check_count("batch_size", batch_size, 1), n)
         one = [values[i][:batch] if i in self._data and self._batch_symbol else
                values[i][0] if i in self._data else values[i] for i in range(len(values))]
         extra = [self._lr, *self._state]
         symbols = invoker.check(one + extra)
+        dims = tuple(symbols[d] for d in invoker.abi.symbols)
+        invoker.workspace_size(dims)  # refuses dims that make a value too large
         for i in self._data:
             if not values[i].flags.c_contiguous:
                 raise ArgumentError(f"{names[i]}: expected a C-contiguous array, got a "
@@ -230,7 +250,31 @@ class TrainStep(CompiledFunction):
             if i in invoker.labels:
                 invoker.check_labels(i, values[i], symbols)
         invoker.check_written(values + extra)
-        return n, batch, tuple(symbols[d] for d in invoker.abi.symbols)
+        return n, batch, dims
+
+    def _check_fit_signature(self, invoker) -> None:
+        """fit gathers each step's rows of the data along their leading axis and shortens the
+        batch dim for an epoch's last batch: a function that uses the batch dim any other way
+        (a fixed argument or another axis sized by it, labels indexing it) cannot be fitted."""
+        b = self._batch_symbol
+        if b is None:
+            return
+        for i, p in enumerate(self.user_signature.params):
+            axes = p.type.shape[1:] if i in self._data else p.type.shape
+            if b in axes:
+                what = "a data argument's other axes" if i in self._data else "a fixed argument"
+                raise SignatureError(f"fit: {p.name}: {p.type} uses the batch dim {b} in "
+                                     f"{what}; fit takes {b} rows of the data per step (fewer "
+                                     f"in an epoch's last batch), so {b} may only be the "
+                                     f"data's leading axis; loop over step() instead")
+        for i, classes in invoker.labels.items():
+            if b in classes:
+                raise SignatureError(f"fit: {invoker.names[i]}: its labels index the batch dim "
+                                     f"{b}, which an epoch's last batch shortens; loop over "
+                                     f"step() instead")
+        if any(d == b for _, d in invoker.literal_labels):
+            raise SignatureError(f"fit: a constant label indexes the batch dim {b}, which an "
+                                 f"epoch's last batch shortens; loop over step() instead")
 
 
 def _zero_state(signature: Signature, params, optimizer) -> list[np.ndarray]:
@@ -290,13 +334,14 @@ class _NativeFit:
                         for i, a in enumerate(self.buffers)]
         self.staging_table = np.array([0 if a is None else _data_address(a)
                                        for a in self.staging], np.uint64)
-        size = ctypes.CFUNCTYPE(ctypes.c_int64, *[ctypes.c_int64] * len(dims))(
-            compiled.addresses[abi.workspace_size])(*dims)
-        self.workspace, self.workspace_address = aligned_workspace(size)
+        size = native_function(compiled.addresses, abi.workspace_size, ctypes.c_int64,
+                               [ctypes.c_int64] * len(dims))(*dims)
+        self.workspace, self.workspace_address = aligned_workspace(
+            size, f"{compiled.invoker.describe_dims(dims)}: the workspace for these sizes")
         self.batch, self.dims = batch, dims
         argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 2
-        self.fn = ctypes.CFUNCTYPE(None, *argtypes, *[ctypes.c_int64] * len(dims),
-                                   ctypes.c_void_p)(compiled.addresses[native.abi.fit_entry])
+        self.fn = native_function(compiled.addresses, native.abi.fit_entry, None,
+                                  argtypes + [ctypes.c_int64] * len(dims) + [ctypes.c_void_p])
 
     def run(self, order: np.ndarray, first: int, last: int, n: int, losses: np.ndarray) -> None:
         """Steps first <= s < last of an epoch at the step's current lr (under its lock)."""

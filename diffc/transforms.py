@@ -13,9 +13,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from .ad import vjp
-from .errors import SignatureError
+from .errors import ArgumentError, SignatureError
 from .function import CompiledFunction, Function, function
 from .ir import eval_program
+from .runtime.call import check_count, describe
+from .trace import is_finite_number
 
 
 def _as_function(f) -> Function:
@@ -39,10 +41,11 @@ def _wrt_names(f: Function, wrt) -> tuple[tuple[str, ...], bool]:
         if not names:
             raise SignatureError(f"{f.name}: has no floating-point parameter to differentiate")
     else:
-        names = (wrt,) if single else tuple(wrt)
-        if not isinstance(wrt, str | Sequence) or not names:
+        if not isinstance(wrt, str | Sequence) or not wrt or not all(
+                isinstance(n, str) for n in ((wrt,) if single else wrt)):
             raise SignatureError(f"wrt: expected a parameter name or a sequence of names, "
-                                 f"got {wrt!r}")
+                                 f"got {wrt!r}"[:200])
+        names = (wrt,) if single else tuple(wrt)
     for n in names:
         p = sig.param(n)
         if not p.type.dtype.is_float:
@@ -124,6 +127,10 @@ def check_grad(f, *args, wrt=None, directions: int = 3, eps: float = 1e-6,
     """
     f = _as_function(f)
     names, _ = _wrt_names(f, wrt)
+    check_count("directions", directions, 1)
+    check_count("seed", seed, 0)
+    if not is_finite_number(eps) or eps <= 0:
+        raise ArgumentError(f"eps: expected a finite number > 0, got {describe(eps)}")
     grads = grad(f, list(names))(*args)
     rng = np.random.default_rng(seed)
     base = [np.array(a, dtype=np.float64) if np.asarray(a).dtype.kind == "f" else a

@@ -4,19 +4,23 @@ Input: the annotations of a user function (`f32`, `f64[128, 784]`, `Array[f32, "
 Output: `DType`, `ArrayType` (a dtype and a shape of static `int` or symbolic `str` dims; rank 0
 for scalars) and `Signature` (named parameter types plus the result type).
 Invariants: types are immutable and hashable; they print in the annotation syntax (`f32[B,784]`).
+Dims are exactly `int` or `str` (subclasses such as IntEnum members or numpy scalars are
+converted), and a type's static dims fit in `MAX_BYTES` (anything larger is a ShapeError).
 """
 from __future__ import annotations
 
 import ast
 import inspect
+import operator
 import textwrap
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import SignatureError
+from .errors import ShapeError, SignatureError
 
 Dim = int | str
+MAX_BYTES = 2 ** 63 - 1  # the largest buffer int64 byte counts (and numpy's intp) can describe
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class DType:
 
     def __getitem__(self, dims) -> ArrayType:
         dims = dims if isinstance(dims, tuple) else (dims,)
-        return ArrayType(self, tuple(_check_dim(d) for d in dims))
+        return check_size(ArrayType(self, tuple(_check_dim(d) for d in dims)))
 
     def __repr__(self) -> str:
         return self.name
@@ -55,13 +59,33 @@ def dtype_of_numpy(np_dtype) -> DType | None:
 
 
 def _check_dim(d) -> Dim:
-    if isinstance(d, bool) or not isinstance(d, int | str):
+    """d as a plain `int` or `str`: subclasses (IntEnum members, numpy integers and strings) are
+    normalised, because later stages tell static from symbolic dims by exact class."""
+    if isinstance(d, str):
+        if not d.isidentifier():
+            raise SignatureError(f"a symbolic dimension must be an identifier, got {d!r}")
+        return str.__str__(d)
+    if isinstance(d, bool | np.bool_) or not isinstance(d, int | np.integer):
         raise SignatureError(f"a dimension must be an int >= 1 or a str name, got {d!r}")
-    if isinstance(d, int) and d < 1:
+    if d < 1:
         raise SignatureError(f"a dimension must be an int >= 1 or a str name, got {d}")
-    if isinstance(d, str) and not d.isidentifier():
-        raise SignatureError(f"a symbolic dimension must be an identifier, got {d!r}")
-    return d
+    return operator.index(d)
+
+
+def static_bytes(t: ArrayType) -> int:
+    """The bytes of t's static dims (each symbolic dim counts as 1)."""
+    n = t.dtype.itemsize
+    for d in t.shape:
+        if d.__class__ is int:
+            n *= d
+    return n
+
+
+def check_size(t: ArrayType) -> ArrayType:
+    """t, if its static dims alone fit in MAX_BYTES; symbolic dims are checked at call time."""
+    if static_bytes(t) > MAX_BYTES:
+        raise ShapeError(f"{t} holds more than 2**63 - 1 bytes: no buffer can hold it")
+    return t
 
 
 @dataclass(frozen=True)
@@ -102,8 +126,8 @@ Array = _ArrayAnnotation()
 
 def as_type(annotation) -> ArrayType | None:
     """The ArrayType an annotation stands for, or None if it is not a diffc type."""
-    if isinstance(annotation, ArrayType):
-        return annotation
+    if isinstance(annotation, ArrayType):  # made directly: its dims are checked as `f64[...]`'s
+        return annotation.dtype[annotation.shape]
     if isinstance(annotation, DType):
         return ArrayType(annotation, ())
     return None

@@ -539,3 +539,50 @@ def test_mnist_step_workspace_is_smaller_than_a_weight_copy():
     plan = plan_memory(program)
     assert len(program.updates) == 5  # the params and the step count
     assert all(id(new) in plan.in_place for _, new in program.updates)
+
+
+# ----------------------------------------------------------------------------- what fit refuses
+
+@diffc.function
+def batch_in_fixed(W: f64[3, 4], x: f64[B, 4], M: f64[2, B]) -> f64:
+    return (nn.dense(W, x).sum(1) * M).sum()
+
+
+@diffc.function
+def batch_in_other_axis(W: f64[3, 4], x: f64[B, 4], K: f64[B, B]) -> f64:
+    return (nn.dense(W, x).sum(1) * K).sum()
+
+
+@diffc.function
+def labels_index_batch(W: f64[3, 4], x: f64[B, 4], y: i32[B]) -> f64:
+    return nn.softmax_cross_entropy(x @ x.T * W.sum(), y)
+
+
+@diffc.function
+def constant_indexes_batch(W: f64[3, 4], x: f64[B, 4]) -> f64:
+    return nn.softmax_cross_entropy((nn.dense(W, x) @ W).sum(1), 1)
+
+
+ROWS = np.ones((5, 4))
+
+
+@pytest.mark.parametrize("fn, data, two, found", [
+    (batch_in_fixed, (ROWS, np.ones((2, 2))), (ROWS[:2], np.ones((2, 2))),
+     "M: f64[2,B] uses the batch dim B in a fixed argument"),
+    (batch_in_other_axis, (ROWS, np.ones((5, 5))), (ROWS[:2], np.ones((2, 2))),
+     "K: f64[B,B] uses the batch dim B in a data argument's other axes"),
+    (labels_index_batch, (ROWS, np.zeros(5, np.int32)), (ROWS[:2], np.zeros(2, np.int32)),
+     "y: its labels index the batch dim B"),
+    (constant_indexes_batch, (ROWS,), (ROWS[:2],), "a constant label indexes the batch dim B"),
+], ids=["fixed", "other_axis", "labels", "constant_label"])
+def test_fit_refuses_a_batch_dim_it_cannot_shorten(fn, data, two, found):
+    """fit shortens the batch dim for an epoch's last batch and gathers rows only along the
+    data's leading axis: any other use of the batch dim read the wrong elements (or labels out
+    of range) in the last batch. The step itself still takes such arguments."""
+    step = diffc.train_step(fn, ["W"], diffc.SGD(lr=0.1))
+    W = np.ones((3, 4))
+    with pytest.raises(diffc.SignatureError) as info:
+        step.fit(W, *data, batch_size=2)
+    assert str(info.value).startswith(f"fit: {found}")
+    assert np.array_equal(W, np.ones((3, 4))) and step.steps == 0
+    assert np.isfinite(step(W, *two)) and step.steps == 1

@@ -1,4 +1,6 @@
 """The call path: argument validation, binding, result types and function attributes."""
+import ctypes
+import json
 import subprocess
 import sys
 import textwrap
@@ -8,6 +10,7 @@ import pytest
 
 import diffc
 from diffc import ArgumentError, f32, f64, i32, i64, nn
+from diffc.runtime.abi import Native
 
 
 @diffc.function
@@ -210,6 +213,100 @@ def test_scalar_label_out_of_range(label):
     expect_error(lambda: ce_sample(Z[0], label), "y", "5", str(label))
 
 
+@pytest.mark.parametrize("label", [np.array(3, object), np.array(3 + 0j), np.array("3")],
+                         ids=["object", "complex", "str"])
+def test_scalar_label_as_a_0d_array_of_another_kind(label):
+    """A 0-d object array passed the check (its item is an int) and then made ctypes raise."""
+    expect_error(lambda: ce_sample(Z[0], label), "y", "i64 integer", str(label.dtype))
+
+
+@diffc.function
+def constant_label(W: f64["C", 4], x: f64[4]) -> f64:
+    return nn.softmax_cross_entropy(W @ x, 2)
+
+
+@diffc.function
+def constant_label_batch(Z: f64["B", "C"]) -> f64:
+    return nn.cross_entropy(nn.softmax(Z.sum(0)), np.int32(4))
+
+
+def sce_ref(z, label):
+    return np.log(np.exp(z - z.max()).sum()) + z.max() - z[label]
+
+
+@pytest.mark.parametrize("classes", [3, 5])
+def test_constant_label_inside_a_symbolic_class_axis(classes):
+    W = np.arange(4.0 * classes).reshape(classes, 4) / 7
+    assert constant_label(W, X) == pytest.approx(sce_ref(W @ X, 2), rel=1e-12)
+    g = diffc.grad(constant_label, "W")(W, X)
+    p = np.exp(W @ X - (W @ X).max())
+    np.testing.assert_allclose(g, np.outer(p / p.sum() - np.eye(classes)[2], X), rtol=1e-12)
+
+
+@pytest.mark.parametrize("fn, args, name, classes", [
+    (constant_label, (np.ones((2, 4)), X), "W", 2),
+    (constant_label, (np.ones((1, 4)), X), "W", 1),
+    (diffc.grad(constant_label, "W"), (np.ones((2, 4)), X), "W", 2),
+    (diffc.value_and_grad(constant_label), (np.ones((2, 4)), X), "W", 2),
+    (constant_label_batch, (np.ones((3, 4)),), "Z", 4),
+], ids=["call", "one_class", "grad", "value_and_grad", "cross_entropy"])
+def test_constant_label_outside_a_symbolic_class_axis(fn, args, name, classes):
+    """A constant label indexing a symbolic class axis was never range-checked: label 2 with
+    C=2 read past the logits (a wrong loss and gradient; a large one segfaults)."""
+    label = 4 if name == "Z" else 2
+    with pytest.raises(ArgumentError) as info:
+        fn(*args)
+    assert str(info.value) == (f"{name}: expected C > {label} (the constant label {label} "
+                               f"indexes an axis of size C), got C={classes}")
+
+
+@diffc.function
+def constant_label_sample(w: f64[3], x: f64[1, "C"]) -> f64:
+    return nn.softmax_cross_entropy((x * w.sum()).sum(0), 2)
+
+
+def test_constant_label_of_a_train_step_is_checked_by_step_and_fit():
+    step = diffc.train_step(constant_label_sample, ["w"], diffc.SGD(lr=0.1))
+    w, before = np.ones(3), np.ones(3).tobytes()
+    with pytest.raises(ArgumentError, match="^x: expected C > 2"):
+        step(w, np.ones((1, 2)))
+    with pytest.raises(ArgumentError, match="^x: expected C > 2"):
+        step.fit(w, np.ones((5, 1, 2)))
+    assert w.tobytes() == before and step.steps == 0
+    losses = step.fit(w, np.ones((5, 1, 3)), shuffle=False)
+    assert losses[0] == pytest.approx(np.log(3), rel=1e-12)  # equal logits: log(C)
+
+
+@pytest.mark.parametrize("label", [-1, np.int64(-3), np.array(-1), 2 ** 63, np.uint64(2 ** 63)],
+                         ids=repr)
+def test_negative_or_huge_constant_label_is_refused_when_traced(label):
+    with pytest.raises(diffc.ShapeError, match="out of range for C classes"):
+        @diffc.function
+        def f(z: f64["C"]) -> f64:
+            return nn.softmax_cross_entropy(z, label)
+
+
+@pytest.mark.parametrize("label", [5, np.array(5), np.array(7, np.int32), np.int16(-1)],
+                         ids=repr)
+def test_constant_label_outside_a_static_class_axis_is_refused_when_traced(label):
+    """A 0-d integer array was taken as a constant label without any check."""
+    with pytest.raises(diffc.ShapeError, match="out of range for 5 classes"):
+        @diffc.function
+        def f(z: f64[5]) -> f64:
+            return nn.cross_entropy(nn.softmax(z), label)
+
+
+def test_constant_labels_survive_the_json_round_trip(tmp_path):
+    native = constant_label.compile()._compiled.native
+    assert native.literal_labels == ((2, "C"),)
+    assert Native.from_json(json.loads(json.dumps(native.to_json()))) == native
+
+
+def test_eager_labels_out_of_range_are_a_shape_error():
+    with pytest.raises(diffc.ShapeError, match=r"labels must lie in \[0, 5\)"):
+        nn.softmax_cross_entropy(Z, np.array([0, 5, 1]))
+
+
 def test_label_dtype_mismatch():
     expect_error(lambda: sce_symbolic(Z, np.array([0, 1, 2], np.int64)), "y", "i32[B]", "int64")
     expect_error(lambda: ce_static(Z, np.array([0.0, 1.0, 2.0])), "y", "i64[B]", "float64")
@@ -308,3 +405,163 @@ def test_garbage_arguments_raise_in_a_subprocess():
     proc = subprocess.run([sys.executable, "-c", GARBAGE], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-2000:]}"
+
+
+# ----------------------------------------------------------------------------- sizes
+
+SIZES = textwrap.dedent("""
+    import numpy as np
+    import diffc
+    from diffc import nn, f64
+
+    @diffc.function
+    def cube(x: f64["N", 1, 1], y: f64["M", 1], z: f64["K"]) -> f64:
+        return nn.relu(x * y * z).sum()
+
+    @diffc.function
+    def outer(x: f64["N", 1], y: f64["M"]) -> f64["N", "M"]:
+        return x * y
+
+    @diffc.function
+    def outer_sum(x: f64["N", 1], y: f64["M"]) -> f64:
+        return nn.relu(x * y).sum()
+
+    big = 2 ** 21
+    calls = {
+        "cube": lambda: cube(np.ones((big, 1, 1)), np.ones((big, 1)), np.ones(2 * big)),
+        "outputs": lambda: outer(np.ones((big // 2, 1)), np.ones(big // 2)),
+        "workspace": lambda: outer_sum(np.ones((big // 2, 1)), np.ones(big // 2)),
+    }
+    for name, call in calls.items():
+        try:
+            call()
+        except diffc.ArgumentError as e:
+            print(name, "ArgumentError", e)
+        except BaseException as e:
+            print(name, type(e).__name__, e)
+    print("small", cube(np.ones((2, 1, 1)), np.ones((3, 1)), np.full(4, 0.5)))
+""")
+
+
+def test_sizes_too_large_for_int64_or_memory_are_argument_errors():
+    """Symbolic dims whose values overflowed int64 byte counts (a wrapped workspace size), or
+    whose outputs or workspace the machine cannot hold, raised numpy's MemoryError."""
+    proc = subprocess.run([sys.executable, "-c", SIZES], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
+    assert lines["cube"] == ("ArgumentError N=2097152 (bound by x), M=2097152 (bound by y), "
+                             "K=4194304 (bound by z): these sizes make a value of the program "
+                             "larger than 2**63 - 1 bytes")
+    assert lines["outputs"] == ("ArgumentError N=1048576 (bound by x), M=1048576 (bound by y): "
+                                "the outputs for these sizes would take more memory than this "
+                                "machine can allocate")
+    assert lines["workspace"].startswith(
+        "ArgumentError N=1048576 (bound by x), M=1048576 (bound by y): the workspace for these "
+        "sizes would take ") and lines["workspace"].endswith("more memory than this machine "
+                                                              "can allocate")
+    assert lines["small"] == "12.0"
+
+
+def test_static_shapes_whose_workspace_overflows_are_refused_when_compiled():
+    """Each value fits in 2**63 - 1 bytes (tracing checks that), their workspace does not."""
+    @diffc.function
+    def table(x: f64[2 ** 28, 1], y: f64[2 ** 30]) -> f64:
+        a = nn.tanh(x * y)
+        return (nn.softmax(a) * nn.log_softmax(a)).sum()
+
+    with pytest.raises(diffc.ShapeError, match="workspace for these static shapes would take "
+                                               "more than 2"):
+        diffc.value_and_grad(table, "x").compile()
+
+
+@diffc.function
+def softmax_table(x: f64["N", 1], y: f64["M"]) -> f64:
+    a = nn.tanh(x * y)
+    return (nn.softmax(a) * nn.log_softmax(a)).sum()
+
+
+def test_workspace_size_checks_every_product_and_sum():
+    """The native size function refuses dims whose values fit one by one but whose workspace
+    (several N x M buffers) does not; the same dims scaled down are accepted."""
+    compiled = diffc.value_and_grad(softmax_table, "x").compile()._compiled  # keeps the code
+    invoker = compiled.invoker
+    slots = invoker.workspace_size((100, 1000)) // (100 * 1000 * 8)
+    assert 4 < slots < 8
+    n, m = 2 ** 28, 2 ** 30  # one N x M f64 buffer: 2**61 bytes; `slots` of them: > 2**63
+    assert invoker._size(n, m) == -1
+    assert slots * 2 ** 60 < invoker._size(n // 2, m) < 2 ** 63
+    with pytest.raises(ArgumentError, match=r"^N=268435456 \(bound by x\), M=1073741824 "
+                                            r"\(bound by y\): these sizes make a value"):
+        invoker.workspace_size((n, m))
+    assert invoker._size(2 ** 62, 1) == -1 and invoker._size(1, 2 ** 63 - 1) == -1
+
+
+# ----------------------------------------------------------------------------- wide calls
+
+WIDE = 1050  # unused f64 scalars: the entry takes more arguments than ctypes passes (1024)
+
+
+def _wide_function():
+    names = [f"a{i}" for i in range(WIDE)]
+    source = (f"def wide(x: f32['N'], {', '.join(f'{n}: f64' for n in names)}, s: f32, "
+              f"k: i32) -> f32:\n    return nn.softmax_cross_entropy(x * s, k)\n")
+    scope = {"f32": f32, "f64": f64, "i32": i32, "nn": nn}
+    exec(source, scope)  # noqa: S102 - a generated signature too long to write out
+    return diffc.function(scope["wide"])
+
+
+def test_calls_with_more_arguments_than_ctypes_passes():
+    """A function taking more than 1024 native arguments raised ctypes.ArgumentError; it is
+    called through its packed twin, each argument in its own slot as its own C type."""
+    vg = diffc.value_and_grad(_wide_function(), "x")
+    x = np.array([0.5, -1.0, 2.0, 0.25], np.float32)
+    value, g = vg(x, *np.arange(WIDE, dtype=np.float64), np.float32(-1.5), 3)
+    z = x.astype(np.float64) * -1.5
+    p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    assert value == pytest.approx(sce_ref(z, 3), rel=1e-5)
+    np.testing.assert_allclose(g, (p - np.eye(4)[3]) * -1.5, rtol=1e-5)
+    assert vg._compiled.native.packed() == [vg._compiled.native.abi.entry]
+    expect_error(lambda: vg(x, *[0.0] * WIDE, 1.0, 4), "k", "[0, 4)", "4")
+    expect_error(lambda: vg(x, *[0.0] * WIDE, "1", 1), "s", "f32", "str")
+    assert constant_label.compile()._compiled.native.packed() == []  # narrow: plain calls
+
+
+def test_packed_twin_reads_every_argument_type_from_its_slot():
+    from llvmlite import ir
+
+    from diffc.compiler import codegen, llvm
+    from diffc.runtime.call import native_function
+
+    i32, i64, double, float_ = ir.IntType(32), ir.IntType(64), ir.DoubleType(), ir.FloatType()
+    kinds = [i64, double, float_, i32, codegen.PTR] * 206  # 1030 arguments
+    module = ir.Module("wide")
+    fn = ir.Function(module, ir.FunctionType(double, kinds), "weigh")
+    b = ir.IRBuilder(fn.append_basic_block())
+    total = ir.Constant(double, 0.0)
+    for i, arg in enumerate(fn.args):  # sum of (i + 1) * value
+        if arg.type == codegen.PTR:
+            arg = b.load(arg, typ=double)
+        value = (b.sitofp(arg, double) if isinstance(arg.type, ir.IntType) else
+                 b.fpext(arg, double) if arg.type == float_ else arg)
+        total = b.fadd(total, b.fmul(value, ir.Constant(double, i + 1.0)))
+    b.ret(total)
+    codegen.add_packed(module, "weigh")
+    compiled = llvm.compile_module(module)
+    handle, addresses = llvm.load_object(compiled.object_code, ["weigh", "weigh_packed"], "wide")
+    cells = np.arange(206, dtype=np.float64) - 100.0
+    C = {i64: ctypes.c_int64, double: ctypes.c_double, float_: ctypes.c_float,
+         i32: ctypes.c_int32, codegen.PTR: ctypes.c_void_p}
+    weigh = native_function(addresses, "weigh", ctypes.c_double, [C[k] for k in kinds])
+    rng = np.random.default_rng(5)
+    ints = rng.integers(-2 ** 31, 2 ** 31, 206)
+    floats = rng.standard_normal(206)
+    args, want = [], 0.0
+    for j in range(206):
+        values = [int(ints[j]) * 3 ** 10, float(floats[j]), float(np.float32(floats[j])),
+                  int(ints[j]), cells.ctypes.data + 8 * j]
+        args += values
+        seen = values[:4] + [cells[j]]
+        want += sum(v * (5 * j + k + 1) for k, v in enumerate(seen))
+    assert weigh(*args) == pytest.approx(want, rel=1e-12)
+    del handle  # the code stays mapped until here

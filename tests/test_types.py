@@ -1,5 +1,6 @@
 """Types: the two spellings of array types, their printing, dim checks and reading signatures."""
 import dataclasses
+import enum
 
 import numpy as np
 import pytest
@@ -80,7 +81,8 @@ def test_signature_prints_in_annotation_syntax():
 
 # ----------------------------------------------------------------------------- bad dims
 
-BAD_DIMS = [0, -1, -784, True, False, 1.5, 2.0, None, "1B", "a b", "", "B-1", (2,), [3]]
+BAD_DIMS = [0, -1, -784, True, False, 1.5, 2.0, None, "1B", "a b", "", "B-1", (2,), [3],
+            np.bool_(True), np.int64(0), np.float64(2.0), np.str_("1B")]
 
 
 @pytest.mark.parametrize("dim", BAD_DIMS, ids=repr)
@@ -100,6 +102,86 @@ def test_bad_dim_message_shows_the_dim(dim):
     with pytest.raises(SignatureError) as info:
         f64[dim]
     assert repr(dim) in str(info.value) or str(dim) in str(info.value)
+
+
+class Size(enum.IntEnum):
+    HIDDEN = 3
+
+
+class Name(str):
+    pass
+
+
+@pytest.mark.parametrize("dim, plain", [(Size.HIDDEN, 3), (np.int64(3), 3), (np.uint8(3), 3),
+                                        (np.str_("B"), "B"), (Name("B"), "B")], ids=repr)
+def test_int_and_str_subclass_dims_become_plain(dim, plain):
+    """Later stages tell static from symbolic dims by exact class: an IntEnum member taken
+    as is was treated as symbolic at call time, so any size passed."""
+    t = f64[dim, 2]
+    assert t.shape == (plain, 2) and type(t.shape[0]) is type(plain)
+    assert t == Array[f64, dim, 2] == f64[plain, 2]
+
+
+def test_array_type_made_directly_is_checked_when_read_as_an_annotation():
+    def f(x: ArrayType(f64, (Size.HIDDEN, np.str_("B")))) -> f64:
+        return x.sum()
+
+    t = signature_of(f).params[0].type
+    assert t == f64[3, "B"] and type(t.shape[0]) is int and type(t.shape[1]) is str
+
+    def g(x: ArrayType(f64, (0,))) -> f64:
+        return x.sum()
+
+    with pytest.raises(SignatureError, match="got 0"):
+        signature_of(g)
+
+
+def test_int_enum_dims_are_static_at_call_time():
+    @diffc.function
+    def total(x: f64[Size.HIDDEN]) -> f64:
+        return x.sum()
+
+    assert total(np.array([1.0, 2.0, 4.0])) == 7.0
+    with pytest.raises(diffc.ArgumentError, match=r"x: expected f64\[3\], got float64 \(7,\)"):
+        total(np.ones(7))
+
+
+def test_int_enum_param_of_a_train_step_is_static():
+    """A step whose param was declared with an IntEnum dim wrote past the param's end."""
+    @diffc.function
+    def norm(w: f64[Size.HIDDEN]) -> f64:
+        return (w * w).sum()
+
+    step = diffc.train_step(norm, ["w"], diffc.SGD(lr=0.5))
+    w = np.array([1.0, 2.0, 3.0])
+    assert step(w) == 14.0 and np.array_equal(w, [0.0, 0.0, 0.0])
+    big = np.ones(8)
+    with pytest.raises(diffc.ArgumentError, match=r"w: expected f64\[3\]"):
+        step(big)
+    assert np.array_equal(big, np.ones(8))
+
+
+@pytest.mark.parametrize("dims", [(2 ** 60,), (2 ** 40, 2 ** 40), ("B", 2 ** 62), (2 ** 63,)],
+                         ids=repr)
+def test_a_type_larger_than_int64_bytes_is_a_shape_error(dims):
+    with pytest.raises(diffc.ShapeError, match="2\\*\\*63 - 1 bytes"):
+        f64[dims]
+
+
+def test_the_largest_types_that_fit_are_accepted():
+    assert f64[2 ** 60 - 1].shape == (2 ** 60 - 1,)  # 2**63 - 8 bytes
+    assert f32[2 ** 61 - 1, "B"].shape == (2 ** 61 - 1, "B")
+
+
+def test_an_intermediate_larger_than_int64_bytes_is_a_shape_error_at_the_users_line():
+    with pytest.raises(diffc.ShapeError) as info:
+        @diffc.function
+        def outer(x: f64[2 ** 31, 1], y: f64[2 ** 31]) -> f64:
+            return (x * y).sum()  # too_large_intermediate
+    line = next(i for i, text in enumerate(open(__file__).read().splitlines(), 1)
+                if text.endswith("# too_large_intermediate"))
+    assert f"test_types.py:{line}:" in str(info.value)
+    assert "f64[2147483648,2147483648]" in str(info.value)
 
 
 @pytest.mark.parametrize("key", [(128, 784), ("f32", 3), (np.float32, 3), (f32[3], 4)], ids=repr)

@@ -6,6 +6,8 @@ input (scalar inputs by value), one pointer per output (scalars too), one i64 pe
 and a workspace pointer of `diffc_<name>_workspace_size(dims...)` bytes (64-byte aligned).
 `diffc_<name>_py` is the same entry taking numpy array objects instead of data pointers (it reads
 the data pointer from numpy's stable PyArrayObject layout), so Python calls skip `.ctypes`.
+The workspace-size function returns -1 when any value of the program (or the workspace) would
+hold more than 2**63 - 1 bytes for the given dims: the caller refuses those dims.
 Invariants: buffers of distinct values never overlap (kernel pointer args are noalias); the
 entry writes outputs and then applies `updates` (param <- value) after every read of a param.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ..ir import Lit, Program, Var
-from ..runtime.abi import Abi
+from ..runtime.abi import Abi, packed_name
 from ..types import ArrayType, f32, f64, i32, i64
 from .kernels import KERNELS, lower_elementwise
 from .loops import I64, for_range
@@ -85,7 +87,8 @@ def symbols_of(program: Program) -> tuple[str, ...]:
 
 
 def c_name(name: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in name)
+    """name as a C identifier's tail: ASCII letters and digits kept, anything else `_`."""
+    return "".join(ch if ch.isascii() and ch.isalnum() else "_" for ch in name)
 
 
 def build_module(program: Program, name: str) -> tuple[ir.Module, Abi]:
@@ -111,8 +114,22 @@ def add_entry(module: ir.Module, program: Program, entry: str) -> tuple[Abi, ir.
     abi = Abi(entry, tuple(v.type for v in program.inputs),
               tuple(a.type for a in program.outputs), symbols_of(program))
     plan = plan_memory(program)
-    _size_function(module, abi, plan)
+    _size_function(module, abi, plan, _value_types(program))
     return abi, _entry_function(module, abi, program, plan)
+
+
+def add_packed(module: ir.Module, name: str) -> None:
+    """`<name>_packed(slots)`: calls `name` with argument i read from the 8-byte slot i (as the
+    argument's type), for callers that cannot pass as many arguments one by one (ctypes)."""
+    fn = module.get_global(name)
+    restype = fn.function_type.return_type
+    packed = ir.Function(module, ir.FunctionType(restype, [PTR]), packed_name(name))
+    b = ir.IRBuilder(packed.append_basic_block("entry"))
+    slots = packed.args[0]
+    args = [b.load(b.gep(slots, [ir.Constant(I64, i)], source_etype=I64), typ=a.type)
+            for i, a in enumerate(fn.args)]
+    result = b.call(fn, args)
+    b.ret_void() if isinstance(restype, ir.VoidType) else b.ret(result)
 
 
 def _arg_type(t: ArrayType):
@@ -148,23 +165,60 @@ def _kernel_function(module, name: str, eqn, symbols, arg_of: list[int]) -> ir.F
     return fn
 
 
-def _layout(b, types, dims):
+class _Checked:
+    """i64 `mul` and `add` that remember whether any of them overflowed (in `overflow`)."""
+
+    def __init__(self, b: ir.IRBuilder):
+        self.b, self.overflow = b, ir.Constant(ir.IntType(1), 0)
+
+    def _result(self, pair):
+        self.overflow = self.b.or_(self.overflow, self.b.extract_value(pair, 1))
+        return self.b.extract_value(pair, 0)
+
+    def mul(self, x, y):
+        return self._result(self.b.smul_with_overflow(x, y))
+
+    def add(self, x, y):
+        return self._result(self.b.sadd_with_overflow(x, y))
+
+
+def _nbytes(arith, t: ArrayType, dims):
+    """t's size in bytes, computed with `arith` (a builder, or `_Checked`)."""
+    return arith.mul(product(arith, [ir.Constant(I64, d) if isinstance(d, int) else dims[d]
+                                     for d in t.shape]), ir.Constant(I64, t.dtype.itemsize))
+
+
+def _layout(b, types, dims, arith=None):
     """Byte offsets of 64-byte aligned buffers of the given types, and the total size."""
+    arith = arith or b
     offsets, at = [], ir.Constant(I64, 0)
     for t in types:
         offsets.append(at)
-        nbytes = b.mul(product(b, [ir.Constant(I64, d) if isinstance(d, int) else dims[d]
-                                   for d in t.shape]), ir.Constant(I64, t.dtype.itemsize))
-        at = b.and_(b.add(b.add(at, nbytes), ir.Constant(I64, ALIGN - 1)),
-                    ir.Constant(I64, -ALIGN))
+        end = arith.add(arith.add(at, _nbytes(arith, t, dims)), ir.Constant(I64, ALIGN - 1))
+        at = b.and_(end, ir.Constant(I64, -ALIGN))
     return offsets, at
 
 
-def _size_function(module, abi: Abi, plan: MemoryPlan) -> None:
+def _value_types(program: Program) -> set[ArrayType]:
+    """The types of every value of a program, nested bodies' included."""
+    types = {v.type for v in program.inputs} | {a.type for a in program.outputs}
+    for e in program.eqns:
+        types |= {v.type for v in e.outputs}
+        if "body" in e.params:
+            types |= _value_types(e.params["body"])
+    return types
+
+
+def _size_function(module, abi: Abi, plan: MemoryPlan, types: set[ArrayType]) -> None:
+    """The workspace size for the dims, or -1 if a value or the workspace would not fit."""
     fn = ir.Function(module, ir.FunctionType(I64, [I64] * len(abi.symbols)), abi.workspace_size)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    _, total = _layout(b, plan.slots, dict(zip(abi.symbols, fn.args, strict=True)))
-    b.ret(total)
+    dims = dict(zip(abi.symbols, fn.args, strict=True))
+    checked = _Checked(b)
+    for t in sorted(types, key=str):  # a loop's trip count is some value's size: none wraps
+        _nbytes(checked, t, dims)
+    _, total = _layout(b, plan.slots, dims, checked)
+    b.ret(b.select(checked.overflow, ir.Constant(I64, -1), total))
 
 
 def _copy(b, t: ArrayType, dst, src_atom, src_ptr, dims) -> None:

@@ -3,9 +3,13 @@
 Input: the `Abi` and `Signature` of compiled code and its entry addresses. Output: `Invoker`, a
 callable taking the function's arguments (positional or keyword) and returning its outputs.
 Invariants: nothing native runs until every argument has passed (dtype, shape, symbolic dims
-bound one way, C-contiguity, integer labels in range, scalars that are numbers), so a rejected
+bound one way, C-contiguity, integer labels and constant labels in range, scalars that are
+numbers, every value and the workspace small enough to allocate for the dims), so a rejected
 call writes nothing and Python input can never crash the process; errors are `ArgumentError`s
-naming the parameter, what was expected and what was given. Uses numpy and ctypes only.
+naming the parameter (or the dims), what was expected and what was given. ndarray subclasses
+are checked through plain views of their memory, so no overridden attribute can mislead a
+check. Functions with more arguments than ctypes passes are called through their packed twins.
+Uses numpy and ctypes only.
 """
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ import threading
 
 import numpy as np
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, ShapeError
 from ..types import ArrayType, Signature
+from .abi import MAX_ARGS, Native, packed_name
 
 _CTYPES = {"f32": ctypes.c_float, "f64": ctypes.c_double, "i32": ctypes.c_int32,
            "i64": ctypes.c_int64}
@@ -48,37 +53,60 @@ def _owner(a: np.ndarray):
     return a
 
 
-# primitives reading integer labels (operand 1) that index the last axis of an array
-_LABELLED = ("pick", "unpick", "softmax_cross_entropy", "softmax_cross_entropy_grad")
-_MOVES = ("reshape", "transpose", "broadcast_in_dim")  # carry a label value unchanged
+def empty(shape, dtype, what: str) -> np.ndarray:
+    """np.empty, or an ArgumentError saying `what` needs more memory than the machine has."""
+    try:
+        return np.empty(shape, dtype)
+    except (MemoryError, ValueError):  # ValueError: more bytes than numpy can index
+        raise ArgumentError(f"{what} would take {_bytes(shape, dtype)}, more memory than this "
+                            f"machine can allocate") from None
 
 
-def aligned_workspace(size: int) -> tuple[np.ndarray, int]:
-    """A buffer holding `size` bytes from a 64-byte aligned address, and that address."""
-    buffer = np.empty(size + 64, np.uint8)
+def _bytes(shape, dtype) -> str:
+    n = np.dtype(dtype).itemsize
+    for d in (shape if isinstance(shape, tuple) else (shape,)):
+        n *= d
+    return f"{n} bytes" if n < 2 ** 30 else f"{n / 2 ** 30:.3g} GiB"
+
+
+def aligned_workspace(size: int, what: str = "the workspace") -> tuple[np.ndarray, int]:
+    """A buffer holding `size` bytes from a 64-byte aligned address, and that address (size
+    -1, a workspace-size function's overflow, is an ArgumentError)."""
+    if size < 0:
+        raise ArgumentError(f"{what} would take more than 2**63 - 1 bytes")
+    buffer = empty(size + 64, np.uint8, what)
     return buffer, (buffer.ctypes.data + 63) & -64
 
 
-def label_bounds(program) -> dict[int, tuple]:
-    """Input index -> the class counts (ints or symbols) each integer-label input indexes.
+def native_function(addresses: dict, name: str, restype, argtypes: list):
+    """A ctypes callable for entry point `name`: its packed twin where it takes more than
+    MAX_ARGS arguments (called the same way)."""
+    if len(argtypes) <= MAX_ARGS:
+        return ctypes.CFUNCTYPE(restype, *argtypes)(addresses[name])
+    return _Packed(addresses[packed_name(name)], restype, argtypes)
 
-    Every equation that indexes with labels counts, including the gradient-only ones (`unpick`,
-    `softmax_cross_entropy_grad`), and labels are followed back through equations that only
-    move values to the input they come from: an unchecked label would index out of bounds.
-    """
-    index = {id(v): i for i, v in enumerate(program.inputs)}
-    producer = {id(v): e for e in program.eqns for v in e.outputs}
-    bounds: dict[int, tuple] = {}
-    for e in program.eqns:
-        if e.prim.name not in _LABELLED or e.inputs[1].type.dtype.is_float:
-            continue
-        classes = (e.outputs[0] if e.prim.name == "unpick" else e.inputs[0]).type.shape[-1]
-        label = e.inputs[1]
-        while id(label) in producer and producer[id(label)].prim.name in _MOVES:
-            label = producer[id(label)].inputs[0]
-        if id(label) in index and classes not in bounds.get(index[id(label)], ()):
-            bounds[index[id(label)]] = bounds.get(index[id(label)], ()) + (classes,)
-    return bounds
+
+# how each ctypes argument type is written into its 8-byte slot: numpy type, index step
+_SLOTS = {ctypes.c_double: (np.float64, 1), ctypes.c_float: (np.float32, 2),
+          ctypes.c_int32: (np.int32, 2), ctypes.c_int64: (np.int64, 1),
+          ctypes.c_void_p: (np.uint64, 1)}
+
+
+class _Packed:
+    """Calls a packed twin (`name_packed(slots)`): slot i holds argument i as its C type."""
+
+    def __init__(self, address: int, restype, argtypes: list):
+        self.fn = ctypes.CFUNCTYPE(restype, ctypes.c_void_p)(address)
+        self.count = len(argtypes)
+        self.groups = [(dtype, np.array(indices, np.intp), np.array(indices) * step)
+                       for c, (dtype, step) in _SLOTS.items()
+                       if (indices := [i for i, a in enumerate(argtypes) if a is c])]
+
+    def __call__(self, *args):
+        slots = np.zeros(self.count, np.uint64)
+        for dtype, indices, at in self.groups:
+            slots.view(dtype)[at] = [args[i] for i in indices]
+        return self.fn(slots.ctypes.data)
 
 
 def bind_arguments(names, args, kwargs) -> list:
@@ -99,20 +127,48 @@ def bind_arguments(names, args, kwargs) -> list:
     return [values[n] for n in names]
 
 
-def _describe(a) -> str:
+def describe(a) -> str:
+    """A value as error messages show it: an array's dtype and shape, else type and repr."""
     if isinstance(a, np.ndarray):
         return f"{a.dtype} {a.shape}"
     return f"{type(a).__name__} {a!r}"[:60]
 
 
+def check_count(name: str, value, low: int) -> int:
+    """An int >= low (numpy integers too, not bools) as a Python int, or an ArgumentError."""
+    if isinstance(value, _BOOLS) or not isinstance(value, _INTEGERS) or value < low:
+        raise ArgumentError(f"{name}: expected an int >= {low}, got {describe(value)}")
+    return int(value)
+
+
+def _plain_views(values) -> list:
+    """values with each ndarray subclass replaced by a plain ndarray of the same memory, whose
+    shape, dtype and flags are numpy's own, whatever the subclass overrides."""
+    return [np.ndarray.view(a, np.ndarray) if isinstance(a, np.ndarray) and
+            a.__class__ is not np.ndarray else a for a in values]
+
+
+def _literal_labels(pairs) -> tuple:
+    """The constant labels to check at call time: those indexing symbolic class axes (a
+    negative one, or one outside a static axis, is refused now: tracing refuses them first)."""
+    for value, d in pairs:
+        if value < 0 or (d.__class__ is int and value >= d):
+            raise ShapeError(f"the constant label {value} is out of range for {d} classes")
+    return tuple((value, d) for value, d in pairs if d.__class__ is str)
+
+
 class Invoker:
     """Validates arguments and calls the native entry of one compiled program."""
 
-    def __init__(self, abi, signature: Signature, addresses: dict, labels: dict,
-                 written: tuple[int, ...] = ()):
-        self.abi, self.signature, self.labels = abi, signature, labels
-        self.written = frozenset(written)
+    def __init__(self, native: Native, signature: Signature, addresses: dict):
+        abi = self.abi = native.abi
+        self.signature, self.labels = signature, native.labels
+        self.written = frozenset(native.written)
         self.names = signature.names
+        # the parameter that binds each symbolic dim (the first one that mentions it)
+        self.bound_by = {d: p.name for p, t in reversed(list(zip(signature.params, abi.inputs,
+                                                                  strict=True))) for d in t.symbols}
+        self.literal_labels = _literal_labels(native.literal_labels)
         # per parameter: (name, type, is_array, numpy dtype, shape or None if symbolic)
         self._plans = [(p.name, t, t.ndim > 0, t.dtype.np_dtype, None if t.symbols else t.shape)
                        for p, t in zip(signature.params, abi.inputs, strict=True)]
@@ -122,22 +178,22 @@ class Invoker:
         self._static_outs = not any(t.symbols for t in abi.outputs)
         self.lock = threading.Lock()  # one workspace: one native call at a time
         scalar_args = [_CTYPES[t.dtype.name] for t in abi.inputs]
-        if NUMPY_LAYOUT_OK:  # arrays go to the entry that reads their data pointers itself
-            array_arg, self._pass = ctypes.py_object, None
-            address = addresses[abi.py_entry]
+        if NUMPY_LAYOUT_OK and abi.arity <= MAX_ARGS:  # arrays go to the entry that reads
+            array_arg, self._pass, entry = ctypes.py_object, None, abi.py_entry  # data itself
         else:
-            array_arg, self._pass = ctypes.c_void_p, (lambda a: a.ctypes.data)
-            address = addresses[abi.entry]
+            array_arg, self._pass, entry = ctypes.c_void_p, _data_address, abi.entry
         inputs = [array_arg if t.ndim else c
                   for t, c in zip(abi.inputs, scalar_args, strict=True)]
         argtypes = (inputs + [array_arg] * len(abi.outputs) +
                     [ctypes.c_int64] * len(abi.symbols) + [ctypes.c_void_p])
-        self._entry = ctypes.CFUNCTYPE(None, *argtypes)(address)
-        self._size = ctypes.CFUNCTYPE(ctypes.c_int64, *[ctypes.c_int64] * len(abi.symbols))(
-            addresses[abi.workspace_size])
-        self._sizes: dict[tuple, int] = {}
-        self._workspace = np.empty(0, np.uint8)
-        self._workspace_address = 0
+        self._entry = native_function(addresses, entry, None, argtypes)
+        self._size = native_function(addresses, abi.workspace_size, ctypes.c_int64,
+                                     [ctypes.c_int64] * len(abi.symbols))
+        self._sizes: dict[tuple, int] = {}  # checked dims -> workspace bytes
+        self._workspace, self._workspace_address, self._capacity = None, 0, -1
+        if not abi.symbols and self._size() < 0:
+            raise ShapeError(f"{signature}: the workspace for these static shapes would take "
+                             f"more than 2**63 - 1 bytes")
 
     # ------------------------------------------------------------------ arguments
 
@@ -155,18 +211,22 @@ class Invoker:
             if not is_array:
                 self._check_scalar(name, t, a)
                 continue
-            if not isinstance(a, np.ndarray):
-                raise ArgumentError(f"{name}: expected a numpy array {t}, got {_describe(a)}")
+            if a.__class__ is not np.ndarray:
+                if isinstance(a, np.ndarray):  # a subclass: check numpy's own attributes
+                    return self.check(_plain_views(values))
+                raise ArgumentError(f"{name}: expected a numpy array {t}, got {describe(a)}")
             if a.dtype is not np_dtype and a.dtype != np_dtype:
-                raise ArgumentError(f"{name}: expected {t}, got {_describe(a)}")
+                raise ArgumentError(f"{name}: expected {t}, got {describe(a)}")
             if a.shape != static_shape:
                 self._check_symbolic(name, t, a, symbols)
             if not a.flags.c_contiguous:
                 raise ArgumentError(f"{name}: expected a C-contiguous array, got a "
-                                    f"non-contiguous {_describe(a)} (np.ascontiguousarray "
+                                    f"non-contiguous {describe(a)} (np.ascontiguousarray "
                                     f"makes one)")
         for i in self.labels:
             self.check_labels(i, values[i], symbols)
+        if self.literal_labels:
+            self.check_literal_labels(symbols)
         if self.written:
             self.check_written(values)
         return symbols
@@ -175,30 +235,28 @@ class Invoker:
         """Shape check of an array whose type has symbolic dims (or a wrong static shape)."""
         shape = a.shape
         if len(shape) != len(t.shape):
-            raise ArgumentError(f"{name}: expected {t}, got {_describe(a)}")
+            raise ArgumentError(f"{name}: expected {t}, got {describe(a)}")
         for d, s in zip(t.shape, shape, strict=True):
             if d.__class__ is int:
                 if d != s:
-                    raise ArgumentError(f"{name}: expected {t}, got {_describe(a)}")
+                    raise ArgumentError(f"{name}: expected {t}, got {describe(a)}")
                 continue
             bound = symbols.get(d)
             if bound is None:
                 if s < 1:
                     raise ArgumentError(f"{name}: dimension {d} must be >= 1, got "
-                                        f"{_describe(a)}")
+                                        f"{describe(a)}")
                 symbols[d] = s
             elif bound != s:
-                first = next(p.name for p, v in zip(self.signature.params, self.abi.inputs,
-                                                        strict=True) if d in v.shape)
                 raise ArgumentError(f"{name}: expected {t} with {d}={bound} (as bound by "
-                                    f"{first}), got {_describe(a)}")
+                                    f"{self.bound_by[d]}), got {describe(a)}")
 
     def check_written(self, values: list) -> None:
         """Arrays updated in place must be writable and share memory with no other argument."""
         for i in self.written:
             if not values[i].flags.writeable:
                 raise ArgumentError(f"{self.names[i]}: expected a writable array (it is updated "
-                                    f"in place), got a read-only {_describe(values[i])}")
+                                    f"in place), got a read-only {describe(values[i])}")
         arrays = [a for a in values if isinstance(a, np.ndarray) and a.ndim]
         roots = [_owner(a) for a in arrays]
         if len({id(r) for r in roots}) == len(roots) and all(
@@ -222,23 +280,23 @@ class Invoker:
 
     @staticmethod
     def _check_scalar(name: str, t: ArrayType, a) -> None:
-        if isinstance(a, np.ndarray) and a.ndim == 0:
-            a = a[()]
+        if isinstance(a, np.ndarray) and a.ndim == 0 and a.dtype.kind in "biuf":
+            a = a[()]  # a 0-d array of another kind (object, complex) is refused below
         if isinstance(a, _BOOLS):
-            raise ArgumentError(f"{name}: expected a {t} number, got {_describe(a)}")
+            raise ArgumentError(f"{name}: expected a {t} number, got {describe(a)}")
         if t.dtype.is_float:
             if not isinstance(a, _NUMBERS):
-                raise ArgumentError(f"{name}: expected a {t} number, got {_describe(a)}")
+                raise ArgumentError(f"{name}: expected a {t} number, got {describe(a)}")
             if isinstance(a, int):
                 try:
                     float(a)
                 except OverflowError:
                     raise ArgumentError(f"{name}: expected a {t} number, got an int too large "
-                                        f"for a float ({_describe(a)})") from None
+                                        f"for a float ({describe(a)})") from None
             return
         lo, hi = _INT_RANGE[t.dtype.name]
         if not isinstance(a, _INTEGERS) or not lo <= a <= hi:
-            raise ArgumentError(f"{name}: expected a {t} integer, got {_describe(a)}")
+            raise ArgumentError(f"{name}: expected a {t} integer, got {describe(a)}")
 
     def check_labels(self, i: int, a, symbols: dict) -> None:
         """Integer labels for input i must index every class axis they are used with."""
@@ -248,24 +306,56 @@ class Invoker:
             raise ArgumentError(f"{name}: labels must lie in [0, {n}), got values from "
                                 f"{a.min()} to {a.max()}")
 
+    def check_literal_labels(self, symbols: dict) -> None:
+        """Constant labels must lie inside the symbolic class axes they index."""
+        for value, d in self.literal_labels:
+            if value >= symbols[d]:
+                raise ArgumentError(f"{self.bound_by[d]}: expected {d} > {value} (the constant "
+                                    f"label {value} indexes an axis of size {d}), got "
+                                    f"{d}={symbols[d]}")
+
     # ------------------------------------------------------------------ calling
 
-    def _workspace_for(self, dims: tuple) -> int:
-        """The aligned address of a workspace large enough for these dims (grown, never shrunk)."""
+    def describe_dims(self, dims: tuple) -> str:
+        """The dims' values and the parameters that bound them (for error messages)."""
+        return ", ".join(f"{d}={v} (bound by {self.bound_by[d]})"
+                         for d, v in zip(self.abi.symbols, dims, strict=True)) or "static shapes"
+
+    def workspace_size(self, dims: tuple) -> int:
+        """The workspace bytes for these dims, or an ArgumentError where a value would hold more
+        than 2**63 - 1 bytes (checked natively, with overflow checks, before any allocation)."""
         size = self._sizes.get(dims)
         if size is None:
-            size = self._sizes[dims] = self._size(*dims)
-            if self._workspace.nbytes < size + 64:
-                self._workspace, self._workspace_address = aligned_workspace(size)
+            size = self._size(*dims)
+            if size < 0:
+                raise ArgumentError(f"{self.describe_dims(dims)}: these sizes make a value of "
+                                    f"the program larger than 2**63 - 1 bytes")
+            self._sizes[dims] = size
+        return size
+
+    def _workspace_for(self, dims: tuple) -> int:
+        """The aligned address of a workspace large enough for these (checked) dims; it grows,
+        never shrinks."""
+        size = self._sizes[dims]
+        if size > self._capacity:
+            self._workspace, self._workspace_address = aligned_workspace(
+                size, f"{self.describe_dims(dims)}: the workspace for these sizes")
+            self._capacity = size
         return self._workspace_address
 
     def __call__(self, *args, **kwargs) -> list:
         values = args if not kwargs and len(args) == len(self.names) else self.bind(args, kwargs)
         symbols = self.check(values)
         dims = tuple([symbols[s] for s in self.abi.symbols])
-        outs = [o if o.__class__ is np.ndarray else np.empty(
-            o[1] if self._static_outs else tuple([symbols.get(d, d) for d in o[1]]), o[0])
-            for o in self._outs]
+        if dims not in self._sizes:
+            self.workspace_size(dims)  # refuses dims that make a value too large, first
+        try:
+            outs = [o if o.__class__ is np.ndarray else np.empty(
+                o[1] if self._static_outs else tuple([symbols.get(d, d) for d in o[1]]), o[0])
+                for o in self._outs]
+        except (MemoryError, ValueError):  # ValueError: more bytes than numpy can index
+            raise ArgumentError(f"{self.describe_dims(dims)}: the outputs for these sizes "
+                                f"would take more memory than this machine can allocate") from None
         if self._pass is not None:
             values = [self._pass(a) if plan[2] else a
                       for a, plan in zip(values, self._plans, strict=True)]

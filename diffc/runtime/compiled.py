@@ -15,7 +15,8 @@ from ..train import SAMPLE
 from ..types import Signature
 from . import cache
 from .abi import Native
-from .call import Invoker, label_bounds
+from .call import Invoker
+from .labels import label_bounds, literal_labels
 
 
 class CompiledProgram:
@@ -35,8 +36,7 @@ class CompiledProgram:
         self.native = native
         self._handle, self.addresses = llvm.load_object(self.object_code, native.symbols(),
                                                         native.abi.entry)
-        self.invoker = Invoker(native.abi, signature, self.addresses, native.labels,
-                               native.written)
+        self.invoker = Invoker(native, signature, self.addresses)
 
     @property
     def asm(self) -> str:
@@ -70,9 +70,12 @@ def _build(program: Program, name: str, fit_spec) -> tuple[bytes, str, dict]:
     fit_abi, rewrites = None, ()
     if fit_spec is not None:
         fit_abi, rewrites = _add_fit(module, abi, optimized, fit_spec)
-    compiled = llvm.compile_module(module)
     written = tuple(sorted(optimized.inputs.index(p) for p, _ in optimized.updates))
-    native = Native(abi, label_bounds(optimized), written, fit_abi, tuple(rewrites))
+    native = Native(abi, label_bounds(optimized), written, fit_abi, tuple(rewrites),
+                    literal_labels(optimized))
+    for name in native.packed():
+        codegen.add_packed(module, name)
+    compiled = llvm.compile_module(module)
     return compiled.object_code, compiled.llvm_ir, native.to_json()
 
 

@@ -45,8 +45,7 @@ class LoadedProgram:
         self.library = library  # ctypes never unloads it: the addresses stay valid
         self.addresses = {s: ctypes.cast(getattr(library, s), ctypes.c_void_p).value
                           for s in native.symbols()}
-        self.invoker = Invoker(native.abi, signature_from_json(meta), self.addresses,
-                               native.labels, native.written)
+        self.invoker = Invoker(native, signature_from_json(meta), self.addresses)
 
     @property
     def llvm_ir(self) -> str:

@@ -1,0 +1,47 @@
+"""Where a program indexes with integer labels: what `Native` records for the call-time checks.
+
+Input: a Program (as compiled). Output: the class counts each integer-label input indexes
+(`label_bounds`) and the (value, class count) of each constant label (`literal_labels`).
+Invariant: every equation that indexes with labels counts, the gradient-only ones too (`unpick`,
+`softmax_cross_entropy_grad`), and labels are followed back through equations that only move
+values: an unchecked label would index out of bounds.
+"""
+from __future__ import annotations
+
+from ..ir import Lit
+
+# primitives reading integer labels (operand 1) that index the last axis of an array
+_LABELLED = ("pick", "unpick", "softmax_cross_entropy", "softmax_cross_entropy_grad")
+_MOVES = ("reshape", "transpose", "broadcast_in_dim")  # carry a label value unchanged
+
+
+def _label_uses(program):
+    """(label atom, class dim) of every equation indexing with integer labels; each label
+    followed back to the input or constant it comes from."""
+    producer = {id(v): e for e in program.eqns for v in e.outputs}
+    for e in program.eqns:
+        if e.prim.name not in _LABELLED or e.inputs[1].type.dtype.is_float:
+            continue
+        classes = (e.outputs[0] if e.prim.name == "unpick" else e.inputs[0]).type.shape[-1]
+        label = e.inputs[1]
+        while id(label) in producer and producer[id(label)].prim.name in _MOVES:
+            label = producer[id(label)].inputs[0]
+        yield label, classes
+
+
+def label_bounds(program) -> dict[int, tuple]:
+    """Input index -> the class counts (ints or symbols) each integer-label input indexes."""
+    index = {id(v): i for i, v in enumerate(program.inputs)}
+    bounds: dict[int, tuple] = {}
+    for label, classes in _label_uses(program):
+        if id(label) in index and classes not in bounds.get(index[id(label)], ()):
+            bounds[index[id(label)]] = bounds.get(index[id(label)], ()) + (classes,)
+    return bounds
+
+
+def literal_labels(program) -> tuple[tuple[int, object], ...]:
+    """(value, class dim) of every constant label: one indexing a symbolic class axis is
+    checked at call time, when the axis has a size."""
+    pairs = {(label.value, classes): None for label, classes in _label_uses(program)
+             if isinstance(label, Lit)}
+    return tuple(pairs)
