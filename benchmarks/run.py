@@ -1,4 +1,4 @@
-"""Run the DESIGN.md §7 workloads: diffc against a numpy baseline in the same run.
+"""Run the benchmark workloads (W1, W2): diffc against a numpy baseline in the same run.
 
     python benchmarks/run.py [--quick] [--threads 1 2] [--workloads W1 W2]
 

@@ -1,4 +1,4 @@
-"""The benchmark workloads of DESIGN.md §7, each in diffc and as a hand-written numpy baseline.
+"""The benchmark workloads, each in diffc and as a hand-written numpy baseline.
 
 W1: per-sample SGD on 784 -> 128 -> 10 (relu, softmax, cross-entropy with one-hot targets).
 W2: mini-batch SGD on 784 -> 128 -> 64 -> 10 (relu, softmax-cross-entropy, integer labels).
@@ -121,7 +121,7 @@ def sgd_step(function, params):
 
 
 def diffc_step_calls(function, params, data_args):
-    """One pass calling the compiled step from Python once per sample (the DESIGN's `step()`
+    """One pass calling the compiled step from Python once per sample (the `W1 step()`
     row). Returns (losses, seconds)."""
     step = sgd_step(function, params).compile()
     x, y = data_args

@@ -1,17 +1,28 @@
-"""diffc: differentiable functions compiled ahead of time to native code through LLVM."""
+"""diffc: differentiable functions compiled ahead of time to native code through LLVM.
+
+The package is built in layers, each folder importing only those below it (docs/architecture.md):
+core (types, IR, primitives, tracing) -> transforms (AD, optimizers, nn) -> passes -> runtime
+(calling, caching, exporting and loading native code) -> compiler -> api (the user's objects).
+"""
 from . import nn
-from .errors import ArgumentError, DiffcError, DTypeError, ShapeError, SignatureError, TraceError
-from .function import Function, function
-from .ir import eval_program, verify
-from .optim import SGD, Adam
-from .runtime.load import load
-from .train import TrainStep, train_step
-from .transforms import check_grad, grad, value_and_grad
-from .types import Array, f32, f64, i32, i64
+from .api.function import CompiledFunction, Function, function
+from .api.grad import GradFunction, check_grad, grad, value_and_grad
+from .api.load import load
+from .api.train import TrainStep, train_step
+from .core import __version__
+from .core.errors import (
+    ArgumentError,
+    DiffcError,
+    DTypeError,
+    ShapeError,
+    SignatureError,
+    TraceError,
+)
+from .core.ir import eval_program, verify
+from .core.types import Array, f32, f64, i32, i64
+from .transforms.optim import SGD, Adam
 
-__version__ = "0.1.0"
-
-__all__ = ["nn", "Array", "f32", "f64", "i32", "i64", "function", "Function", "eval_program",
-           "verify", "grad", "value_and_grad", "check_grad", "train_step", "TrainStep", "SGD",
-           "Adam", "load", "DiffcError", "SignatureError", "ShapeError", "DTypeError",
-           "TraceError", "ArgumentError"]
+__all__ = ["nn", "Array", "f32", "f64", "i32", "i64", "function", "Function", "CompiledFunction",
+           "GradFunction", "eval_program", "verify", "grad", "value_and_grad", "check_grad",
+           "train_step", "TrainStep", "SGD", "Adam", "load", "DiffcError", "SignatureError",
+           "ShapeError", "DTypeError", "TraceError", "ArgumentError", "__version__"]

@@ -5,7 +5,6 @@ Rule checks build `sum(w * prim(inputs))` (w random, so the cotangent is not all
 `ad.vjp` of it and evaluate the gradient program with `eval_program` in float64; the reference
 is central differences of the forward program, also through `eval_program` in float64.
 """
-import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -13,13 +12,15 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from models import BATCH_NETS, init, mlp_loss, mlp_loss32
 
 import diffc
-from diffc import Array, SignatureError, TraceError, f32, f64, i32, i64, nn
-from diffc.ad import vjp
-from diffc.ir import Eqn, Lit, Program, Var, eval_program, verify
-from diffc.ops import PRIMITIVES
-from diffc.types import ArrayType
+from diffc import SignatureError, TraceError, f32, f64, i32, i64, nn
+from diffc.core.ir import Eqn, Lit, Program, Var, eval_program, verify
+from diffc.core.primitive import PRIMITIVES, Primitive
+from diffc.core.trace import bind
+from diffc.core.types import ArrayType
+from diffc.transforms.ad import vjp
 
 RTOL = {f32: 1e-5, f64: 1e-12}
 FD_EPS = 1e-5  # central differences in f64: truncation ~eps^2, rounding ~1e-16 / eps
@@ -328,41 +329,6 @@ def test_compiled_gradients_match_the_oracle(fname, dt):
 
 # ----------------------------------------------------------------------------- whole networks
 
-@diffc.function
-def mlp_loss(W1: Array[f64, 128, 784], b1: Array[f64, 128], W2: Array[f64, 10, 128],
-             b2: Array[f64, 10], x: Array[f64, 784], y: Array[f64, 10]) -> f64:
-    h = nn.relu(nn.dense(W1, x, b1))
-    return nn.cross_entropy(nn.softmax(nn.dense(W2, h, b2)), y)
-
-
-@diffc.function
-def mlp_loss32(W1: f32[128, 784], b1: f32[128], W2: f32[10, 128], b2: f32[10], x: f32[784],
-               y: f32[10]) -> f32:
-    h = nn.relu(nn.dense(W1, x, b1))
-    return nn.cross_entropy(nn.softmax(nn.dense(W2, h, b2)), y)
-
-
-def _batch_net(dt):
-    def batch_loss(W1: dt[128, 784], b1: dt[128], W2: dt[64, 128], b2: dt[64], W3: dt[10, 64],
-                   b3: dt[10], X: dt["B", 784], labels: i32["B"]) -> dt:
-        h1 = nn.relu(nn.dense(W1, X, b1))
-        h2 = nn.relu(nn.dense(W2, h1, b2))
-        return nn.softmax_cross_entropy(nn.dense(W3, h2, b3), labels)
-    return diffc.function(batch_loss, name=f"batch_loss_{dt}")
-
-
-BATCH_NETS = {dt: _batch_net(dt) for dt in (f32, f64)}
-
-
-def init(rng, sizes, np_dtype):
-    """He-scaled weights and small random biases for layers of the given sizes."""
-    params = []
-    for n_in, n_out in itertools.pairwise(sizes):
-        params.append((rng.standard_normal((n_out, n_in)) * np.sqrt(2 / n_in)).astype(np_dtype))
-        params.append((rng.standard_normal(n_out) * 0.1).astype(np_dtype))
-    return params
-
-
 def np_mlp_grads(W1, b1, W2, b2, x, y):
     """Hand-derived backprop of cross_entropy(softmax(W2 relu(W1 x + b1) + b2), y), float64."""
     W1, b1, W2, b2, x, y = (np.asarray(a, np.float64) for a in (W1, b1, W2, b2, x, y))
@@ -595,19 +561,28 @@ def test_check_grad_reports_small_errors_for_correct_gradients():
         assert name in str(report)
 
 
-def test_check_grad_catches_a_wrong_rule(monkeypatch):
+def _affine_with_tanh_rule(vjp):
+    """`affine` with tanh replaced by a primitive computing tanh whose reverse rule is vjp."""
+    tanh = PRIMITIVES["tanh"]
+    broken = Primitive("tanh", tanh.impl, tanh.shape_rule, vjp, elementwise=True)
+
+    def f(W: f64[3, 4], b: f64[3], x: f64[4], k: i32, unused: f64[2]) -> f64:
+        return nn.sum(bind(broken, nn.dense(W, x, b))) + nn.sum(x * x) * 0.5
+    return diffc.function(f, name=f"affine_{id(vjp)}")
+
+
+def test_check_grad_catches_a_wrong_rule():
     """With tanh's rule broken (1 + t^2 for 1 - t^2), the parameters behind tanh fail."""
-    wrong = lambda g, x, *, out: (g * (1 + out * out),)
-    monkeypatch.setattr(PRIMITIVES["tanh"], "vjp", wrong)
-    report = diffc.check_grad(affine, *_affine_args(), wrt=["W", "b", "x"])
+    f = _affine_with_tanh_rule(lambda g, x, *, out: (g * (1 + out * out),))
+    report = diffc.check_grad(f, *_affine_args(), wrt=["W", "b", "x"])
     assert report.errors["W"] > 0.1 and report.errors["b"] > 0.1
     assert report.worst == max(report.errors.values())
 
 
-def test_check_grad_reports_nan_gradients(monkeypatch):
+def test_check_grad_reports_nan_gradients():
     """A nan gradient is the worst error there is, not one that max() skips."""
-    monkeypatch.setattr(PRIMITIVES["tanh"], "vjp", lambda g, x, *, out: (g * (out - out) / 0.0,))
-    report = diffc.check_grad(affine, *_affine_args(), wrt=["W", "b", "x"])
+    f = _affine_with_tanh_rule(lambda g, x, *, out: (g * (out - out) / 0.0,))
+    report = diffc.check_grad(f, *_affine_args(), wrt=["W", "b", "x"])
     assert math.isnan(report.errors["W"]) and math.isnan(report)
     assert not report < 1e-6
 

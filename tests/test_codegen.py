@@ -8,7 +8,8 @@ import pytest
 
 import diffc
 from diffc import f32, f64, i32, i64, nn
-from diffc.compiler import gemm
+from diffc.compiler.llvm import host_target
+from diffc.compiler.target import Target
 
 RTOL = {f32: 1e-5, f64: 1e-12}
 FLOATS = [f32, f64]
@@ -213,37 +214,45 @@ TRANSPOSES = {"A@B": (False, False), "A.T@B": (True, False), "A@B.T": (False, Tr
 
 
 @functools.cache
-def _gemm(dt, kind, shape, epilogue: bool, registers):
-    """op(A) op(B), optionally relu(... + bias): static shape (m, k, n), or symbolic if None."""
+def _gemm(dt, kind, shape, epilogue: bool, target: Target):
+    """op(A) op(B), optionally relu(... + bias): static shape (m, k, n), or symbolic if None;
+    compiled for `target`."""
     ta, tb = TRANSPOSES[kind]
     m, k, n = shape or ("M", "K", "N")
     sa, sb = (k, m) if ta else (m, k), (n, k) if tb else (k, n)
 
-    @diffc.function(name=f"gemm_{kind.replace('.', '').replace('@', '_')}_{dt}_{epilogue}_"
-                         f"{registers[0]}")
     def f(A: dt[sa], B: dt[sb], bias: dt[n]) -> dt[m, n]:
         product = (A.T if ta else A) @ (B.T if tb else B)
         return nn.relu(product + bias) if epilogue else product
-    return f
+    traced = diffc.function(f)
+    name = f"gemm_{kind.replace('.', '').replace('@', '_')}_{dt}_{epilogue}"
+    return diffc.CompiledFunction.from_program(traced.program, traced.signature, name, target)
 
 
-# the host's vector registers (bytes, count), and those of AVX2 and SSE machines
-REGISTER_FILES = [gemm.vector_registers(), (32, 16), (16, 16)]
+def without(target: Target, *prefixes: str) -> Target:
+    """target with the features starting with `prefixes` turned off."""
+    features = [("-" + f[1:]) if f[1:].startswith(prefixes) else f
+                for f in target.features.split(",")]
+    return Target(target.triple, target.cpu, ",".join(features))
+
+
+HOST = host_target()
+# the host, and (on this host) AVX2 and SSE machines: their vector registers set the tile sizes
+TARGETS = {f"{HOST.vector_registers[0] * 8}-bit vectors": HOST,
+           "avx2": without(HOST, "avx512"),
+           "sse": without(HOST, "avx512", "avx", "fma", "f16c")}
 
 
 @pytest.mark.parametrize("dt", FLOATS)
 @pytest.mark.parametrize("kind", list(TRANSPOSES))
 @pytest.mark.parametrize("symbolic", [False, True], ids=["static", "symbolic"])
 @pytest.mark.parametrize("epilogue", [False, True], ids=["plain", "bias_relu"])
-@pytest.mark.parametrize("registers", list(dict.fromkeys(REGISTER_FILES)), ids=str)
-def test_gemm_tiles_and_edges_match_numpy(dt, kind, symbolic, epilogue, registers,
-                                          monkeypatch):
-    monkeypatch.setattr(gemm, "vector_registers", lambda: registers)  # tile sizes follow
-    monkeypatch.setenv("DIFFC_CACHE", "0")  # the cache is keyed by the host's registers
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_gemm_tiles_and_edges_match_numpy(dt, kind, symbolic, epilogue, target):
     ta, tb = TRANSPOSES[kind]
     rng = np.random.default_rng(1)
     for m, k, n in GEMM_SHAPES:
-        fn = _gemm(dt, kind, None if symbolic else (m, k, n), epilogue, registers)
+        fn = _gemm(dt, kind, None if symbolic else (m, k, n), epilogue, TARGETS[target])
         a = rand(rng, (k, m) if ta else (m, k), dt)
         b = rand(rng, (n, k) if tb else (k, n), dt)
         bias = rand(rng, n, dt)

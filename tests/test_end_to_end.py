@@ -1,9 +1,10 @@
 """Whole networks: compiled code vs the eager body vs an independent numpy forward pass."""
 import numpy as np
 import pytest
+from models import init, mlp_loss, mlp_loss32
 
 import diffc
-from diffc import Array, f32, f64, i32, i64, nn
+from diffc import f32, f64, i32, i64, nn
 
 RTOL = {f32: 1e-5, f64: 1e-12}
 
@@ -33,31 +34,7 @@ def np_batch_loss(W1, b1, W2, b2, W3, b3, X, labels):
     return -np_log_softmax(z)[np.arange(len(labels)), labels].mean()
 
 
-def init(rng, sizes, dt):
-    """Weights and biases, He-scaled, for layers of the given sizes."""
-    params = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-        params.append((rng.standard_normal((n_out, n_in)) * np.sqrt(2 / n_in)).astype(dt))
-        params.append((rng.standard_normal(n_out) * 0.1).astype(dt))
-    return params
-
-
 # ----------------------------------------------------------------------------- the API example
-
-@diffc.function
-def mlp_loss(W1: Array[f64, 128, 784], b1: Array[f64, 128],
-             W2: Array[f64, 10, 128], b2: Array[f64, 10],
-             x: Array[f64, 784], y: Array[f64, 10]) -> f64:
-    h = nn.relu(nn.dense(W1, x, b1))
-    return nn.cross_entropy(nn.softmax(nn.dense(W2, h, b2)), y)
-
-
-@diffc.function
-def mlp_loss32(W1: f32[128, 784], b1: f32[128], W2: f32[10, 128], b2: f32[10],
-               x: f32[784], y: f32[10]) -> f32:
-    h = nn.relu(nn.dense(W1, x, b1))
-    return nn.cross_entropy(nn.softmax(nn.dense(W2, h, b2)), y)
-
 
 @diffc.function
 def layer(W: f64[128, 784], b: f64[128], x: f64[784]) -> f64[128]:

@@ -274,13 +274,13 @@ def test_load_without_so_or_json_raises(exported, tmp_path):
 
 
 @pytest.mark.skipif(not HAVE_CC, reason="no C compiler: no .so to load")
-@pytest.mark.parametrize("fmt", [None, 1, 3, "2"])
+@pytest.mark.parametrize("fmt", [None, 2, 4, "3"])
 def test_load_refuses_another_export_format(exported, tmp_path, fmt):
     """An export of another format (before 2: none recorded; a train step then took its step
     number `t` by value) is refused by name, not called with the wrong arguments."""
     source = exported["adam"][1]
     meta = json.loads(Path(source + ".json").read_text())
-    assert meta["format"] == 2
+    assert meta["format"] == 3
     if fmt is None:
         del meta["format"]
     else:
@@ -288,7 +288,7 @@ def test_load_refuses_another_export_format(exported, tmp_path, fmt):
     (tmp_path / "step.json").write_text(json.dumps(meta))
     shutil.copy(source + ".so", tmp_path / "step.so")
     expected = ("has no format field" if fmt is None else
-                f"is in export format {fmt!r} .*, not 2: export it again")
+                f"is in export format {fmt!r} .*, not 3: export it again")
     with pytest.raises(diffc.ArgumentError, match=r"step\.json " + expected):
         diffc.load(str(tmp_path / "step"))
 
@@ -433,31 +433,12 @@ exec(CACHE_DEFS, CACHE_DEFS_NS)
 
 CACHE_SCRIPT = """
 import json, sys
-import diffc.compiler.llvm as llvm
-compiles = []
-real_compile = llvm._compile
-
-
-def counting(text):
-    compiles.append(1)
-    return real_compile(text)
-
-
-def forbidden(*args):
-    raise AssertionError("code generation ran despite a cache hit")
-
-
-llvm._compile = forbidden if sys.argv[1] == "forbid" else counting
-if sys.argv[1] == "forbid":  # a hit skips the passes and code generation too
-    import diffc.compiler.codegen as codegen
-    import diffc.compiler.passes as passes
-    codegen.build_module = passes.optimize = forbidden
 """ + CACHE_DEFS + """
 out = {}
-for name in sys.argv[2:]:
-    before = len(compiles)
-    result, seconds = run(*build(name))
-    out[name] = {"result": result, "seconds": seconds, "compiles": len(compiles) - before}
+for name in sys.argv[1:]:
+    fn, args = build(name)
+    result, seconds = run(fn, args)
+    out[name] = {"result": result, "seconds": seconds, "compiles": int(not fn.artifacts.cached)}
 print(json.dumps(out))
 """
 
@@ -469,13 +450,13 @@ def cache_refs():
     for name in ("small", "other", "mlp"):
         fn, args = CACHE_DEFS_NS["build"](name)
         result, _ = CACHE_DEFS_NS["run"](fn, args)
-        refs[name] = (result, fn._compiled.object_code)
+        refs[name] = (result, fn.artifacts.object_code)
     return refs
 
 
-def _cache_command(folder, mode, names, **env):
+def _cache_command(folder, names, **env):
     env = {**os.environ, "DIFFC_CACHE_DIR": str(folder), "DIFFC_CACHE": "1", **env}
-    return dict(args=[sys.executable, "-c", CACHE_SCRIPT, mode, *names], env=env,
+    return dict(args=[sys.executable, "-c", CACHE_SCRIPT, *names], env=env,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -485,9 +466,10 @@ def _finish(process: subprocess.Popen) -> dict:
     return json.loads(stdout.splitlines()[-1])
 
 
-def cache_process(folder, mode, *names, **env) -> dict:
-    """Run CACHE_SCRIPT in a new process: name -> result, compile seconds, LLVM compiles."""
-    return _finish(subprocess.Popen(**_cache_command(folder, mode, names, **env)))
+def cache_process(folder, *names, **env) -> dict:
+    """Run CACHE_SCRIPT in a new process: name -> result, compile seconds, and whether it was
+    compiled (1) or came from the cache (0: the passes, code generation and LLVM skipped)."""
+    return _finish(subprocess.Popen(**_cache_command(folder, names, **env)))
 
 
 def entries(folder) -> dict[str, bytes]:
@@ -504,8 +486,8 @@ def assert_valid(folder, name, refs, monkeypatch) -> None:
 
 def test_cache_hit_in_second_process_skips_codegen(tmp_path, cache_refs, monkeypatch, capsys):
     folder = tmp_path / "cache"
-    cold = cache_process(folder, "count", "small", "mlp")
-    warm = cache_process(folder, "forbid", "small", "mlp")
+    cold = cache_process(folder, "small", "mlp")
+    warm = cache_process(folder, "small", "mlp")
     with capsys.disabled():
         print(f"\n784-128-10 train step compile: cold {cold['mlp']['seconds']:.3f} s, "
               f"from the cache {warm['mlp']['seconds']:.3f} s")
@@ -532,25 +514,25 @@ DAMAGE = {"flipped": _flip_middle, "half": lambda data: data[:len(data) // 2],
 
 def test_cache_damaged_entry_is_rebuilt(tmp_path, cache_refs, monkeypatch):
     folder = tmp_path / "cache"
-    assert cache_process(folder, "count", "small")["small"]["compiles"] == 1
+    assert cache_process(folder, "small")["small"]["compiles"] == 1
     (name, valid), = entries(folder).items()
     for damage, corrupt in DAMAGE.items():
         (folder / name).write_bytes(corrupt(valid))
-        rebuilt = cache_process(folder, "count", "small")["small"]
+        rebuilt = cache_process(folder, "small")["small"]
         assert rebuilt["compiles"] == 1, damage
         assert rebuilt["result"] == cache_refs["small"][0], damage
         assert list(entries(folder)) == [name], damage
         assert_valid(folder, name, cache_refs["small"], monkeypatch)
-        hit = cache_process(folder, "forbid", "small")["small"]
+        hit = cache_process(folder, "small")["small"]
         assert hit["result"] == cache_refs["small"][0], damage
 
 
 def test_cache_disabled_reads_and_writes_nothing(tmp_path, cache_refs):
     folder = tmp_path / "cache"
-    cache_process(folder, "count", "small")
+    cache_process(folder, "small")
     before = {p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns)
               for p in folder.iterdir()}
-    off = cache_process(folder, "count", "small", "other", DIFFC_CACHE="0")
+    off = cache_process(folder, "small", "other", DIFFC_CACHE="0")
     assert off["small"]["compiles"] == 1 and off["other"]["compiles"] == 1  # entry not read
     assert off["small"]["result"] == cache_refs["small"][0]
     assert off["other"]["result"] == cache_refs["other"][0]
@@ -563,10 +545,6 @@ def test_cache_key_differs_per_function(tmp_path, monkeypatch):
     folder = tmp_path / "cache"
     monkeypatch.setenv("DIFFC_CACHE_DIR", str(folder))
     monkeypatch.delenv("DIFFC_CACHE", raising=False)
-    compiles = []
-    real = diffc.compiler.llvm._compile
-    monkeypatch.setattr(diffc.compiler.llvm, "_compile",
-                        lambda text: compiles.append(1) or real(text))
 
     @diffc.function(name="keyed")
     def twice(x: f64[4]) -> f64:
@@ -581,11 +559,12 @@ def test_cache_key_differs_per_function(tmp_path, monkeypatch):
         return nn.sum(x * 3.0)
 
     x = np.array([1.0, 2.0, 3.0, 4.5])
-    assert twice(x) == 21.0 and len(compiles) == 1
+    assert twice(x) == 21.0 and not twice.artifacts.cached
     first = set(entries(folder))
     assert len(first) == 1
-    assert twice_again(x) == 21.0 and len(compiles) == 1 and set(entries(folder)) == first
-    assert thrice(x) == 31.5 and len(compiles) == 2
+    assert twice_again(x) == 21.0 and twice_again.artifacts.cached
+    assert set(entries(folder)) == first
+    assert thrice(x) == 31.5 and not thrice.artifacts.cached
     assert len(set(entries(folder))) == 2 and first < set(entries(folder))
     # the same program after a change to diffc's own source: compiled anew
     monkeypatch.setattr(diffc.compiler.llvm, "source_digest", lambda: "changed compiler")
@@ -594,7 +573,7 @@ def test_cache_key_differs_per_function(tmp_path, monkeypatch):
     def twice_changed(x: f64[4]) -> f64:
         return nn.sum(x * 2.0)
 
-    assert twice_changed(x) == 21.0 and len(compiles) == 3
+    assert twice_changed(x) == 21.0 and not twice_changed.artifacts.cached
     assert len(set(entries(folder))) == 3
 
 
@@ -620,7 +599,7 @@ def test_cache_key_holds_the_types_of_literals(tmp_path, monkeypatch):
 def test_cache_entry_for_other_types_is_rebuilt_not_loaded(tmp_path, monkeypatch):
     """An entry whose code takes or returns other types than the program (a key collision or a
     planted file) is rebuilt."""
-    from diffc.runtime import compiled
+    from diffc.compiler import llvm, pipeline
     monkeypatch.setenv("DIFFC_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("DIFFC_CACHE", raising=False)
 
@@ -634,17 +613,16 @@ def test_cache_entry_for_other_types_is_rebuilt_not_loaded(tmp_path, monkeypatch
 
     assert half32(np.ones(3, np.float32)) == 1.5
     (planted,) = entries(tmp_path).values()
-    key = cache.key(compiled._key_text(half64.program, "planted", None),
-                    diffc.compiler.llvm.cache_context())
+    key = pipeline.cache_key(half64.program, "planted", None, llvm.host_target())
     (tmp_path / f"{key}.bin").write_bytes(planted)
     assert half64(np.full(3, 1 / 3)) == 0.5
-    assert half64._compiled.native.abi.inputs[0].dtype == f64
+    assert half64.artifacts.native.abi.inputs[0].dtype == f64 and not half64.artifacts.cached
     assert entries(tmp_path)[f"{key}.bin"] != planted
 
 
 def test_cache_concurrent_writers_leave_one_valid_entry(tmp_path, cache_refs, monkeypatch):
     folder = tmp_path / "cache"
-    processes = [subprocess.Popen(**_cache_command(folder, "count", ["mlp"])) for _ in range(2)]
+    processes = [subprocess.Popen(**_cache_command(folder, ["mlp"])) for _ in range(2)]
     results = [_finish(p) for p in processes]
     for r in results:
         assert r["mlp"]["result"] == cache_refs["mlp"][0]

@@ -86,7 +86,7 @@ def test_hostile_argument(entry, position, key, value, names):
     args[position] = args[0][:2] if key == "overlap" else value()
     params = args[0] if isinstance(args[0], np.ndarray) else None
     before = params.tobytes() if params is not None else None
-    state, steps = [s.tobytes() for s in STEP._state], STEP.steps
+    state, steps = [s.tobytes() for s in STEP.state.values()], STEP.steps
     with pytest.raises(diffc.DiffcError) as info:
         CALLS[entry](*args)
     assert isinstance(info.value, diffc.ArgumentError), info.value
@@ -95,7 +95,7 @@ def test_hostile_argument(entry, position, key, value, names):
     assert all(n in message for n in names), message
     if params is not None:
         assert params.tobytes() == before
-    assert [s.tobytes() for s in STEP._state] == state and STEP.steps == steps
+    assert [s.tobytes() for s in STEP.state.values()] == state and STEP.steps == steps
 
 
 def data():
@@ -122,7 +122,7 @@ def test_hostile_fit_option(keyword, value, name):
         step.fit(W, X, 0.5, Y, **{keyword: value})
     assert str(info.value).startswith(f"{name}: "), info.value
     assert W.tobytes() == before and step.steps == 0
-    assert all(not s.any() for s in step._state)
+    assert all(not s.any() for s in step.state.values())
 
 
 @pytest.mark.parametrize("spoil, name", [

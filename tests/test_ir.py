@@ -7,9 +7,9 @@ import pytest
 
 import diffc
 from diffc import f32, f64, i32, nn
-from diffc.ir import Eqn, Lit, Program, Var, VerifyError, eval_program, verify
-from diffc.ops import PRIMITIVES
-from diffc.types import ArrayType
+from diffc.core.ir import Eqn, Lit, Program, Var, VerifyError, eval_program, verify
+from diffc.core.primitive import PRIMITIVES
+from diffc.core.types import ArrayType
 
 B = "B"  # a symbolic dim
 

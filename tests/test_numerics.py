@@ -13,13 +13,13 @@ one-equation programs; fill reads no values.
 """
 import numpy as np
 import pytest
+from models import compile_program
 
 import diffc
 from diffc import f32, f64, i32, nn
-from diffc.ir import Eqn, Program, Var
-from diffc.ops import PRIMITIVES
-from diffc.runtime import CompiledProgram
-from diffc.types import ArrayType, Param, Signature
+from diffc.core.ir import Eqn, Program, Var
+from diffc.core.primitive import PRIMITIVES
+from diffc.core.types import ArrayType, Param, Signature
 
 FLOATS = [f32, f64]
 RTOL = {f32: 1e-5, f64: 1e-12}
@@ -398,14 +398,14 @@ def test_outer_sweep(dt):
         assert_same(f(g, x, np.ones((n, n), dt.np_dtype)), np.outer(g, x), dt, zero_signs=True)
 
 
-def _one_equation(name, *types) -> CompiledProgram:
+def _one_equation(name, *types):
     """The primitive `name` applied to inputs of the given types, compiled (all outputs)."""
     inputs = tuple(Var(t) for t in types)
     out = PRIMITIVES[name].shape_rule(*types)
     outputs = tuple(Var(t) for t in (out if isinstance(out, tuple) else (out,)))
     program = Program(inputs, [Eqn(PRIMITIVES[name], inputs, {}, outputs)], outputs)
     params = tuple(Param(f"x{i}", v.type) for i, v in enumerate(inputs))
-    return CompiledProgram(program, Signature(params, outputs[0].type), name)
+    return compile_program(program, Signature(params, outputs[0].type), name)
 
 
 @pytest.mark.parametrize("dt", FLOATS, ids=str)

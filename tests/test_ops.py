@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from models import compile_program
 
-from diffc.compiler import passes
-from diffc.errors import DTypeError, ShapeError
-from diffc.ir import Eqn, Lit, Program, Var, eval_program
-from diffc.ops import PRIMITIVES
-from diffc.runtime import CompiledProgram
-from diffc.types import ArrayType, Param, Signature, f32, f64, i32, i64
+from diffc.compiler import pipeline
+from diffc.core.errors import DTypeError, ShapeError
+from diffc.core.ir import Eqn, Lit, Program, Var, eval_program
+from diffc.core.primitive import PRIMITIVES
+from diffc.core.types import ArrayType, Param, Signature, f32, f64, i32, i64
 
 RTOL = {f32: 1e-5, f64: 1e-12}
 FLOATS = [f32, f64]
@@ -369,7 +369,7 @@ def _sizes(case: Case) -> tuple:
 
 
 @functools.cache
-def _built(name: str, index: int, dt) -> tuple[Program, CompiledProgram]:
+def _built(name: str, index: int, dt) -> tuple:
     """The case as a one-equation program, and its compiled code (shared by the tests)."""
     case = CASES[name][index]
     binders = tuple(Var(_type(k, s, dt)) for k, s in case.binders)
@@ -380,7 +380,7 @@ def _built(name: str, index: int, dt) -> tuple[Program, CompiledProgram]:
     program = Program(inputs, [Eqn(PRIMITIVES[name], atoms, _params(case, dt), outs)], outs)
     signature = Signature(tuple(Param(f"x{i}", v.type) for i, v in enumerate(inputs)),
                           outs[0].type)
-    return program, CompiledProgram(program, signature, f"{name}_{index}_{dt.name}")
+    return program, compile_program(program, signature, f"{name}_{index}_{dt.name}")
 
 
 def _examples(name: str, index: int, dt):
@@ -420,6 +420,15 @@ def _call_args(values: list) -> list:
 def test_every_primitive_has_cases():
     assert sorted(CASES) == sorted(PRIMITIVES)
     assert all(CASES[name] for name in CASES)
+
+
+def test_every_primitive_has_a_lowering():
+    """Elementwise primitives have an emitter (scalar.py), the others a kernel (kernels.py)."""
+    from diffc.compiler.kernels import KERNELS
+    from diffc.compiler.scalar import EMITTERS
+    missing = [name for name, p in PRIMITIVES.items()
+               if name not in (EMITTERS if p.elementwise else KERNELS)]
+    assert missing == []
 
 
 def test_every_primitive_has_a_symbolic_case():
@@ -588,11 +597,11 @@ def test_elementwise_rule_rejects(name):
 # ----------------------------------------------------------------------------- accuracy
 
 @functools.cache
-def _unary_compiled(name: str, dt, **params) -> CompiledProgram:
+def _unary_compiled(name: str, dt, **params):
     """out = name(x) over x: dt[N], compiled once per op, dtype and params."""
     x, out = Var(dt["N"]), Var(dt["N"])
     program = Program((x,), [Eqn(PRIMITIVES[name], (x,), dict(params), (out,))], (out,))
-    return CompiledProgram(program, Signature((Param("x", x.type),), out.type), f"u_{name}")
+    return compile_program(program, Signature((Param("x", x.type),), out.type), f"u_{name}")
 
 
 def _run(name, x, **params):
@@ -726,11 +735,11 @@ def test_convert_element_type_rounds_like_numpy(source, target, square):
     multiplication after it (a group computes in one dtype: its output's)."""
     program = _convert_program(source, target, square)
     if square:
-        fused = [e.params["body"] for e in passes.optimize(program).eqns
+        fused = [e.params["body"] for e in pipeline.optimize(program).eqns
                  if e.prim.name == "fused"]
         assert [[e.prim.name for e in body.eqns] for body in fused] == [
             ["convert_element_type", "mul"]]
-    compiled = CompiledProgram(program, Signature((Param("x", program.inputs[0].type),),
+    compiled = compile_program(program, Signature((Param("x", program.inputs[0].type),),
                                                   program.outputs[0].type),
                                f"convert_{source.name}_{target.name}_{square}")
     with np.errstate(over="ignore"):

@@ -4,11 +4,12 @@ import re
 
 import numpy as np
 import pytest
+from models import mlp_loss
 
 import diffc
 from diffc import ArgumentError, f32, f64, i32, nn
-from diffc.compiler import passes
-from diffc.compiler.passes.memory import plan_memory
+from diffc.compiler import pipeline
+from diffc.passes.memory import plan_memory
 
 D, H, C = 5, 7, 3  # input, hidden and class counts of the small MLPs
 B = "B"  # the symbolic batch dim
@@ -222,7 +223,7 @@ def test_returns_loss_before_update():
 
 def test_lr_change_takes_effect_without_recompiling():
     step = make_step("sample", f64, "momentum").compile()
-    compiled = step._compiled
+    artifacts = step.artifacts
     params = init_params(5)
     X, Y, _ = dataset(6, 12)
     lrs = [0.05] * 4 + [0.3] * 4 + [0.0] * 4
@@ -232,7 +233,7 @@ def test_lr_change_takes_effect_without_recompiling():
         losses.append(step(*params, X[k], Y[k]))
     want_losses, want_params = reference_run(init_params(5), list(zip(X, Y, strict=True)),
                                              "momentum", lrs)
-    assert step._compiled is compiled
+    assert step.artifacts is artifacts
     assert step.lr == 0.0
     assert_close(losses, want_losses, 1e-12)
     assert_params_close(params, want_params, 1e-12)
@@ -280,10 +281,10 @@ def test_reset_zeroes_state_and_step_count():
     params = init_params(7)
     X, Y, _ = dataset(8, 10)
     run_steps(step, params, zip(X[:4], Y[:4], strict=True))
-    assert any(s.any() for s in step._state)
+    assert any(s.any() for s in step.state.values())
     step.reset()
     assert step.steps == 0
-    assert all(not s.any() for s in step._state)
+    assert all(not s.any() for s in step.state.values())
     start = [p.copy() for p in params]
     losses = run_steps(step, params, zip(X[4:], Y[4:], strict=True))
     want_losses, want_params = reference_run(start, list(zip(X[4:], Y[4:], strict=True)),
@@ -345,12 +346,12 @@ def test_rejected_call_writes_nothing(spoil):
     args = params + [X, labels]
     names = spoil(args)
     before = [a.tobytes() for a in params + args]
-    state = [s.tobytes() for s in step._state]
+    state = [s.tobytes() for s in step.state.values()]
     with pytest.raises(ArgumentError) as info:
         step(*args)
     assert_names(info.value, *names)
     assert [a.tobytes() for a in params + args] == before
-    assert [s.tobytes() for s in step._state] == state
+    assert [s.tobytes() for s in step.state.values()] == state
     assert step.steps == 2
 
 
@@ -475,7 +476,7 @@ def test_fit_rejects_bad_arguments(kind, data, kwargs, names):
         step.fit(*params, *data, **kwargs)
     assert all(re.search(rf"\b{n}\b", str(info.value)) for n in names), info.value
     assert [p.tobytes() for p in params] == before
-    assert step.steps == 0 and all(not s.any() for s in step._state)
+    assert step.steps == 0 and all(not s.any() for s in step.state.values())
 
 
 @diffc.function
@@ -525,18 +526,11 @@ def test_fit_progress_writes_to_stderr_and_changes_nothing(capsys):
 
 # ----------------------------------------------------------------------------- memory
 
-@diffc.function
-def mlp_loss(W1: f64[128, 784], b1: f64[128], W2: f64[10, 128], b2: f64[10], x: f64[784],
-             y: f64[10]) -> f64:
-    h = nn.relu(nn.dense(W1, x, b1))
-    return nn.cross_entropy(nn.softmax(nn.dense(W2, h, b2)), y)
-
-
 def test_mnist_step_workspace_is_smaller_than_a_weight_copy():
     step = diffc.train_step(mlp_loss, PARAMS, diffc.SGD(lr=0.01)).compile()
-    assert step._compiled.invoker._size() < 128 * 784 * 8
-    program = passes.optimize(step.program)  # what was compiled
+    program = pipeline.optimize(step.program)  # what was compiled
     plan = plan_memory(program)
+    assert sum(math.prod(t.shape) * t.dtype.itemsize for t in plan.slots) < 128 * 784 * 8
     assert len(program.updates) == 5  # the params and the step count
     assert all(id(new) in plan.in_place for _, new in program.updates)
 

@@ -5,17 +5,19 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from models import compile_program
 
 import diffc
 from diffc import f64, i32, nn
-from diffc.compiler.passes import cse, dce, fold_transposes, fuse, optimize
-from diffc.compiler.passes.fuse import EPILOGUE
-from diffc.compiler.passes.memory import END, plan_memory
-from diffc.ir import Program, Var, eval_program, verify
-from diffc.ops import PRIMITIVES
-from diffc.passes import stable_forms
-from diffc.trace import TraceContext, Tracer, elementwise, trace_program
-from diffc.types import ArrayType, Param, Signature
+from diffc.compiler.pipeline import optimize
+from diffc.core.elementwise import elementwise
+from diffc.core.ir import Program, Var, eval_program, verify
+from diffc.core.primitive import PRIMITIVES
+from diffc.core.trace import TraceContext
+from diffc.core.tracer import Tracer, trace_program
+from diffc.core.types import ArrayType, Param, Signature
+from diffc.passes import cse, dce, fold_transposes, fuse, stable_forms
+from diffc.passes.memory import END, plan_memory
 
 PASSES = {"stable_forms": stable_forms, "fold_transposes": fold_transposes, "cse": cse,
           "dce": dce, "fuse": fuse, "optimize": optimize}
@@ -125,12 +127,13 @@ def fused_bodies(program):
 
 
 def assert_matmul_heads_epilogues_only(program):
-    """A fused body holds a matmul only as its first equation, followed by EPILOGUE ops."""
+    """A fused body holds a matmul only as its first equation, followed by primitives
+    flagged `epilogue`."""
     for body in fused_bodies(program):
         names = prim_names(body)
         assert "matmul" not in names[1:], names
         if names[0] == "matmul":
-            assert set(names[1:]) <= set(EPILOGUE), names
+            assert all(e.prim.epilogue for e in body.eqns[1:]), names
 
 
 def assert_valid_plan(program, plan):
@@ -445,7 +448,7 @@ def test_fuse_never_puts_exp_after_a_matmul_head():
         return nn.exp(nn.dense(W, x, b)) * 2.0
 
     after = fuse(layer.program)
-    assert "exp" not in EPILOGUE
+    assert not PRIMITIVES["exp"].epilogue
     assert prim_names(after).count("exp") + sum(
         prim_names(b).count("exp") for b in fused_bodies(after)) == 1
     for body in fused_bodies(after):
@@ -506,10 +509,9 @@ def _update_program(late_read: bool) -> Program:
 
 
 def _compile(program: Program, name: str):
-    from diffc.runtime import CompiledProgram
 
     params = tuple(Param(n, v.type) for n, v in zip("px", program.inputs, strict=True))
-    return CompiledProgram(program, Signature(params, ArrayType(f64, ())), name)
+    return compile_program(program, Signature(params, ArrayType(f64, ())), name)
 
 
 @pytest.mark.parametrize("late_read", [True, False])

@@ -297,7 +297,7 @@ def test_constant_label_outside_a_static_class_axis_is_refused_when_traced(label
 
 
 def test_constant_labels_survive_the_json_round_trip(tmp_path):
-    native = constant_label.compile()._compiled.native
+    native = constant_label.artifacts.native
     assert native.literal_labels == ((2, "C"),)
     assert Native.from_json(json.loads(json.dumps(native.to_json()))) == native
 
@@ -484,17 +484,18 @@ def softmax_table(x: f64["N", 1], y: f64["M"]) -> f64:
 def test_workspace_size_checks_every_product_and_sum():
     """The native size function refuses dims whose values fit one by one but whose workspace
     (several N x M buffers) does not; the same dims scaled down are accepted."""
-    compiled = diffc.value_and_grad(softmax_table, "x").compile()._compiled  # keeps the code
-    invoker = compiled.invoker
-    slots = invoker.workspace_size((100, 1000)) // (100 * 1000 * 8)
+    vg = diffc.value_and_grad(softmax_table, "x")  # keeps the code
+    workspace = vg.native.invoker.workspace
+    slots = workspace.size((100, 1000)) // (100 * 1000 * 8)
     assert 4 < slots < 8
     n, m = 2 ** 28, 2 ** 30  # one N x M f64 buffer: 2**61 bytes; `slots` of them: > 2**63
-    assert invoker._size(n, m) == -1
-    assert slots * 2 ** 60 < invoker._size(n // 2, m) < 2 ** 63
+    assert workspace.size_function(n, m) == -1
+    assert slots * 2 ** 60 < workspace.size_function(n // 2, m) < 2 ** 63
     with pytest.raises(ArgumentError, match=r"^N=268435456 \(bound by x\), M=1073741824 "
                                             r"\(bound by y\): these sizes make a value"):
-        invoker.workspace_size((n, m))
-    assert invoker._size(2 ** 62, 1) == -1 and invoker._size(1, 2 ** 63 - 1) == -1
+        workspace.size((n, m))
+    assert workspace.size_function(2 ** 62, 1) == -1
+    assert workspace.size_function(1, 2 ** 63 - 1) == -1
 
 
 # ----------------------------------------------------------------------------- wide calls
@@ -521,17 +522,21 @@ def test_calls_with_more_arguments_than_ctypes_passes():
     p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
     assert value == pytest.approx(sce_ref(z, 3), rel=1e-5)
     np.testing.assert_allclose(g, (p - np.eye(4)[3]) * -1.5, rtol=1e-5)
-    assert vg._compiled.native.packed() == [vg._compiled.native.abi.entry]
+    assert vg.artifacts.native.packed() == [vg.artifacts.native.abi.entry]
     expect_error(lambda: vg(x, *[0.0] * WIDE, 1.0, 4), "k", "[0, 4)", "4")
     expect_error(lambda: vg(x, *[0.0] * WIDE, "1", 1), "s", "f32", "str")
-    assert constant_label.compile()._compiled.native.packed() == []  # narrow: plain calls
+    assert constant_label.artifacts.native.packed() == []  # narrow: plain calls
 
 
 def test_packed_twin_reads_every_argument_type_from_its_slot():
     from llvmlite import ir
 
     from diffc.compiler import codegen, llvm
-    from diffc.runtime.call import native_function
+    from diffc.core.types import f32, f64
+    from diffc.core.types import i32 as int32
+    from diffc.core.types import i64 as int64
+    from diffc.runtime.abi import Arg
+    from diffc.runtime.native import native_function
 
     i32, i64, double, float_ = ir.IntType(32), ir.IntType(64), ir.DoubleType(), ir.FloatType()
     kinds = [i64, double, float_, i32, codegen.PTR] * 206  # 1030 arguments
@@ -547,12 +552,13 @@ def test_packed_twin_reads_every_argument_type_from_its_slot():
         total = b.fadd(total, b.fmul(value, ir.Constant(double, i + 1.0)))
     b.ret(total)
     codegen.add_packed(module, "weigh")
-    compiled = llvm.compile_module(module)
-    handle, addresses = llvm.load_object(compiled.object_code, ["weigh", "weigh_packed"], "wide")
+    compiled = llvm.compile_module(module, llvm.host_target())
+    handle, addresses = llvm.link(compiled.object_code, ["weigh", "weigh_packed"], "wide")
     cells = np.arange(206, dtype=np.float64) - 100.0
-    C = {i64: ctypes.c_int64, double: ctypes.c_double, float_: ctypes.c_float,
-         i32: ctypes.c_int32, codegen.PTR: ctypes.c_void_p}
-    weigh = native_function(addresses, "weigh", ctypes.c_double, [C[k] for k in kinds])
+    args = {i64: Arg("a", int64, False, "dim"), double: Arg("a", f64, False, "input"),
+            float_: Arg("a", f32, False, "input"), i32: Arg("a", int32, False, "input"),
+            codegen.PTR: Arg("a", None, True, "workspace")}
+    weigh = native_function(addresses, "weigh", ctypes.c_double, [args[k] for k in kinds])
     rng = np.random.default_rng(5)
     ints = rng.integers(-2 ** 31, 2 ** 31, 206)
     floats = rng.standard_normal(206)

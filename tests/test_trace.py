@@ -6,8 +6,8 @@ import pytest
 
 import diffc
 from diffc import DTypeError, ShapeError, f32, f64, i32, nn
-from diffc.ir import Lit, eval_program, verify
-from diffc.types import ArrayType
+from diffc.core.ir import Lit, eval_program, verify
+from diffc.core.types import ArrayType
 
 B, N, M = "B", "N", "M"  # symbolic dims
 

@@ -7,7 +7,7 @@ import pytest
 
 import diffc
 from diffc import Array, SignatureError, f32, f64, i32, i64
-from diffc.types import ArrayType, Param, signature_of
+from diffc.core.types import ArrayType, Param, signature_of
 
 B, N = "B", "N"  # symbolic dims
 

@@ -1,5 +1,5 @@
-"""The compiler: IR passes, lowering to llvmlite IR, and LLVM code generation.
+"""The compiler: a program to object code for a `Target` (pipeline.py lists the stages).
 
-`diffc.compiler.passes` and `codegen` are pure Python over `llvmlite.ir`; `llvm.py` is the only
-user of `llvmlite.binding`.
+`codegen`, `kernels`, `fused`, `gemm`, `scalar`, `loops` and `fitloop` build `llvmlite.ir`;
+`llvm.py` is the only user of `llvmlite.binding`. The code targets the runtime's ABI.
 """

@@ -1,11 +1,10 @@
 """Program -> llvmlite.ir.Module: one internal function per equation, one exported entry.
 
-Input: a verified Program and a C identifier. Output: the module and its `Abi`.
-The entry `diffc_<name>(inputs..., outputs..., dims..., workspace)` takes one pointer per array
-input (scalar inputs by value), one pointer per output (scalars too), one i64 per symbolic dim
-and a workspace pointer of `diffc_<name>_workspace_size(dims...)` bytes (64-byte aligned).
-`diffc_<name>_py` is the same entry taking numpy array objects instead of data pointers (it reads
-the data pointer from numpy's stable PyArrayObject layout), so Python calls skip `.ctypes`.
+Input: a verified Program, a name and the `Target`. Output: the module and its `Abi`.
+The entry `diffc_<name>` takes the arguments `Abi.entry_args` lists (runtime/abi.py: inputs,
+outputs, dims, workspace), and `diffc_<name>_py` the same taking numpy array objects instead of
+data pointers (it reads the data pointer from numpy's stable PyArrayObject layout), so Python
+calls skip `.ctypes`. LLVM types are made from the abi's argument lists and the dtypes.
 The workspace-size function returns -1 when any value of the program (or the workspace) would
 hold more than 2**63 - 1 bytes for the given dims: the caller refuses those dims.
 Invariants: buffers of distinct values never overlap (kernel pointer args are noalias); the
@@ -15,18 +14,29 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from ..ir import Lit, Program, Var
-from ..runtime.abi import Abi, packed_name
-from ..types import ArrayType, f32, f64, i32, i64
+from ..core.ir import Lit, Program, Var
+from ..core.types import ArrayType, DType
+from ..passes.memory import MemoryPlan, plan_memory
+from ..runtime.abi import NUMPY_DATA_OFFSET, Abi, Arg, c_name, packed_name
 from .kernels import KERNELS, lower_elementwise
 from .loops import I64, for_range
-from .passes.memory import MemoryPlan, plan_memory
+from .target import Target
 
 PTR = ir.PointerType()
-LLVM_TYPES = {f32: ir.FloatType(), f64: ir.DoubleType(), i32: ir.IntType(32),
-              i64: ir.IntType(64)}
 ALIGN = 64
-NUMPY_DATA_OFFSET = 16  # offsetof(PyArrayObject_fields, data): after ob_refcnt and ob_type
+
+
+def llvm_type(dtype: DType) -> ir.Type:
+    """The LLVM type of a dtype's elements."""
+    if dtype.is_float:
+        return ir.FloatType() if dtype.itemsize == 4 else ir.DoubleType()
+    return ir.IntType(8 * dtype.itemsize)
+
+
+def function_type(args: list[Arg], result=None) -> ir.FunctionType:
+    """The LLVM type of an entry point taking `args` (abi.py's lists)."""
+    return ir.FunctionType(result or ir.VoidType(),
+                           [PTR if a.pointer else llvm_type(a.dtype) for a in args])
 
 
 class Operand:
@@ -34,7 +44,7 @@ class Operand:
 
     def __init__(self, type: ArrayType, ptr=None, const=None):
         self.type, self.ptr, self.const = type, ptr, const
-        self.elt = LLVM_TYPES[type.dtype]
+        self.elt = llvm_type(type.dtype)
 
     def load(self, b: ir.IRBuilder, index):
         if self.const is not None:
@@ -46,12 +56,13 @@ class Operand:
 
 
 class Kernel:
-    """What a lowering function works with: builder, equation, operands, dims."""
+    """What a lowering function works with: builder, equation, operands, dims, target."""
 
-    def __init__(self, b, eqn, inputs, outputs, dims):
+    def __init__(self, b, eqn, inputs, outputs, dims, target: Target):
         self.b, self.eqn, self.params = b, eqn, eqn.params
         self.inputs, self.outputs, self.dims = inputs, outputs, dims
         self.ty = outputs[0].elt
+        self.target = target
 
     def dim(self, d):
         return ir.Constant(I64, d) if isinstance(d, int) else self.dims[d]
@@ -86,14 +97,9 @@ def symbols_of(program: Program) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def c_name(name: str) -> str:
-    """name as a C identifier's tail: ASCII letters and digits kept, anything else `_`."""
-    return "".join(ch if ch.isascii() and ch.isalnum() else "_" for ch in name)
-
-
-def build_module(program: Program, name: str) -> tuple[ir.Module, Abi]:
+def build_module(program: Program, name: str, target: Target) -> tuple[ir.Module, Abi]:
     module = ir.Module(name=name)
-    abi, entry = add_entry(module, program, "diffc_" + c_name(name))
+    abi, entry = add_entry(module, program, "diffc_" + c_name(name), target)
     _py_entry_function(module, abi, entry)
     return module, abi
 
@@ -109,13 +115,14 @@ def constant_module(name: str, symbol: str, data: bytes) -> ir.Module:
     return module
 
 
-def add_entry(module: ir.Module, program: Program, entry: str) -> tuple[Abi, ir.Function]:
+def add_entry(module: ir.Module, program: Program, entry: str,
+              target: Target) -> tuple[Abi, ir.Function]:
     """The entry `entry` computing program, its kernels and its workspace-size function."""
     abi = Abi(entry, tuple(v.type for v in program.inputs),
               tuple(a.type for a in program.outputs), symbols_of(program))
     plan = plan_memory(program)
     _size_function(module, abi, plan, _value_types(program))
-    return abi, _entry_function(module, abi, program, plan)
+    return abi, _entry_function(module, abi, program, plan, target)
 
 
 def add_packed(module: ir.Module, name: str) -> None:
@@ -132,11 +139,8 @@ def add_packed(module: ir.Module, name: str) -> None:
     b.ret_void() if isinstance(restype, ir.VoidType) else b.ret(result)
 
 
-def _arg_type(t: ArrayType):
-    return LLVM_TYPES[t.dtype] if t.ndim == 0 else PTR
-
-
-def _kernel_function(module, name: str, eqn, symbols, arg_of: list[int]) -> ir.Function:
+def _kernel_function(module, name: str, eqn, symbols, arg_of: list[int],
+                     target: Target) -> ir.Function:
     """An internal function computing one equation from noalias buffer pointers.
 
     `arg_of` gives, for each var operand (outputs, then var inputs), the index of its pointer
@@ -154,11 +158,11 @@ def _kernel_function(module, name: str, eqn, symbols, arg_of: list[int]) -> ir.F
         arg.add_attribute("noalias")
     pointers = iter(fn.args[i] for i in arg_of)
     outputs = [Operand(v.type, next(pointers)) for v in eqn.outputs]
-    inputs = [Operand(a.type, const=ir.Constant(LLVM_TYPES[a.type.dtype], a.value))
+    inputs = [Operand(a.type, const=ir.Constant(llvm_type(a.type.dtype), a.value))
               if isinstance(a, Lit) else Operand(a.type, next(pointers)) for a in eqn.inputs]
     dims = dict(zip(symbols, fn.args[n_args:], strict=True))
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    kernel = Kernel(b, eqn, inputs, outputs, dims)
+    kernel = Kernel(b, eqn, inputs, outputs, dims, target)
     lower = lower_elementwise if eqn.prim.elementwise else KERNELS[eqn.prim.name]
     lower(kernel)
     b.ret_void()
@@ -211,7 +215,7 @@ def _value_types(program: Program) -> set[ArrayType]:
 
 def _size_function(module, abi: Abi, plan: MemoryPlan, types: set[ArrayType]) -> None:
     """The workspace size for the dims, or -1 if a value or the workspace would not fit."""
-    fn = ir.Function(module, ir.FunctionType(I64, [I64] * len(abi.symbols)), abi.workspace_size)
+    fn = ir.Function(module, function_type(abi.size_args(), I64), abi.workspace_size)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     dims = dict(zip(abi.symbols, fn.args, strict=True))
     checked = _Checked(b)
@@ -223,7 +227,7 @@ def _size_function(module, abi: Abi, plan: MemoryPlan, types: set[ArrayType]) ->
 
 def _copy(b, t: ArrayType, dst, src_atom, src_ptr, dims) -> None:
     """dst[...] = the whole value of src (a buffer or a literal)."""
-    elt = LLVM_TYPES[t.dtype]
+    elt = llvm_type(t.dtype)
     n = product(b, [ir.Constant(I64, d) if isinstance(d, int) else dims[d] for d in t.shape])
     with for_range(b, n) as loop:
         if isinstance(src_atom, Lit):
@@ -233,10 +237,9 @@ def _copy(b, t: ArrayType, dst, src_atom, src_ptr, dims) -> None:
         b.store(value, b.gep(dst, [loop.index], source_etype=elt))
 
 
-def _entry_function(module, abi: Abi, program: Program, plan: MemoryPlan) -> ir.Function:
-    fnty = ir.FunctionType(ir.VoidType(), [_arg_type(t) for t in abi.inputs] +
-                           [PTR] * len(abi.outputs) + [I64] * len(abi.symbols) + [PTR])
-    fn = ir.Function(module, fnty, abi.entry)
+def _entry_function(module, abi: Abi, program: Program, plan: MemoryPlan,
+                    target: Target) -> ir.Function:
+    fn = ir.Function(module, function_type(abi.entry_args()), abi.entry)
     n_in, n_out = len(abi.inputs), len(abi.outputs)
     in_args, out_args = list(fn.args[:n_in]), fn.args[n_in:n_in + n_out]
     sym_args, workspace = fn.args[n_in + n_out:-1], fn.args[-1]
@@ -244,7 +247,7 @@ def _entry_function(module, abi: Abi, program: Program, plan: MemoryPlan) -> ir.
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     for i, t in enumerate(abi.inputs):
         if t.ndim == 0:  # scalars live in a stack slot, so kernels see every value as memory
-            slot = b.alloca(LLVM_TYPES[t.dtype])
+            slot = b.alloca(llvm_type(t.dtype))
             b.store(in_args[i], slot)
             in_args[i] = slot
     offsets, _ = _layout(b, plan.slots, dims)
@@ -261,7 +264,7 @@ def _entry_function(module, abi: Abi, program: Program, plan: MemoryPlan) -> ir.
         distinct = list({id(p): p for p in operands}.values())
         arg_of = [next(i for i, p in enumerate(distinct) if p is q) for q in operands]
         kernel = _kernel_function(module, f"{abi.entry}.k{index}.{e.prim.name}", e,
-                                  abi.symbols, arg_of)
+                                  abi.symbols, arg_of, target)
         b.call(kernel, distinct + list(sym_args))
     for a, arg in zip(program.outputs, out_args, strict=True):
         if not (isinstance(a, Var) and buffer(a) is arg):
@@ -283,8 +286,8 @@ def _py_entry_function(module, abi: Abi, entry: ir.Function) -> None:
     fn = ir.Function(module, entry.function_type, abi.py_entry)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     args = list(fn.args)
-    for i, t in enumerate(abi.inputs + abi.outputs):
-        if t.ndim > 0 or i >= len(abi.inputs):  # arrays and output buffers come as objects
+    for i, arg in enumerate(abi.entry_args()):
+        if arg.pointer and arg.role in ("input", "output"):  # they come as numpy objects
             field = b.gep(args[i], [ir.Constant(I64, NUMPY_DATA_OFFSET)],
                           source_etype=ir.IntType(8))
             args[i] = b.load(field, typ=PTR)

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from .llvm import vector_registers
 from .loops import I64, for_range
 from .scalar import intrinsic
+from .target import Target
 
 REDUCE = ("reassoc", "contract")
 
@@ -40,17 +40,20 @@ def _c(value):
     return ir.Constant(I64, value)
 
 
-def vector_type(elt, lanes: int | None = None) -> ir.Type:
-    """`lanes` elts (default: as many as the host's vector registers hold); one lane is elt."""
-    if lanes is None:
-        lanes = vector_registers()[0] // (8 if isinstance(elt, ir.DoubleType) else 4)
+def vector_type(elt, lanes: int) -> ir.Type:
+    """`lanes` elts; one lane is elt itself."""
     return elt if lanes == 1 else ir.VectorType(elt, lanes)
 
 
-def blocks() -> dict[str, tuple[int, int]]:
+def full_vector(elt, target: Target) -> ir.Type:
+    """As many elts as one of the target's vector registers holds."""
+    return vector_type(elt, target.lanes(8 if isinstance(elt, ir.DoubleType) else 4))
+
+
+def blocks(target: Target) -> dict[str, tuple[int, int]]:
     """Main tile sizes (rows, columns of C): axpy columns in vectors, dot columns in values.
     Accumulators plus the operands of one step must fit the register file."""
-    if vector_registers()[1] >= 32:  # AVX-512
+    if target.vector_registers[1] >= 32:  # AVX-512
         return {"axpy": (8, 2), "dot": (4, 6)}
     return {"axpy": (4, 2), "dot": (2, 4)}
 
@@ -105,7 +108,7 @@ class Gemm:
         self.m, self.n, self.depth = (k.dim(d) for d in (*out_type.shape, depth_dim))
         self.elt = k.ty
         self.itemsize = out_type.dtype.itemsize
-        self.width = vector_type(self.elt).count
+        self.width = full_vector(self.elt, k.target).count
         self.finish = finish or (lambda i, j, value: self.store(k.outputs[0], i, j, value))
 
     def a_index(self, i, p):  # flat index of op(A)[i, p]
@@ -169,7 +172,7 @@ def lower_matmul(k) -> None:
 def run(g: Gemm) -> None:
     """Compute every element of C once, handing each finished value to g.finish."""
     kind = "axpy" if not g.tb else "dot" if not g.ta else None
-    mr, nr = blocks()[kind] if kind else (1, 1)
+    mr, nr = blocks(g.k.target)[kind] if kind else (1, 1)
     lanes = g.width if kind == "axpy" else 1
     rows = cover(g.b, g.m, g.static[0], mr, 1)
     cols = cover(g.b, g.n, g.static[1], nr, lanes)
@@ -238,7 +241,7 @@ def _axpy_tile(g: Gemm, i0, j0, mr: int, nr: int, lanes: int) -> None:
 
 def _dot_tile(g: Gemm, i0, j0, mr: int, nr: int, lanes: int, chunk: Chunk | None = None) -> None:
     """mr x nr values of C (`lanes` is 1), over the whole depth or one chunk of it."""
-    b, typ = g.b, vector_type(g.elt)
+    b, typ = g.b, vector_type(g.elt, g.width)
     rows = [b.add(i0, _c(r)) for r in range(mr)]
     cols = [b.add(j0, _c(c)) for c in range(nr)]
     if chunk is None:

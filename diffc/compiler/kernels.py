@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from ..ir import Lit
-from .gemm import Gemm, lower_matmul, vector_type
-from .gemm import run as run_gemm
+from .fused import lower_fused
+from .gemm import full_vector, lower_matmul
 from .loops import I64, for_range, loop_nest
-from .passes.fuse import INDEXED
 from .scalar import EMITTERS, emit_exp, emit_log, intrinsic
 
 REDUCE = ("reassoc", "contract")
@@ -99,13 +97,13 @@ def _axpy(k, out, out_base, alpha, x_at, n):
         out.store(b, dst, b.fadd(out.load(b, dst), prod, flags=REDUCE))
 
 
-def vector_dot(b, elt, x_ptr, y_ptr, n):
+def vector_dot(b, elt, x_ptr, y_ptr, n, target):
     """sum_j x[j] * y[j] for contiguous x, y: 4 vector FMA accumulators, then a scalar tail.
 
     An explicit summation order (not LLVM's choice), so every kernel that uses it gets the
     same bits: `update_matvec` in `fit` must reproduce `matvec` exactly.
     """
-    vec, unroll = vector_type(elt), 4
+    vec, unroll = full_vector(elt, target), 4
     width, itemsize = vec.count, 8 if isinstance(elt, ir.DoubleType) else 4
     step = width * unroll
     blocks = b.sdiv(n, _c(I64, step))
@@ -136,7 +134,7 @@ def lower_matvec(k) -> None:
     if not k.params["transpose_a"]:  # y[i] = A[i, :] . x
         with for_range(b, rows, name="i") as i:
             row = b.gep(a.ptr, [b.mul(i.index, cols)], inbounds=True, source_etype=k.ty)
-            out.store(b, i.index, vector_dot(b, k.ty, row, x.ptr, cols))
+            out.store(b, i.index, vector_dot(b, k.ty, row, x.ptr, cols, k.target))
         return
     k.zero(out)  # y = A^T x = sum over rows i of x[i] * A[i, :]
     with for_range(b, rows, name="i") as i:
@@ -149,7 +147,7 @@ def _not_finite(k, x, n, rate):
     x . x overflows: that only costs skipping rows). vector_dot: a plain reduction loop whose
     result decides a branch is not vectorized (LLVM freezes its accumulator)."""
     b = k.b
-    total = b.fadd(vector_dot(b, k.ty, x.ptr, x.ptr, n), b.fmul(rate, _c(k.ty, 0.0)))
+    total = b.fadd(vector_dot(b, k.ty, x.ptr, x.ptr, n, k.target), b.fmul(rate, _c(k.ty, 0.0)))
     return b.fcmp_unordered("!=", b.fsub(total, total), _c(k.ty, 0.0))
 
 
@@ -189,7 +187,7 @@ def lower_update_matvec(k) -> None:
     (w, a, x, lr, x_next), (w_new, g) = k.inputs, k.outputs
     cols = k.dim(w.type.shape[1])
     _sgd_rows(k, w, a, x, lr, w_new, lambda i, row: g.store(
-        k.b, i, vector_dot(k.b, k.ty, row, x_next.ptr, cols)))
+        k.b, i, vector_dot(k.b, k.ty, row, x_next.ptr, cols, k.target)))
 
 
 def lower_outer(k) -> None:
@@ -321,92 +319,6 @@ def lower_softmax_cross_entropy_grad(k) -> None:
                 out.store(b, at, b.fmul(out.load(b, at), scale))
             at = b.add(base, _label(k, y, r.index))
             out.store(b, at, b.fsub(out.load(b, at), gr))
-
-
-def lower_fused(k) -> None:
-    """One loop nest over the group's shape; body values live in registers, never in memory.
-
-    Full-shape inputs are read at the current element, rank-0 inputs once; `broadcast_in_dim`
-    and `outer` read their (smaller) inputs at the mapped index.
-    """
-    b, body = k.b, k.params["body"]
-    if body.eqns[0].prim.name == "matmul":
-        _gemm_with_epilogue(k)
-        return
-    shape = body.outputs[0].type.shape
-    flat = not any(e.prim.name in INDEXED for e in body.eqns)
-    operand = {id(v): op for v, op in zip(body.inputs, k.inputs, strict=True)}
-    scalars = {id(v): operand[id(v)].load(b, _c(I64, 0)) for v in body.inputs if v.type.ndim == 0}
-    loop = for_range(b, k.size(shape)) if flat else loop_nest(b, [k.dim(d) for d in shape])
-    with loop as it:
-        at = it.index if flat else k.offset(shape, it)
-        env = dict(scalars)
-
-        def value(a):
-            if isinstance(a, Lit):
-                return _c(k.ty, a.value)
-            if id(a) not in env:  # a full-shape input, read at this element
-                env[id(a)] = operand[id(a)].load(b, at)
-            return env[id(a)]
-
-        for e in body.eqns:
-            if e.prim.name == "broadcast_in_dim" and e.inputs[0].type.ndim > 0:
-                x = e.inputs[0]
-                src = k.offset(x.type.shape, [it[d] for d in e.params["broadcast_dimensions"]])
-                result = operand[id(x)].load(b, src)
-            elif e.prim.name == "broadcast_in_dim":
-                result = value(e.inputs[0])
-            elif e.prim.name == "outer":
-                x, y = e.inputs
-                result = b.fmul(operand[id(x)].load(b, it[0]), operand[id(y)].load(b, it[1]))
-            else:
-                result = EMITTERS[e.prim.name](b, k.ty, *map(value, e.inputs), **e.params)
-            env[id(e.outputs[0])] = result
-        for v, out in zip(body.outputs, k.outputs, strict=True):
-            out.store(b, at, env[id(v)])
-
-
-def _gemm_with_epilogue(k) -> None:
-    """A matmul whose results the rest of the fused body (EPILOGUE ops) finishes in registers,
-    one value of C at a time: a vector of a row's columns, or a scalar (gemm.py's `finish`)."""
-    b, body = k.b, k.params["body"]
-    head, rest = body.eqns[0], body.eqns[1:]
-    operand = {id(v): op for v, op in zip(body.inputs, k.inputs, strict=True)}
-    outputs = list(zip(body.outputs, k.outputs, strict=True))
-
-    def finish(i, j, value):
-        flat = b.add(b.mul(i, gemm.n), j)
-        env = {id(head.outputs[0]): value}
-
-        def lanes(scalar):
-            return gemm.splat(scalar, value.type)
-
-        def read(a):
-            if isinstance(a, Lit):
-                return ir.Constant(value.type, a.value)
-            if id(a) not in env:  # rank 0: the same in every lane; else C-shaped
-                op = operand[id(a)]
-                env[id(a)] = lanes(op.load(b, _c(I64, 0))) if a.type.ndim == 0 else \
-                    gemm.load(op, flat, value.type)
-            return env[id(a)]
-
-        for e in rest:
-            if e.prim.name == "broadcast_in_dim" and e.inputs[0].type.ndim > 0:
-                x, dims = e.inputs[0], e.params["broadcast_dimensions"]
-                at = {(0,): None, (1,): j, (0, 1): flat}[dims]
-                result = lanes(operand[id(x)].load(b, i)) if at is None else \
-                    gemm.load(operand[id(x)], at, value.type)
-            elif e.prim.name == "broadcast_in_dim":
-                result = read(e.inputs[0])
-            else:
-                result = EMITTERS[e.prim.name](b, value.type, *map(read, e.inputs), **e.params)
-            env[id(e.outputs[0])] = result
-        for v, out in outputs:
-            gemm.store(out, i, j, env[id(v)])
-
-    a, bm = (operand[id(x)] for x in head.inputs)
-    gemm = Gemm(k, a, bm, head.params, head.outputs[0].type, finish)
-    run_gemm(gemm)
 
 
 KERNELS = {

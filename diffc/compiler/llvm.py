@@ -1,7 +1,9 @@
-"""LLVM: the host target, the O3 pipeline with loop and SLP vectorization, object and assembly.
+"""LLVM: the target, the O3 pipeline with loop and SLP vectorization, object code, assembly,
+and linking object code into the process.
 
-Input: an `llvmlite.ir.Module`. Output: optimized LLVM IR text, position-independent object
-code for the host CPU, and its assembly. The only module that uses `llvmlite.binding`.
+Input: an `llvmlite.ir.Module` and a `Target`. Output: optimized LLVM IR text, position-
+independent object code for the target's CPU, its assembly, and (for the host) the addresses of
+object code linked into the process with LLJIT. The only module that uses `llvmlite.binding`.
 Invariant: never calls `llvm.initialize()` (it raises in current llvmlite).
 """
 from __future__ import annotations
@@ -15,37 +17,25 @@ import llvmlite
 import llvmlite.binding as llvm
 from llvmlite import ir
 
-
-@dataclass(frozen=True)
-class Host:
-    triple: str
-    cpu: str
-    features: str
+from ..core import __version__
+from .target import Target
 
 
 @functools.cache
-def host() -> Host:
+def host_target() -> Target:
+    """The machine this process runs on."""
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
-    return Host(llvm.get_process_triple(), llvm.get_host_cpu_name(),
-                llvm.get_host_cpu_features().flatten())
+    return Target(llvm.get_process_triple(), llvm.get_host_cpu_name(),
+                  llvm.get_host_cpu_features().flatten())
 
 
 @functools.cache
-def target_machine() -> llvm.TargetMachine:
-    h = host()
-    target = llvm.Target.from_triple(h.triple)
-    return target.create_target_machine(cpu=h.cpu, features=h.features, opt=3, reloc="pic",
-                                        codemodel="default")
-
-
-@functools.cache
-def vector_registers() -> tuple[int, int]:
-    """(bytes per vector register, number of them) on the host: what kernels block for."""
-    features = set(host().features.split(","))
-    if "+avx512f" in features:
-        return 64, 32
-    return (32, 16) if "+avx" in features else (16, 16)
+def target_machine(target: Target) -> llvm.TargetMachine:
+    host_target()  # initializes the native target and asm printer
+    machine = llvm.Target.from_triple(target.triple)
+    return machine.create_target_machine(cpu=target.cpu, features=target.features, opt=3,
+                                         reloc="pic", codemodel="default")
 
 
 @dataclass(frozen=True)
@@ -56,17 +46,12 @@ class Compiled:
     object_code: bytes
 
 
-def compile_module(module: ir.Module) -> Compiled:
-    """Verify, optimize at O3 (vectorizers on) for the host CPU, and emit object code."""
-    tm = target_machine()
+def compile_module(module: ir.Module, target: Target) -> Compiled:
+    """Verify, optimize at O3 (vectorizers on) for the target's CPU, and emit object code."""
+    tm = target_machine(target)
     module.triple = tm.triple
     module.data_layout = str(tm.target_data)
-    return _compile(str(module))
-
-
-def _compile(text: str) -> Compiled:
-    tm = target_machine()
-    mod = llvm.parse_assembly(text)
+    mod = llvm.parse_assembly(str(module))
     mod.verify()
     pto = llvm.create_pipeline_tuning_options(speed_level=3)
     pto.loop_vectorization = True
@@ -77,17 +62,18 @@ def _compile(text: str) -> Compiled:
     return Compiled(str(mod), tm.emit_object(mod))
 
 
-def assembly(optimized_llvm_ir: str) -> str:
-    """The host assembly of optimized LLVM IR (made on demand: it costs as much as the object)."""
-    return target_machine().emit_assembly(llvm.parse_assembly(optimized_llvm_ir))
+def assembly(optimized_llvm_ir: str, target: Target) -> str:
+    """The assembly of optimized LLVM IR (made on demand: it costs as much as the object)."""
+    return target_machine(target).emit_assembly(llvm.parse_assembly(optimized_llvm_ir))
 
 
-def load_object(object_code: bytes, symbols: list[str], name: str):
-    """Link object code into the process with LLJIT; returns (keep-alive handle, addresses)."""
+def link(object_code: bytes, symbols: list[str], name: str):
+    """Link object code (for the host) into the process with LLJIT; returns (keep-alive handle,
+    addresses of `symbols`)."""
     builder = llvm.JITLibraryBuilder().add_object_img(object_code)
     for s in symbols:
         builder.export_symbol(s)
-    tracker = builder.link(llvm.create_lljit_compiler(target_machine()), name)
+    tracker = builder.link(llvm.create_lljit_compiler(target_machine(host_target())), name)
     return tracker, {s: tracker[s] for s in symbols}
 
 
@@ -106,11 +92,9 @@ def source_digest() -> str:
     return h.hexdigest()
 
 
-def cache_context() -> dict:
+def cache_context(target: Target) -> dict:
     """Everything besides the program that decides the object code: a cache key's other half."""
-    from .. import __version__
-    h = host()
     return {"llvmlite": llvmlite.__version__, "llvm": ".".join(map(str, llvm.llvm_version_info)),
-            "diffc": __version__, "source": source_digest(), "triple": h.triple, "cpu": h.cpu,
-            "features": h.features,
+            "diffc": __version__, "source": source_digest(), "triple": target.triple,
+            "cpu": target.cpu, "features": target.features,
             "options": {"opt": 3, "reloc": "pic", "loop_unrolling": False}}

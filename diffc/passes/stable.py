@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..ir import Eqn, Program, Var
-from ..ops import PRIMITIVES
+from ..core.ir import Eqn, Program, Var
+from ..core.primitive import PRIMITIVES
 
 Producers = dict[int, Eqn]  # id of a var -> the (rewritten) equation computing it
 # a rule's result: the replacement's primitive name, inputs and params, the matched equations

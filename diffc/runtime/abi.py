@@ -1,9 +1,17 @@
-"""The calling convention of compiled code, shared by codegen, the runtime and exports.
+"""The calling convention of compiled code: the one description that codegen, the runtime and
+exports all derive theirs from.
 
-`Abi` names the entry points and lists the entry's input and output types and symbolic dims;
-`Native` adds what calling a program's object code safely needs besides (label ranges, constant
-labels, written inputs, the fit loop's table). Both round-trip through JSON (`to_json` /
-`from_json`), so that cached and exported code can be called without the program it was
+`Abi` names a program's entry points and lists their arguments (`Arg`): the entry
+
+    void entry(inputs..., outputs..., int64_t dims..., void *workspace)
+
+takes array inputs and every output (scalars too) by pointer, scalar inputs by value, one
+int64 per symbolic dim and a workspace of `workspace_size(dims...)` bytes aligned to 64; the fit
+loop entry takes `FIT_ARGS`, the dims and a workspace. The compiler makes the LLVM function types
+from these lists (compiler/codegen.py, fitloop.py), `call.py` the ctypes argtypes and
+`export.py` the C prototypes. `Native` adds what calling a program's object code safely needs
+besides (label ranges, constant labels, written inputs, the fit loop's table). Both round-trip
+through JSON, so that cached and exported code can be called without the program it was
 compiled from. A function taking more than `MAX_ARGS` arguments (ctypes' limit) also has a
 packed twin, `<name>_packed(slots)`, reading its arguments from an array of 8-byte slots.
 """
@@ -11,20 +19,47 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..compiler.passes.crossstep import CrossStep
-from ..types import DTYPES, ArrayType, Dim
+from ..core.types import DTYPES, ArrayType, Dim, DType, i64
+from ..passes.crossstep import CrossStep
 
 MAX_ARGS = 1024  # the most arguments a ctypes call can pass
-FIT_ARGS = 9  # the fit loop's arguments besides the dims (compiler/fitloop.py)
+NUMPY_DATA_OFFSET = 16  # offsetof(PyArrayObject_fields, data): after ob_refcnt and ob_type
+FIXED, SAMPLE, BATCH = "fixed", "sample", "batch"  # what an entry input is to the fit loop
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument: a scalar of `dtype` by value, or a pointer (to elements of `dtype`; None:
+    untyped). `role` says what it is: input, output, dim, workspace, or a fit loop argument."""
+
+    name: str
+    dtype: DType | None
+    pointer: bool
+    role: str
+
+    def c_decl(self, const: bool = False) -> str:
+        ctype = self.dtype.c_type if self.dtype is not None else "void"
+        if not self.pointer:
+            return f"{ctype} {self.name}"
+        return f"{'const ' if const else ''}{ctype} *{self.name}"
+
+
+def c_name(name: str) -> str:
+    """name as a C identifier's tail: ASCII letters and digits kept, anything else `_`."""
+    return "".join(ch if ch.isascii() and ch.isalnum() else "_" for ch in name)
 
 
 def packed_name(name: str) -> str:
     return name + "_packed"
 
 
+def _dim_args(symbols) -> list[Arg]:
+    return [Arg(s, i64, False, "dim") for s in symbols]
+
+
 @dataclass(frozen=True)
 class Abi:
-    """`entry(inputs..., outputs..., dims..., workspace)`; scalars by value, arrays by pointer."""
+    """A program's entry points and the types of the entry's inputs, outputs and dims."""
 
     entry: str
     inputs: tuple[ArrayType, ...]
@@ -33,6 +68,8 @@ class Abi:
 
     @property
     def py_entry(self) -> str:
+        """The entry taking numpy array objects for arrays and outputs (the data pointer read
+        at NUMPY_DATA_OFFSET), so Python calls skip `.ctypes`."""
         return self.entry + "_py"
 
     @property
@@ -42,6 +79,26 @@ class Abi:
     @property
     def fit_entry(self) -> str:
         return self.entry + "_fit"
+
+    def entry_args(self, names=None) -> list[Arg]:
+        """The entry's arguments (inputs named `names`, default in0, in1, ...)."""
+        names = names or [f"in{i}" for i in range(len(self.inputs))]
+        return ([Arg(c_name(n), t.dtype, t.ndim > 0, "input")
+                 for n, t in zip(names, self.inputs, strict=True)] +
+                [Arg(f"out{j}", t.dtype, True, "output") for j, t in enumerate(self.outputs)] +
+                _dim_args(self.symbols) + [Arg("workspace", None, True, "workspace")])
+
+    def size_args(self) -> list[Arg]:
+        """The arguments of `workspace_size` (which returns an int64, -1 on overflow)."""
+        return _dim_args(self.symbols)
+
+    def fit_args(self) -> list[Arg]:
+        """The fit loop's arguments (compiler/fitloop.py says what they mean)."""
+        loss = self.outputs[0].dtype
+        return [Arg("table", None, True, "fit"), Arg("perm", i64, True, "fit"),
+                *(Arg(n, i64, False, "fit") for n in ("first", "last", "batch", "n")),
+                Arg("losses", loss, True, "fit"), Arg("staging", None, True, "fit"),
+                *_dim_args(self.symbols), Arg("workspace", None, True, "workspace")]
 
     @property
     def arity(self) -> int:
@@ -69,6 +126,16 @@ def type_from_json(data: dict) -> ArrayType:
 
 
 @dataclass(frozen=True)
+class FitSpec:
+    """What each input of a train step's entry is to the fit loop: FIXED (the same buffer or
+    value every step), SAMPLE (one row of its data per step) or BATCH (rows gathered per step,
+    the leading dim `batch_symbol` bound to their number)."""
+
+    kinds: tuple[str, ...]
+    batch_symbol: str | None
+
+
+@dataclass(frozen=True)
 class Native:
     """Everything besides the object code that calling it needs."""
 
@@ -84,8 +151,7 @@ class Native:
         abi, fit = self.abi, self.fit_abi
         names = {abi.entry: abi.arity, abi.workspace_size: len(abi.symbols)}
         if fit is not None:
-            names |= {abi.fit_entry: FIT_ARGS + len(abi.symbols),
-                      fit.workspace_size: len(fit.symbols)}
+            names |= {abi.fit_entry: len(abi.fit_args()), fit.workspace_size: len(fit.symbols)}
         return names
 
     def packed(self) -> list[str]:

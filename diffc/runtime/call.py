@@ -1,7 +1,9 @@
 """The call path: check every argument against the signature, then call the native entry.
 
-Input: the `Abi` and `Signature` of compiled code and its entry addresses. Output: `Invoker`, a
-callable taking the function's arguments (positional or keyword) and returning its outputs.
+Input: the `Native` description and `Signature` of native code in the process (linked by the
+compiler's JIT or loaded from an export) and its entry addresses. Output: `NativeProgram`, the
+one way both are called (`fit` runs through it too: fit.py), and its `Invoker`, a callable
+taking the function's arguments (positional or keyword) and returning its outputs.
 Invariants: nothing native runs until every argument has passed (dtype, shape, symbolic dims
 bound one way, C-contiguity, integer labels and constant labels in range, scalars that are
 numbers, every value and the workspace small enough to allocate for the dims), so a rejected
@@ -18,32 +20,14 @@ import threading
 
 import numpy as np
 
-from ..errors import ArgumentError, ShapeError
-from ..types import ArrayType, Signature
-from .abi import MAX_ARGS, Native, packed_name
+from ..core.errors import ArgumentError, ShapeError
+from ..core.types import ArrayType, Signature
+from .abi import MAX_ARGS, Native
+from .native import NUMPY_LAYOUT_OK, Workspace, data_address, native_function
 
-_CTYPES = {"f32": ctypes.c_float, "f64": ctypes.c_double, "i32": ctypes.c_int32,
-           "i64": ctypes.c_int64}
 _INT_RANGE = {"i32": (-2 ** 31, 2 ** 31 - 1), "i64": (-2 ** 63, 2 ** 63 - 1)}
 _BOOLS, _INTEGERS, _NUMBERS = (bool, np.bool_), (int, np.integer), (int, float, np.integer,
                                                                     np.floating)
-
-
-def _numpy_data_offset_ok() -> bool:
-    """Whether numpy's array struct holds its data pointer right after the object header."""
-    a = np.empty(3)
-    return ctypes.c_void_p.from_address(id(a) + 16).value == a.ctypes.data
-
-
-NUMPY_LAYOUT_OK = _numpy_data_offset_ok()
-_from_address = ctypes.c_void_p.from_address
-
-
-def _data_address(a: np.ndarray) -> int:
-    """The address of an array's data (~0.3 us, where `a.ctypes.data` takes ~1.7 us)."""
-    if NUMPY_LAYOUT_OK:
-        return _from_address(id(a) + 16).value or 0
-    return a.__array_interface__["data"][0]
 
 
 def _owner(a: np.ndarray):
@@ -51,62 +35,6 @@ def _owner(a: np.ndarray):
     while isinstance(a, np.ndarray) and not a.flags.owndata:
         a = a.base
     return a
-
-
-def empty(shape, dtype, what: str) -> np.ndarray:
-    """np.empty, or an ArgumentError saying `what` needs more memory than the machine has."""
-    try:
-        return np.empty(shape, dtype)
-    except (MemoryError, ValueError):  # ValueError: more bytes than numpy can index
-        raise ArgumentError(f"{what} would take {_bytes(shape, dtype)}, more memory than this "
-                            f"machine can allocate") from None
-
-
-def _bytes(shape, dtype) -> str:
-    n = np.dtype(dtype).itemsize
-    for d in (shape if isinstance(shape, tuple) else (shape,)):
-        n *= d
-    return f"{n} bytes" if n < 2 ** 30 else f"{n / 2 ** 30:.3g} GiB"
-
-
-def aligned_workspace(size: int, what: str = "the workspace") -> tuple[np.ndarray, int]:
-    """A buffer holding `size` bytes from a 64-byte aligned address, and that address (size
-    -1, a workspace-size function's overflow, is an ArgumentError)."""
-    if size < 0:
-        raise ArgumentError(f"{what} would take more than 2**63 - 1 bytes")
-    buffer = empty(size + 64, np.uint8, what)
-    return buffer, (buffer.ctypes.data + 63) & -64
-
-
-def native_function(addresses: dict, name: str, restype, argtypes: list):
-    """A ctypes callable for entry point `name`: its packed twin where it takes more than
-    MAX_ARGS arguments (called the same way)."""
-    if len(argtypes) <= MAX_ARGS:
-        return ctypes.CFUNCTYPE(restype, *argtypes)(addresses[name])
-    return _Packed(addresses[packed_name(name)], restype, argtypes)
-
-
-# how each ctypes argument type is written into its 8-byte slot: numpy type, index step
-_SLOTS = {ctypes.c_double: (np.float64, 1), ctypes.c_float: (np.float32, 2),
-          ctypes.c_int32: (np.int32, 2), ctypes.c_int64: (np.int64, 1),
-          ctypes.c_void_p: (np.uint64, 1)}
-
-
-class _Packed:
-    """Calls a packed twin (`name_packed(slots)`): slot i holds argument i as its C type."""
-
-    def __init__(self, address: int, restype, argtypes: list):
-        self.fn = ctypes.CFUNCTYPE(restype, ctypes.c_void_p)(address)
-        self.count = len(argtypes)
-        self.groups = [(dtype, np.array(indices, np.intp), np.array(indices) * step)
-                       for c, (dtype, step) in _SLOTS.items()
-                       if (indices := [i for i, a in enumerate(argtypes) if a is c])]
-
-    def __call__(self, *args):
-        slots = np.zeros(self.count, np.uint64)
-        for dtype, indices, at in self.groups:
-            slots.view(dtype)[at] = [args[i] for i in indices]
-        return self.fn(slots.ctypes.data)
 
 
 def bind_arguments(names, args, kwargs) -> list:
@@ -177,21 +105,15 @@ class Invoker:
                       for t in abi.outputs]
         self._static_outs = not any(t.symbols for t in abi.outputs)
         self.lock = threading.Lock()  # one workspace: one native call at a time
-        scalar_args = [_CTYPES[t.dtype.name] for t in abi.inputs]
-        if NUMPY_LAYOUT_OK and abi.arity <= MAX_ARGS:  # arrays go to the entry that reads
-            array_arg, self._pass, entry = ctypes.py_object, None, abi.py_entry  # data itself
-        else:
-            array_arg, self._pass, entry = ctypes.c_void_p, _data_address, abi.entry
-        inputs = [array_arg if t.ndim else c
-                  for t, c in zip(abi.inputs, scalar_args, strict=True)]
-        argtypes = (inputs + [array_arg] * len(abi.outputs) +
-                    [ctypes.c_int64] * len(abi.symbols) + [ctypes.c_void_p])
-        self._entry = native_function(addresses, entry, None, argtypes)
-        self._size = native_function(addresses, abi.workspace_size, ctypes.c_int64,
-                                     [ctypes.c_int64] * len(abi.symbols))
-        self._sizes: dict[tuple, int] = {}  # checked dims -> workspace bytes
-        self._workspace, self._workspace_address, self._capacity = None, 0, -1
-        if not abi.symbols and self._size() < 0:
+        # arrays go as objects to the entry that reads their data pointers itself, if it can
+        objects = NUMPY_LAYOUT_OK and abi.arity <= MAX_ARGS
+        self._pass = None if objects else data_address
+        self._entry = native_function(addresses, abi.py_entry if objects else abi.entry, None,
+                                      abi.entry_args(), objects)
+        size = native_function(addresses, abi.workspace_size, ctypes.c_int64,
+                               abi.size_args())
+        self.workspace = Workspace(size, self.describe_dims)
+        if not abi.symbols and size() < 0:
             raise ShapeError(f"{signature}: the workspace for these static shapes would take "
                              f"more than 2**63 - 1 bytes")
 
@@ -265,7 +187,7 @@ class Invoker:
         spans = []
         for i, a in enumerate(values):
             if isinstance(a, np.ndarray) and a.ndim:
-                start = _data_address(a)
+                start = data_address(a)
                 spans.append((start, start + a.nbytes, i))
         spans.sort()
         reach, owner = -1, -1  # the furthest end seen so far, and whose it is
@@ -321,34 +243,11 @@ class Invoker:
         return ", ".join(f"{d}={v} (bound by {self.bound_by[d]})"
                          for d, v in zip(self.abi.symbols, dims, strict=True)) or "static shapes"
 
-    def workspace_size(self, dims: tuple) -> int:
-        """The workspace bytes for these dims, or an ArgumentError where a value would hold more
-        than 2**63 - 1 bytes (checked natively, with overflow checks, before any allocation)."""
-        size = self._sizes.get(dims)
-        if size is None:
-            size = self._size(*dims)
-            if size < 0:
-                raise ArgumentError(f"{self.describe_dims(dims)}: these sizes make a value of "
-                                    f"the program larger than 2**63 - 1 bytes")
-            self._sizes[dims] = size
-        return size
-
-    def _workspace_for(self, dims: tuple) -> int:
-        """The aligned address of a workspace large enough for these (checked) dims; it grows,
-        never shrinks."""
-        size = self._sizes[dims]
-        if size > self._capacity:
-            self._workspace, self._workspace_address = aligned_workspace(
-                size, f"{self.describe_dims(dims)}: the workspace for these sizes")
-            self._capacity = size
-        return self._workspace_address
-
     def __call__(self, *args, **kwargs) -> list:
         values = args if not kwargs and len(args) == len(self.names) else self.bind(args, kwargs)
         symbols = self.check(values)
         dims = tuple([symbols[s] for s in self.abi.symbols])
-        if dims not in self._sizes:
-            self.workspace_size(dims)  # refuses dims that make a value too large, first
+        self.workspace.size(dims)  # refuses dims that make a value too large, first
         try:
             outs = [o if o.__class__ is np.ndarray else np.empty(
                 o[1] if self._static_outs else tuple([symbols.get(d, d) for d in o[1]]), o[0])
@@ -363,5 +262,19 @@ class Invoker:
         else:
             outs_args = outs
         with self.lock:
-            self._entry(*values, *outs_args, *dims, self._workspace_for(dims))
+            self._entry(*values, *outs_args, *dims, self.workspace.address(dims))
             return [o if o.ndim else o.item() for o in outs]
+
+
+class NativeProgram:
+    """Native code in the process and how to call it: the one call path of JIT-compiled and
+    loaded programs, for calls (`__call__`) and `fit` (fit.py's `FitLoop` runs it).
+
+    `keepalive` is whatever keeps the code mapped (a JIT handle, a loaded library)."""
+
+    def __init__(self, native: Native, signature: Signature, addresses: dict, keepalive):
+        self.native, self.addresses, self._keepalive = native, addresses, keepalive
+        self.invoker = Invoker(native, signature, addresses)
+
+    def __call__(self, *args, **kwargs) -> list:
+        return self.invoker(*args, **kwargs)

@@ -1,6 +1,7 @@
 """Export compiled code as standalone artifacts: `path.o`, `path.h`, `path.json`, `path.so`.
 
-Input: a compiled function (plain, grad, value_and_grad or train step). Output: the object code
+Input: the record, `Native` description, IR text and object code of a compiled callable (plain,
+grad, value_and_grad or train step), and a maker of the digest's object. Output: the object code
 (position-independent, no libm or Python symbols), a C header generated from the signature that
 documents argument order, layout, symbolic dims, the workspace, in-place arguments and thread
 safety, the signature as JSON (what `diffc.load` rebuilds the calling convention from) and,
@@ -22,20 +23,21 @@ import subprocess
 import tempfile
 import warnings
 
-from .abi import Abi, type_to_json
+from .abi import Abi, Native
 from .load import FORMAT, description_digest
+from .record import Record
 
-C_TYPES = {"f32": "float", "f64": "double", "i32": "int32_t", "i64": "int64_t"}
 
+def export(path: str, meta: dict, object_code: bytes, digest_object) -> list[str]:
+    """Write an export's files next to `path` (a path without extension); return their paths.
 
-def export(fn, path: str) -> list[str]:
-    """Write the artifacts of fn next to `path` (a path without extension); return their paths."""
-    compiled = fn.compile()._compiled
+    `meta` is `metadata(...)`; `digest_object(symbol, data)` returns the object code of a module
+    defining the constant byte array `symbol` (the compiler makes it)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    meta = json.loads(json.dumps(metadata(fn, compiled)))  # as `load` will read it
-    _write(path + ".o", compiled.object_code)
-    library = _link(path, meta)
-    meta["files"] = {"o": file_record(compiled.object_code),
+    meta = json.loads(json.dumps(meta))  # as `load` will read it
+    _write(path + ".o", object_code)
+    library = _link(path, meta, digest_object)
+    meta["files"] = {"o": file_record(object_code),
                      "so": None if library is None else file_record(library)}
     _write(path + ".h", c_header(meta).encode())
     _write(path + ".json", (json.dumps(meta, indent=1) + "\n").encode())
@@ -60,7 +62,7 @@ def _write(path: str, data: bytes) -> None:
         raise
 
 
-def _link(path: str, meta: dict) -> bytes | None:
+def _link(path: str, meta: dict, digest_object) -> bytes | None:
     """Link path.so from path.o and the digest of meta; its bytes, or None without a C compiler.
     Any earlier path.so is removed first, so none is left that the new .json does not describe."""
     stale = os.path.lexists(path + ".so")
@@ -73,14 +75,12 @@ def _link(path: str, meta: dict) -> bytes | None:
                       f"{path}.so{removed}, so diffc.load cannot load this export; link it for "
                       f"C programs with: cc -shared -o {path}.so {path}.o", stacklevel=4)
         return None
-    from ..compiler import codegen, llvm
     symbol = meta["abi"]["entry"] + "_export_digest"  # a name C programs can read it by
-    digest = llvm.compile_module(codegen.constant_module(symbol, symbol,
-                                                         description_digest(meta)))
+    digest = digest_object(symbol, description_digest(meta))
     with tempfile.TemporaryDirectory(prefix="diffc-export-") as folder:
         digest_o, library = os.path.join(folder, "digest.o"), os.path.join(folder, "lib.so")
         with open(digest_o, "wb") as f:
-            f.write(digest.object_code)
+            f.write(digest)
         result = subprocess.run([cc, "-shared", "-o", library, path + ".o", digest_o],
                                 capture_output=True, text=True)
         if result.returncode != 0:
@@ -91,43 +91,24 @@ def _link(path: str, meta: dict) -> bytes | None:
     return data
 
 
-def metadata(fn, compiled) -> dict:
-    """The JSON description of an exported function: everything `diffc.load` needs."""
-    from .. import __version__
-    sig = fn._entry_signature
-    return {
-        "format": FORMAT,
-        "diffc": __version__,
-        "name": fn.name,
-        "kind": fn._export_kind(),
-        "options": fn._export_options(),
-        "params": [{"name": p.name, **type_to_json(p.type)} for p in sig.params],
-        "result": type_to_json(sig.result),
-        "ir": fn.ir,
-        **compiled.native.to_json(),
-    }
+def metadata(record: Record, native: Native, ir: str, version: str) -> dict:
+    """The JSON description of an export: everything `diffc.load` needs."""
+    return {"format": FORMAT, "diffc": version, "record": record.to_json(), "ir": ir,
+            **native.to_json()}
 
 
 def c_header(meta: dict) -> str:
-    abi = Abi.from_json(meta["abi"])
-    names = [p["name"] for p in meta["params"]]
+    """The C header of an export: its prototypes made from the abi's argument lists."""
+    abi, record = Abi.from_json(meta["abi"]), Record.from_json(meta["record"])
+    names = record.entry.names
     written = set(meta["written"])
     guard = f"DIFFC_{abi.entry.upper()}_H"
-    args = []
-    for i, (name, t) in enumerate(zip(names, abi.inputs, strict=True)):
-        ctype = C_TYPES[t.dtype.name]
-        if t.ndim == 0:
-            args.append(f"{ctype} {_c_ident(name)}")
-        else:
-            const = "" if i in written else "const "
-            args.append(f"{const}{ctype} *{_c_ident(name)} /* {t} */")
-    args += [f"{C_TYPES[t.dtype.name]} *out{j} /* {t} */" for j, t in enumerate(abi.outputs)]
-    args += [f"int64_t {s}" for s in abi.symbols] + ["void *workspace"]
-    dims = ", ".join(f"int64_t {s}" for s in abi.symbols) or "void"
+    args = _entry_decls(abi, names, written)
+    dims = ", ".join(a.c_decl() for a in abi.size_args()) or "void"
     in_place = ", ".join(names[i] for i in sorted(written)) or "none"
     lines = [
-        f"/* {abi.entry}: generated by diffc {meta['diffc']} for `{meta['name']}` "
-        f"({meta['kind']}). */",
+        f"/* {abi.entry}: generated by diffc {meta['diffc']} for `{record.name}` "
+        f"({record.kind}). */",
         f"#ifndef {guard}", f"#define {guard}", "#include <stdint.h>",
         "#ifdef __cplusplus", 'extern "C" {', "#endif", "",
         "/* Arrays are dense, row-major (C order) and must not overlap each other. Scalars are",
@@ -140,29 +121,46 @@ def c_header(meta: dict) -> str:
         f"int64_t {abi.workspace_size}({dims});",
         f"void {abi.entry}(\n    " + ",\n    ".join(args) + ");",
     ]
-    if meta["kind"] == "train_step":
-        lines += [
-            "",
-            "/* The train step's inputs are the function's, then `lr`, then `step_count` (one",
-            "   double: the number of updates applied; each call adds 1 to it in place, and Adam's",
-            "   bias corrections use step t = step_count + 1), then the optimizer state. Zero",
-            "   step_count together with the state to start (or restart) training.",
-            f"   {abi.fit_entry} runs steps first <= s < last of an epoch over n samples in the",
-            "   order perm: table[i] points at input i (data inputs: the whole data set with a",
-            "   leading sample axis; a scalar such as `lr`: its value; each step updates the",
-            "   params, step_count and the state in place), staging[i] at a batch-sized buffer",
-            "   for batched data inputs; step s writes its loss to losses[s].",
-            "   The table lists the inputs of the JSON's fit.abi: with cross-step fusion",
-            "   (fit.rewrites) each fused layer adds a carry buffer (W @ x, of W's row count) and",
-            "   the data set of its x again. */",
-            f"void {abi.fit_entry}(void **table, const int64_t *perm, int64_t first, "
-            f"int64_t last, int64_t batch, int64_t n, {C_TYPES[abi.outputs[0].dtype.name]} "
-            f"*losses, void **staging" + "".join(f", int64_t {s}" for s in abi.symbols) +
-            ", void *workspace);",
-        ]
+    if record.kind == "train_step":
+        lines += _fit_comment(abi)
     lines += ["", "#ifdef __cplusplus", "}", "#endif", f"#endif /* {guard} */", ""]
     return "\n".join(lines)
 
 
-def _c_ident(name: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in name)
+def _entry_decls(abi: Abi, names, written: set) -> list[str]:
+    """The entry's parameters in C: arrays it only reads are const, and each array's diffc
+    type is noted beside it."""
+    types = list(abi.inputs) + list(abi.outputs)
+    decls = []
+    for i, arg in enumerate(abi.entry_args(names)):
+        if not arg.pointer or arg.role == "workspace":
+            decls.append(arg.c_decl())
+        else:
+            const = arg.role == "input" and i not in written
+            decls.append(f"{arg.c_decl(const)} /* {types[i]} */")
+    return decls
+
+
+def _fit_comment(abi: Abi) -> list[str]:
+    return [
+        "",
+        "/* The train step's inputs are the function's, then `lr`, then `step_count` (one",
+        "   double: the number of updates applied; each call adds 1 to it in place, and Adam's",
+        "   bias corrections use step t = step_count + 1), then the optimizer state. Zero",
+        "   step_count together with the state to start (or restart) training.",
+        f"   {abi.fit_entry} runs steps first <= s < last of an epoch over n samples in the",
+        "   order perm: table[i] points at input i (data inputs: the whole data set with a",
+        "   leading sample axis; a scalar such as `lr`: its value; each step updates the",
+        "   params, step_count and the state in place), staging[i] at a batch-sized buffer",
+        "   for batched data inputs; step s writes its loss to losses[s].",
+        "   The table lists the inputs of the JSON's fit.abi: with cross-step fusion",
+        "   (fit.rewrites) each fused layer adds a carry buffer (W @ x, of W's row count) and",
+        "   the data set of its x again. */",
+        f"void {abi.fit_entry}(" + ", ".join(_fit_decl(a) for a in abi.fit_args()) + ");",
+    ]
+
+
+def _fit_decl(arg) -> str:
+    if arg.name == "table" or arg.name == "staging":
+        return f"void **{arg.name}"
+    return arg.c_decl(const=arg.name == "perm")

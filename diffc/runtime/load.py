@@ -1,8 +1,10 @@
-"""`diffc.load`: run exported code with numpy and ctypes only (no llvmlite, tracing or compiling).
+"""Loading an export: run exported code with numpy and ctypes only (no llvmlite, tracing or
+compiling).
 
-Input: the path given to `export` (without extension). Output: the same kind of callable that
-was exported (function, gradient, train step) with the same calling convention and argument
-validation, built from `path.json` and calling into `path.so`.
+Input: the path given to `export` (without extension). Output: an `Export`: the `Record` of
+the exported callable (function, gradient, train step), its IR text and a `NativeProgram` with
+the same calling convention and argument validation, built from `path.json` and calling into
+`path.so` (`diffc.load`, api/load.py, makes the user's object from it).
 Invariants: the .so is mapped only if its bytes have the size and sha256 the .json records and
 hold the digest of the .json (export.py links it in as `<entry>_export_digest`): the .json is
 then the one written with this .so, so the label ranges, shapes and in-place arguments it gives
@@ -23,43 +25,29 @@ import json
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 
-from ..errors import ArgumentError, DiffcError
-from ..types import Param, Signature
-from .abi import Native, type_from_json
-from .call import Invoker
+from ..core.errors import ArgumentError
+from .abi import Native
+from .call import NativeProgram
 from .files import read_regular
+from .record import Record
 
 # the version of the .json and of the calling convention it describes; bump when what load
 # reads changes. 2: a train step takes its step count as an in-place `step_count` (f64[1]) and
-# the .json records the digests of the .o and .so
-FORMAT = 2
+# the .json records the digests of the .o and .so; 3: the callable is described by a `record`
+FORMAT = 3
 _copies = itertools.count()  # numbers the private copies, so that no path is mapped twice
 
 
-class LoadedProgram:
-    """Exported native code in a shared library, with the `CompiledProgram` interface."""
+@dataclass(frozen=True)
+class Export:
+    """What `load` gives the API: the record of the exported callable, its IR as text and its
+    native code, ready to call."""
 
-    def __init__(self, meta: dict, library: ctypes.CDLL):
-        self.native = native = Native.from_json(meta)
-        self.library = library  # ctypes never unloads it: the addresses stay valid
-        self.addresses = {s: ctypes.cast(getattr(library, s), ctypes.c_void_p).value
-                          for s in native.symbols()}
-        self.invoker = Invoker(native, signature_from_json(meta), self.addresses)
-
-    @property
-    def llvm_ir(self) -> str:
-        raise DiffcError("loaded code has no LLVM IR: it was compiled before export")
-
-    asm = llvm_ir
-
-    def __call__(self, *args, **kwargs) -> list:
-        return self.invoker(*args, **kwargs)
-
-
-def signature_from_json(meta: dict) -> Signature:
-    return Signature(tuple(Param(p["name"], type_from_json(p)) for p in meta["params"]),
-                     type_from_json(meta["result"]))
+    record: Record
+    ir: str
+    program: NativeProgram
 
 
 def description_digest(meta: dict) -> bytes:
@@ -69,11 +57,8 @@ def description_digest(meta: dict) -> bytes:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).digest()
 
 
-def load(path):
-    """The exported function at `path` (as given to `export`), ready to call."""
-    from ..function import CompiledFunction
-    from ..train import TrainStep
-    from ..transforms import GradFunction
+def load(path) -> Export:
+    """The export at `path` (as given to `export`), verified and mapped."""
     given = path
     if isinstance(path, os.PathLike):
         path = os.fspath(path)
@@ -85,9 +70,11 @@ def load(path):
     if description_digest(meta) not in data:  # the .so holds the digest of its own .json
         raise _bad(path + ".json", f"does not describe {path}.so: it was changed after export, "
                    f"or the .so was not linked by the export that wrote it (export again)")
-    program = LoadedProgram(meta, _map_copy(path + ".so", data))
-    kinds = {"function": CompiledFunction, "grad": GradFunction, "train_step": TrainStep}
-    return kinds[meta["kind"]]._restore(meta, program)
+    library = _map_copy(path + ".so", data)  # ctypes never unloads it: addresses stay valid
+    native, record = Native.from_json(meta), Record.from_json(meta["record"])
+    addresses = {s: ctypes.cast(getattr(library, s), ctypes.c_void_p).value
+                 for s in native.symbols()}
+    return Export(record, meta["ir"], NativeProgram(native, record.entry, addresses, library))
 
 
 def _bad(file: str, what: str) -> ArgumentError:

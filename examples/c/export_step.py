@@ -3,7 +3,7 @@
     python examples/c/export_step.py BUILD_DIR
 
 writes BUILD_DIR/mlp_step.{o,h,json,so}: the loss, its gradients and the SGD update of the
-API.md network in one native function, `diffc_train_step_mlp_loss`.
+README's network in one native function, `diffc_train_step_mlp_loss`.
 """
 import os
 import sys

@@ -4,24 +4,26 @@ Input: a program with one floating-point scalar output, and the indices of the i
 differentiate. Output: an ordinary program (it prints, verifies, evaluates and compiles) with
 the same inputs, computing (output, gradient for each wrt input).
 How: replay the forward equations into a new trace, seed the output's cotangent with 1, walk the
-equations backwards applying each primitive's reverse rule (ops.py), sum cotangents of values
-used more than once with `add`, sum the cotangent of a rank-0 input over the axes it was
-implicitly broadcast along (the one place that happens), and remove what the outputs do not need.
+equations backwards applying each primitive's reverse rule (its `vjp`, beside its definition in
+diffc/core/), sum cotangents of values used more than once with `add`, and sum the cotangent of
+a rank-0 input over the axes it was implicitly broadcast along (the one place that happens).
+The forward equations the gradients do not need stay: `passes.dce` removes them.
 Every backward equation carries the `file:line` of the forward equation it differentiates.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import ops
-from .compiler.passes.dce import dce
-from .errors import TraceError
-from .ir import Lit, Program, Var
-from .trace import TraceContext, Tracer, elementwise, reduce_sum, replay, type_of
+from ..core.elementwise import elementwise
+from ..core.errors import TraceError
+from ..core.ir import Lit, Program, Var
+from ..core.structural import fill_p, reduce_sum
+from ..core.trace import TraceContext, type_of
+from ..core.tracer import Tracer, replay
 
 
 def _fill(ctx: TraceContext, t, value: float) -> Tracer:
-    (v,) = ctx.emit(ops.PRIMITIVES["fill"], [], dict(shape=t.shape, dtype=t.dtype, value=value))
+    (v,) = ctx.emit(fill_p, [], dict(shape=t.shape, dtype=t.dtype, value=value))
     return Tracer(ctx, v)
 
 
@@ -62,4 +64,4 @@ def vjp(program: Program, wrt: list[int]) -> Program:
     ctx.source = None
     grads = [cts[id(program.inputs[i])] if id(program.inputs[i]) in cts else
              _fill(ctx, program.inputs[i].type, 0.0) for i in wrt]  # unused: a zero gradient
-    return dce(Program(inputs, ctx.eqns, (atom(out), *[g.var for g in grads])))
+    return Program(inputs, ctx.eqns, (atom(out), *[g.var for g in grads]))

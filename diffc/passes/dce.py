@@ -4,7 +4,7 @@ One backward walk over the equations with the set of live vars (like JAX's `_dce
 """
 from __future__ import annotations
 
-from ...ir import Program, Var
+from ..core.ir import Program, Var
 
 
 def dce(program: Program) -> Program:

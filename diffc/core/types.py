@@ -30,6 +30,7 @@ class DType:
     name: str
     np_dtype: np.dtype
     is_float: bool
+    c_type: str  # its name in C
 
     def __getitem__(self, dims) -> ArrayType:
         dims = dims if isinstance(dims, tuple) else (dims,)
@@ -43,10 +44,10 @@ class DType:
         return self.np_dtype.itemsize
 
 
-f32 = DType("f32", np.dtype(np.float32), True)
-f64 = DType("f64", np.dtype(np.float64), True)
-i32 = DType("i32", np.dtype(np.int32), False)
-i64 = DType("i64", np.dtype(np.int64), False)
+f32 = DType("f32", np.dtype(np.float32), True, "float")
+f64 = DType("f64", np.dtype(np.float64), True, "double")
+i32 = DType("i32", np.dtype(np.int32), False, "int32_t")
+i64 = DType("i64", np.dtype(np.int64), False, "int64_t")
 DTYPES = (f32, f64, i32, i64)
 
 

@@ -10,42 +10,27 @@ everything that reads or writes that state: calls, `fit` (for its whole run) and
 """
 from __future__ import annotations
 
-import ctypes
 import sys
 import threading
-import time
-from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
 
-from .ad import vjp
-from .errors import ArgumentError, SignatureError
+from ..core.errors import ArgumentError, SignatureError
+from ..core.trace import is_finite_number
+from ..core.types import ArrayType, Param, Signature
+from ..passes import dce
+from ..runtime.call import check_count, describe
+from ..runtime.fit import FitLoop, run_epochs
+from ..runtime.load import Export
+from ..runtime.native import empty
+from ..runtime.record import Record
+from ..transforms.ad import vjp
+from ..transforms.optim import SGD, STEP_COUNT, Adam, train_program
 from .function import CompiledFunction
-from .optim import SGD, STEP_COUNT, Adam, train_program
-from .runtime.call import (
-    _data_address,
-    aligned_workspace,
-    check_count,
-    describe,
-    empty,
-    native_function,
-)
-from .trace import is_finite_number
-from .transforms import _as_function, _wrt_names
-from .types import ArrayType, Param, Signature
-
-# what each input of the step entry is to the native fit loop (compiler/fitloop.py)
-FIXED, SAMPLE, BATCH = "fixed", "sample", "batch"
-CHUNK_SECONDS = 0.1  # fit's native calls last about this long: how soon a Ctrl-C is seen
-
+from .grad import as_function, wrt_names
 
 DEFAULT_OPTIMIZER = SGD(lr=0.01)
-
-
-@dataclass(frozen=True)
-class FitSpec:
-    kinds: tuple[str, ...]  # per entry input: FIXED, SAMPLE or BATCH
-    batch_symbol: str | None  # the symbol the BATCH inputs' leading dim is declared with
 
 
 class TrainStep(CompiledFunction):
@@ -57,78 +42,49 @@ class TrainStep(CompiledFunction):
     """
 
     def __init__(self, f, params, optimizer=DEFAULT_OPTIMIZER):
-        f = _as_function(f)
+        f = as_function(f)
         if isinstance(params, str) or params is None:
             raise SignatureError(f"train_step: params must be a sequence of parameter names, "
                                  f"got {params!r}")
-        self.params, _ = _wrt_names(f, params)
+        names, _ = wrt_names(f, params)
         if optimizer is not None and not isinstance(optimizer, SGD | Adam):
             raise ArgumentError(f"optimizer: expected an optimizer object such as "
                                 f"diffc.SGD(lr=0.01) or diffc.Adam(), got {describe(optimizer)}")
-        self.optimizer = optimizer if optimizer is not None else DEFAULT_OPTIMIZER
-        indices = [f.signature.names.index(n) for n in self.params]
-        for n in self.params:
-            t = f.signature.param(n).type
-            if t.symbols:
-                raise SignatureError(f"train_step: param {n!r} has symbolic dims ({t}); params "
-                                     f"need static shapes")
-            if t.ndim == 0:
-                raise SignatureError(f"train_step: param {n!r} is a scalar ({t}); params are "
-                                     f"arrays updated in place: declare it {t.dtype}[1]")
-        program = train_program(vjp(f.program, indices), indices, self.optimizer)
+        optimizer = optimizer if optimizer is not None else DEFAULT_OPTIMIZER
+        _check_params(f.signature, names)
+        indices = [f.signature.names.index(n) for n in names]
+        program = train_program(dce(vjp(f.program, indices)), indices, optimizer)
+        super().__init__(_record(f, names, optimizer), program)
         self.function = f  # the traced function (None for a step loaded from an export)
-        self._state = _zero_state(f.signature, self.params, self.optimizer)
-        scalar = ArrayType(f.signature.param(self.params[0]).type.dtype, ())
-        extra = [Param("lr", scalar), Param("step_count", STEP_COUNT)] + [
-            Param(f"{n}.{s}", f.signature.param(n).type)
-            for n in self.params for s in self.optimizer.state_names]
-        signature = Signature(f.signature.params + tuple(extra), f.signature.result)
-        super().__init__(f"train_step_{f.name}", signature, program)
-        self.user_signature = f.signature
-        self.lr = self.optimizer.lr
+        self._start(optimizer.lr)
+
+    @classmethod
+    def from_export(cls, export: Export) -> TrainStep:
+        step = super().from_export(export)
+        step.function = None
+        step._start(export.record.options["lr"])  # the lr it had when exported
+        return step
+
+    def _start(self, lr) -> None:
+        """The step's own state: zeroed, with learning rate lr."""
+        self._state = _zero_state(self.signature, self.params, self.optimizer)
+        self.lr = lr
         self._lock = threading.RLock()  # reentrant: code run within fit (a callback) may call it
         self.fit_losses = np.empty(0)
-        others = [i for i, p in enumerate(f.signature.params) if p.name not in self.params]
-        self._batch_symbol = _batch_symbol([f.signature.params[i] for i in others])
-        self._data = [i for i in others if self._batch_symbol is None or
-                      f.signature.params[i].type.shape[:1] == (self._batch_symbol,)]
 
     @property
-    def signature(self) -> Signature:
-        """f's signature: the step is called as f is (lr, step count and state are its own)."""
-        return self.user_signature
+    def params(self) -> tuple[str, ...]:
+        """The names of the parameters the step updates."""
+        return tuple(self.record.options["params"])
 
-    def _compile_options(self) -> dict:
-        data_kind = BATCH if self._batch_symbol else SAMPLE
-        kinds = [data_kind if i in self._data else FIXED
-                 for i in range(len(self.user_signature.params))]
-        kinds += [FIXED] * (1 + len(self._state))  # lr, the step count, the optimizer state
-        return {"fit_spec": FitSpec(tuple(kinds), self._batch_symbol)}
-
-    def _export_kind(self) -> str:
-        return "train_step"
-
-    def _export_options(self) -> dict:
-        optimizer = {"type": type(self.optimizer).__name__, **vars(self.optimizer)}
-        return {"params": list(self.params), "optimizer": optimizer, "lr": self.lr,
-                "user_params": len(self.user_signature.params), "data": self._data,
-                "batch_symbol": self._batch_symbol}
-
-    def _restore_options(self, options: dict) -> None:
-        settings = dict(options["optimizer"])
+    @property
+    def optimizer(self):
+        """The optimizer's hyperparameters (the learning rate in use is `lr`)."""
+        settings = dict(self.record.options["optimizer"])
         kind = {"SGD": SGD, "Adam": Adam}[settings.pop("type")]
         if "betas" in settings:
             settings["betas"] = tuple(settings["betas"])
-        self.optimizer = kind(**settings)
-        self.params = tuple(options["params"])
-        self.user_signature = Signature(self._entry_signature.params[:options["user_params"]],
-                                        self._entry_signature.result)
-        self._data, self._batch_symbol = options["data"], options["batch_symbol"]
-        self._state = _zero_state(self.user_signature, self.params, self.optimizer)
-        self.lr = options["lr"]  # as set when exported
-        self._lock = threading.RLock()
-        self.fit_losses = np.empty(0)
-        self.function = None
+        return kind(**settings)
 
     @property
     def lr(self) -> float:
@@ -139,6 +95,13 @@ class TrainStep(CompiledFunction):
         if not is_finite_number(value) or value < 0:
             raise ArgumentError(f"lr: expected a finite number >= 0, got {describe(value)}")
         self._lr = float(value)
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """The optimizer's state arrays by name (`"W1.exp_avg"`, ...), as the native code
+        updates them: zero at the start and after `reset()`."""
+        names = [f"{n}.{s}" for n in self.params for s in self.optimizer.state_names]
+        return dict(zip(names, self._state[1:], strict=True))
 
     @property
     def steps(self) -> int:
@@ -155,50 +118,79 @@ class TrainStep(CompiledFunction):
 
     def __call__(self, *args, **kwargs) -> float:
         """One step: the loss at the params as given; params, state and count updated."""
-        compiled = self._compiled or self.compile()._compiled
-        values = compiled.invoker.bind(args, kwargs, len(self.user_signature.params))
+        native = self._native or self.compile()._native
+        values = native.invoker.bind(args, kwargs, len(self.signature.params))
         with self._lock:  # lr and the state are read where the call uses them
-            (loss,) = compiled(*values, self._lr, *self._state)
+            (loss,) = native(*values, self._lr, *self._state)
         return loss
 
     def fit(self, *args, batch_size: int | None = None, epochs: int = 1, shuffle: bool = True,
-            seed: int = 0, progress: bool = False, **kwargs) -> np.ndarray:
+            seed: int = 0, progress: bool = False, drop_last: bool = False, callback=None,
+            callback_every: int | None = None, **kwargs) -> np.ndarray:
         """Train over a data set in native code; returns the loss of every step (float64).
 
         The data arguments carry a leading sample axis of length N. In a batched function (data
         declared with a symbolic leading dim, e.g. "B") they are the non-param arrays with that
         leading dim, each step takes `batch_size` samples (default 32) and the last step of an
         epoch the rest; other non-param arguments are passed to every step as they are. In a
-        per-sample function every non-param argument is data and each step takes one sample. Epoch e
-        of this call visits the samples in the order of a permutation drawn from (seed, e), or
-        in order without `shuffle`.
+        per-sample function every non-param argument is data and each step takes one sample.
+        `drop_last` skips an epoch's short last batch. Epoch e of this call visits the samples
+        in the order of a permutation drawn from (seed, e), or in order without `shuffle`.
 
-        The losses are also kept as `step.fit_losses`. An exception while fit runs (a
-        KeyboardInterrupt, seen within ~0.1 s: the native loop runs in chunks that long) stops
-        it after whole steps and propagates: the params, the optimizer state and `steps` then
-        agree (each step's native call updates all three), and `fit_losses` holds the losses
-        of the steps this call completed. Calls from other threads wait until fit ends.
+        `callback(step, epoch, loss)` is called between steps: after every `callback_every`-th
+        step of this call, or (by default) after each epoch's last; `step` counts this call's
+        steps from 0 and `loss` is that step's. The losses are also kept as `step.fit_losses`.
+        An exception while fit runs (raised by the callback, or a KeyboardInterrupt, seen
+        within ~0.1 s: the native loop runs in chunks that long) stops it after whole steps and
+        propagates: the params, the optimizer state and `steps` then agree (each step's native
+        call updates all three), and `fit_losses` holds the losses of the steps this call
+        completed. Calls from other threads wait until fit ends.
         """
-        compiled = self._compiled or self.compile()._compiled
-        values = compiled.invoker.bind(args, kwargs, len(self.user_signature.params))
-        n, batch, dims = self._check_fit(compiled.invoker, values, batch_size, epochs, seed,
+        native = self._native or self.compile()._native
+        values = native.invoker.bind(args, kwargs, len(self.signature.params))
+        n, batch, dims = self._check_fit(native.invoker, values, batch_size, epochs, seed,
                                          shuffle, progress)
-        per_epoch = -(-n // batch)
+        every = _check_callback(callback, callback_every, drop_last)
+        per_epoch = n // batch if drop_last else -(-n // batch)
+        if per_epoch == 0:
+            raise ArgumentError(f"batch_size: with drop_last, {n} samples make no whole batch "
+                                f"of {batch}")
         losses = empty(epochs * per_epoch, self.signature.result.dtype.np_dtype,
                        f"epochs: the losses of {epochs} epochs of {per_epoch} steps")
-        native = _NativeFit(compiled, self, values, batch, dims)
+        batched = self._data if self._batch_symbol else []
         bar = _Progress(epochs * per_epoch, batch) if progress else None
         orders = ((np.random.default_rng([seed, epoch]).permutation(n) if shuffle
                    else np.arange(n)).astype(np.int64) for epoch in range(epochs))
         with self._lock:
+            loop = FitLoop(native, values, self._lr, self._state, batched, batch, dims)
             start = self._state[0][0]
             try:
-                _fit_epochs(native, orders, losses.reshape(epochs, per_epoch), n, bar)
+                for done, epoch, loss, elapsed in run_epochs(
+                        loop, orders, losses.reshape(epochs, per_epoch), n, lambda: self._lr,
+                        every or (None if callback is None else per_epoch)):
+                    if bar is not None:
+                        bar.update(done, loss, elapsed)
+                    if callback is not None and done % (every or per_epoch) == 0:
+                        callback(done - 1, epoch, loss)
             finally:  # steps complete in order: the first ones in `losses` are those done
                 self.fit_losses = losses[:int(self._state[0][0] - start)].astype(np.float64)
                 if bar is not None:
                     bar.close()
         return self.fit_losses
+
+    def export(self, path: str) -> list[str]:
+        """Write path.o, path.h, path.json (and path.so where a C compiler exists); the loaded
+        step starts with this step's current lr."""
+        return self._export(path, replace(self.record, options={**self.record.options,
+                                                                 "lr": self.lr}))
+
+    @property
+    def _data(self) -> list[int]:
+        return self.record.options["data"]
+
+    @property
+    def _batch_symbol(self) -> str | None:
+        return self.record.options["batch_symbol"]
 
     def _check_fit(self, invoker, values: list, batch_size, epochs, seed, shuffle,
                    progress) -> tuple[int, int, tuple]:
@@ -214,10 +206,10 @@ class TrainStep(CompiledFunction):
         for i, a in enumerate(values):  # numpy's own shape, dtype and flags, not a subclass's
             if isinstance(a, np.ndarray) and a.__class__ is not np.ndarray:
                 values[i] = np.ndarray.view(a, np.ndarray)
-        names = self.user_signature.names
+        names = self.signature.names
         counts = {}
         for i in self._data:
-            a, t = values[i], self.user_signature.params[i].type
+            a, t = values[i], self.signature.params[i].type
             if not isinstance(a, np.ndarray) or a.ndim < 1:
                 raise ArgumentError(f"{names[i]}: expected a numpy array with a leading sample "
                                     f"axis, got {describe(a)}")
@@ -242,7 +234,7 @@ class TrainStep(CompiledFunction):
         extra = [self._lr, *self._state]
         symbols = invoker.check(one + extra)
         dims = tuple(symbols[d] for d in invoker.abi.symbols)
-        invoker.workspace_size(dims)  # refuses dims that make a value too large
+        invoker.workspace.size(dims)  # refuses dims that make a value too large
         for i in self._data:
             if not values[i].flags.c_contiguous:
                 raise ArgumentError(f"{names[i]}: expected a C-contiguous array, got a "
@@ -259,7 +251,7 @@ class TrainStep(CompiledFunction):
         b = self._batch_symbol
         if b is None:
             return
-        for i, p in enumerate(self.user_signature.params):
+        for i, p in enumerate(self.signature.params):
             axes = p.type.shape[1:] if i in self._data else p.type.shape
             if b in axes:
                 what = "a data argument's other axes" if i in self._data else "a fixed argument"
@@ -275,6 +267,50 @@ class TrainStep(CompiledFunction):
         if any(d == b for _, d in invoker.literal_labels):
             raise SignatureError(f"fit: a constant label indexes the batch dim {b}, which an "
                                  f"epoch's last batch shortens; loop over step() instead")
+
+
+def _check_params(signature: Signature, names) -> None:
+    for n in names:
+        t = signature.param(n).type
+        if t.symbols:
+            raise SignatureError(f"train_step: param {n!r} has symbolic dims ({t}); params "
+                                 f"need static shapes")
+        if t.ndim == 0:
+            raise SignatureError(f"train_step: param {n!r} is a scalar ({t}); params are "
+                                 f"arrays updated in place: declare it {t.dtype}[1]")
+
+
+def _record(f, names, optimizer) -> Record:
+    """The step's record: its entry takes f's arguments, then lr, the step count and the
+    optimizer state; the non-param arrays that carry the batch dim (or all, per sample) are
+    fit's data."""
+    sig = f.signature
+    scalar = ArrayType(sig.param(names[0]).type.dtype, ())
+    extra = [Param("lr", scalar), Param("step_count", STEP_COUNT)] + [
+        Param(f"{n}.{s}", sig.param(n).type) for n in names for s in optimizer.state_names]
+    others = [i for i, p in enumerate(sig.params) if p.name not in names]
+    batch_symbol = _batch_symbol([sig.params[i] for i in others])
+    data = [i for i in others if batch_symbol is None or
+            sig.params[i].type.shape[:1] == (batch_symbol,)]
+    options = {"params": list(names), "lr": optimizer.lr, "data": data,
+               "batch_symbol": batch_symbol,
+               "optimizer": {"type": type(optimizer).__name__, **vars(optimizer)}}
+    return Record("train_step", f"train_step_{f.name}", sig,
+                  Signature(sig.params + tuple(extra), sig.result), options)
+
+
+def _check_callback(callback, every, drop_last) -> int | None:
+    """Checks fit's callback, callback_every and drop_last; the steps between callbacks."""
+    if not isinstance(drop_last, bool | np.bool_):
+        raise ArgumentError(f"drop_last: expected True or False, got {describe(drop_last)}")
+    if callback is not None and not callable(callback):
+        raise ArgumentError(f"callback: expected a function of (step, epoch, loss) or None, "
+                            f"got {describe(callback)}")
+    if every is None:
+        return None
+    if callback is None:
+        raise ArgumentError("callback_every: given without a callback")
+    return check_count("callback_every", every, 1)
 
 
 def _zero_state(signature: Signature, params, optimizer) -> list[np.ndarray]:
@@ -296,69 +332,14 @@ def _batch_symbol(others) -> str | None:
     return leading.pop() if leading else None
 
 
-def _fit_epochs(native, orders, losses: np.ndarray, n: int, bar) -> None:
-    """Epoch e visits the samples in orders[e] and writes its losses to losses[e]; the native
-    loop runs in chunks of about CHUNK_SECONDS: Python runs signal handlers (Ctrl-C) between
-    native calls."""
-    chunk, total, begin = 1, 0, time.perf_counter()
-    for order, epoch_losses in zip(orders, losses, strict=True):
-        done = 0
-        while done < len(epoch_losses):
-            last = min(len(epoch_losses), done + chunk)
-            native.run(order, done, last, n, epoch_losses)
-            total += last - done
-            elapsed = max(time.perf_counter() - begin, 1e-9)
-            chunk = max(1, int(CHUNK_SECONDS * total / elapsed))
-            if bar is not None:
-                bar.update(last - done, float(epoch_losses[last - 1]), elapsed)
-            done = last
-
-
-class _NativeFit:
-    """The pointer tables, buffers and workspace of one fit call, and the native loop."""
-
-    def __init__(self, compiled, step: TrainStep, values: list, batch: int, dims: tuple):
-        native = compiled.native
-        abi = native.fit_abi  # the step the loop runs
-        self.step = step
-        self.lr = np.array(step.lr, abi.inputs[len(values)].dtype.np_dtype)
-        inputs = values + [self.lr] + step._state
-        for r in native.fit_rewrites:  # the carried W @ x, and the data the next x comes from
-            inputs += [np.empty(abi.inputs[r.carry].shape, abi.inputs[r.carry].dtype.np_dtype),
-                       values[r.data]]
-        self.buffers = [a if isinstance(a, np.ndarray) else np.array(a, t.dtype.np_dtype)
-                        for a, t in zip(inputs, abi.inputs, strict=True)]
-        self.table = np.array([_data_address(a) for a in self.buffers], np.uint64)
-        self.staging = [np.empty((batch,) + a.shape[1:], a.dtype)
-                        if i in step._data and step._batch_symbol else None
-                        for i, a in enumerate(self.buffers)]
-        self.staging_table = np.array([0 if a is None else _data_address(a)
-                                       for a in self.staging], np.uint64)
-        size = native_function(compiled.addresses, abi.workspace_size, ctypes.c_int64,
-                               [ctypes.c_int64] * len(dims))(*dims)
-        self.workspace, self.workspace_address = aligned_workspace(
-            size, f"{compiled.invoker.describe_dims(dims)}: the workspace for these sizes")
-        self.batch, self.dims = batch, dims
-        argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 2
-        self.fn = native_function(compiled.addresses, native.abi.fit_entry, None,
-                                  argtypes + [ctypes.c_int64] * len(dims) + [ctypes.c_void_p])
-
-    def run(self, order: np.ndarray, first: int, last: int, n: int, losses: np.ndarray) -> None:
-        """Steps first <= s < last of an epoch at the step's current lr (under its lock)."""
-        self.lr[()] = self.step.lr
-        self.fn(self.table.ctypes.data, order.ctypes.data, first, last, self.batch, n,
-                losses.ctypes.data, self.staging_table.ctypes.data, *self.dims,
-                self.workspace_address)
-
-
 class _Progress:
     """A one-line progress bar on stderr: steps, last loss, samples per second."""
 
     def __init__(self, total: int, batch: int):
         self.total, self.batch, self.done = total, batch, 0
 
-    def update(self, steps: int, loss: float, elapsed: float) -> None:
-        self.done += steps
+    def update(self, done: int, loss: float, elapsed: float) -> None:
+        self.done = done
         width = 30
         filled = width * self.done // max(self.total, 1)
         sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ArgumentError, SignatureError
-from .ir import Lit, Program, Var
-from .ops import PRIMITIVES
-from .trace import TraceContext, Tracer, _is_number, bind, elementwise, is_finite_number, replay
-from .types import ArrayType, f64
+from ..core.elementwise import elementwise
+from ..core.errors import ArgumentError, SignatureError
+from ..core.ir import Lit, Program, Var
+from ..core.structural import convert_element_type_p, reshape_p
+from ..core.trace import TraceContext, bind, is_finite_number, is_number
+from ..core.tracer import Tracer, replay
+from ..core.types import ArrayType, f64
 
 STEP_COUNT = ArrayType(f64, (1,))  # the type of a train step's update count
 
@@ -73,7 +75,7 @@ class Adam:
         _check_hyper(self, "lr", "eps", "weight_decay")
         betas = self.betas
         pair = isinstance(betas, tuple | list) or isinstance(betas, np.ndarray) and betas.ndim == 1
-        if not pair or len(betas) != 2 or not all(_is_number(b) and 0 <= b < 1 for b in betas):
+        if not pair or len(betas) != 2 or not all(is_number(b) and 0 <= b < 1 for b in betas):
             raise ArgumentError(f"Adam: betas must be two numbers in [0, 1), got "
                                 f"{_short(betas)}")
         object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
@@ -123,9 +125,9 @@ def train_program(grad_program: Program, param_indices: list[int], optimizer) ->
     args = [Tracer(ctx, v) for v in inputs]
     _, (loss, *grads) = replay(ctx, grad_program, args)
     new_count = Tracer(ctx, count) + 1.0
-    t = bind(PRIMITIVES["reshape"], new_count, shape=())
+    t = bind(reshape_p, new_count, shape=())
     if dtype != STEP_COUNT.dtype:
-        t = bind(PRIMITIVES["convert_element_type"], t, dtype=dtype)
+        t = bind(convert_element_type_p, t, dtype=dtype)
     updates = []
     for i, g, state in zip(param_indices, grads, states, strict=True):
         new_p, new_state = optimizer.update(args[i], g, [Tracer(ctx, s) for s in state],

@@ -1,7 +1,8 @@
 """Transforms of traced functions: `grad`, `value_and_grad` and `check_grad`.
 
 Input: a `Function` whose result is a floating-point scalar. Output: a compiled function with
-the same signature whose program (built by `ad.vjp`) returns the gradients too.
+the same signature whose program (built by `ad.vjp`, dead code removed) returns the gradients
+too; its record's options say what it returns (`wrt`, `single`, `with_value`).
 Invariants: `wrt` names floating-point parameters, each once; integer parameters are refused
 with `SignatureError` before anything is built.
 """
@@ -12,15 +13,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .ad import vjp
-from .errors import ArgumentError, SignatureError
+from ..core.errors import ArgumentError, SignatureError
+from ..core.ir import eval_program
+from ..core.trace import is_finite_number
+from ..passes import dce
+from ..runtime.call import check_count, describe
+from ..runtime.record import Record
+from ..transforms.ad import vjp
 from .function import CompiledFunction, Function, function
-from .ir import eval_program
-from .runtime.call import check_count, describe
-from .trace import is_finite_number
 
 
-def _as_function(f) -> Function:
+def as_function(f) -> Function:
     if isinstance(f, Function):
         return f
     if callable(f) and not isinstance(f, CompiledFunction):
@@ -28,7 +31,7 @@ def _as_function(f) -> Function:
     raise SignatureError(f"expected a @diffc.function (or an annotated Python function), got {f!r}")
 
 
-def _wrt_names(f: Function, wrt) -> tuple[tuple[str, ...], bool]:
+def wrt_names(f: Function, wrt) -> tuple[tuple[str, ...], bool]:
     """The parameter names to differentiate and whether one name (not a sequence) was given."""
     sig = f.signature
     result = sig.result
@@ -60,29 +63,30 @@ class GradFunction(CompiledFunction):
     """The compiled gradient (and value) of a scalar function."""
 
     def __init__(self, f, wrt=None, with_value: bool = False):
-        f = _as_function(f)
-        self.wrt, self._single = _wrt_names(f, wrt)
-        self.with_value = with_value
-        indices = [f.signature.names.index(n) for n in self.wrt]
+        f = as_function(f)
+        names, single = wrt_names(f, wrt)
+        indices = [f.signature.names.index(n) for n in names]
         kind = "value_and_grad" if with_value else "grad"
-        program = vjp(f.program, indices)
+        program = dce(vjp(f.program, indices))
         if not with_value:  # the value stays computed (the gradients need it) but unreturned
             program.outputs = program.outputs[1:]
-        super().__init__(f"{kind}_{f.name}", f.signature, program)
+        options = {"wrt": list(names), "single": single, "with_value": with_value}
+        record = Record("grad", f"{kind}_{f.name}", f.signature, f.signature, options)
+        super().__init__(record, program)
 
-    def _export_kind(self) -> str:
-        return "grad"
+    @property
+    def wrt(self) -> tuple[str, ...]:
+        """The names of the parameters differentiated, in the order gradients come back."""
+        return tuple(self.record.options["wrt"])
 
-    def _export_options(self) -> dict:
-        return {"wrt": list(self.wrt), "single": self._single, "with_value": self.with_value}
+    @property
+    def with_value(self) -> bool:
+        return self.record.options["with_value"]
 
-    def _restore_options(self, options: dict) -> None:
-        self.wrt, self._single = tuple(options["wrt"]), options["single"]
-        self.with_value = options["with_value"]
-
-    def _results(self, outputs: list):
+    def __call__(self, *args, **kwargs):
+        outputs = (self._native or self.compile()._native)(*args, **kwargs)
         value, grads = (outputs[0], outputs[1:]) if self.with_value else (None, outputs)
-        grads = grads[0] if self._single else tuple(grads)
+        grads = grads[0] if self.record.options["single"] else tuple(grads)
         return (value, grads) if self.with_value else grads
 
 
@@ -125,8 +129,8 @@ def check_grad(f, *args, wrt=None, directions: int = 3, eps: float = 1e-6,
     The differences are taken in float64 through the numpy oracle (whatever f's dtype), so the
     reported error measures the gradients, not float32 rounding in the differences.
     """
-    f = _as_function(f)
-    names, _ = _wrt_names(f, wrt)
+    f = as_function(f)
+    names, _ = wrt_names(f, wrt)
     check_count("directions", directions, 1)
     check_count("seed", seed, 0)
     if not is_finite_number(eps) or eps <= 0:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...ir import Eqn, Program, Var
-from ...ops import PRIMITIVES
+from ..core.ir import Eqn, Program, Var
+from ..core.linalg import matvec_p
+from .primitives import sgd_outer_p, update_matvec_p
 
 
 @dataclass(frozen=True)
@@ -38,17 +39,17 @@ def fuse_across_steps(program: Program, data: set[int]) -> tuple[Program, list[C
         if new is None or w.type.ndim != 2 or len(readers) < 2:
             continue
         first, last = eqns[readers[0]], eqns[readers[-1]]
-        if first.prim.name != "matvec" or first.params["transpose_a"] or first.inputs[0] is not w:
+        if first.prim is not matvec_p or first.params["transpose_a"] or first.inputs[0] is not w:
             continue
         x = first.inputs[1]
-        if not any(x is inputs[i] for i in data) or last.prim.name != "sgd_outer" or \
+        if not any(x is inputs[i] for i in data) or last.prim is not sgd_outer_p or \
                 last.inputs[0] is not w or last.inputs[2] is not x:
             continue
         (_, a, _, lr), carry, x_next = last.inputs, Var(first.outputs[0].type), Var(x.type)
         g_next = Var(first.outputs[0].type)
         inputs += [carry, x_next]
         renamed[id(first.outputs[0])] = carry
-        eqns[readers[-1]] = Eqn(PRIMITIVES["update_matvec"], (w, a, x, lr, x_next), {},
+        eqns[readers[-1]] = Eqn(update_matvec_p, (w, a, x, lr, x_next), {},
                                 (new, g_next), last.source)
         eqns[readers[0]] = None
         updates.append((carry, g_next))

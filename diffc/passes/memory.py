@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...ir import Eqn, Program, Var
-from ...types import ArrayType
-from .fuse import INDEXED
+from ..core.ir import Eqn, Program, Var
+from ..core.linalg import matmul_p
+from ..core.types import ArrayType
+from .primitives import fused_p
 
 END = 1 << 60  # "used after the last equation": outputs and update values
 
@@ -96,15 +97,15 @@ def _reads_at_write_index(e: Eqn, param: Var) -> bool:
     at the index it writes (elementwise, or row by row for the weights of the SGD kernels)."""
     if not any(a is param for a in e.inputs):
         return True
-    if e.prim.name in ("update_matvec", "sgd_outer"):
+    if e.prim.rowwise:
         return e.inputs[0] is param and not any(a is param for a in e.inputs[1:])
     if e.prim.elementwise:
         return all(v.type.shape == param.type.shape for v in e.outputs)
-    if e.prim.name != "fused":
+    if e.prim is not fused_p:
         return False
     body = e.params["body"]
     inner = {id(b) for a, b in zip(e.inputs, body.inputs, strict=True) if a is param}
     for be in body.eqns:
-        if be.prim.name in (*INDEXED, "matmul") and any(id(a) in inner for a in be.inputs):
+        if (be.prim.indexed or be.prim is matmul_p) and any(id(a) in inner for a in be.inputs):
             return False
     return all(v.type.shape == param.type.shape for v in e.outputs)

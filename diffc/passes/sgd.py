@@ -9,22 +9,22 @@ nan (0 * inf is nan). The arithmetic of every row written is the fused equation'
 """
 from __future__ import annotations
 
-from ...ir import Eqn, Program, Var
-from ...ops import PRIMITIVES
+from ..core.ir import Eqn, Program, Var
+from .primitives import fused_p, sgd_outer_p
 
 
 def rowwise_sgd(program: Program) -> Program:
     eqns = []
     for e in program.eqns:
         match = plain_sgd_update(e)
-        eqns.append(e if match is None else Eqn(PRIMITIVES["sgd_outer"], match, {}, e.outputs,
+        eqns.append(e if match is None else Eqn(sgd_outer_p, match, {}, e.outputs,
                                                 e.source))
     return Program(program.inputs, eqns, program.outputs, program.updates)
 
 
 def plain_sgd_update(e: Eqn) -> tuple[Var, Var, Var, Var] | None:
     """(W, a, x, lr) if e is `fused[outer(a, x); mul(lr, .); sub(W, .)]` with one output."""
-    if e.prim.name != "fused" or [q.prim.name for q in e.params["body"].eqns] != [
+    if e.prim is not fused_p or [q.prim.name for q in e.params["body"].eqns] != [
             "outer", "mul", "sub"]:
         return None
     body = e.params["body"]

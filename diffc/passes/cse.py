@@ -6,7 +6,7 @@ identity, so fused equations are never merged.
 """
 from __future__ import annotations
 
-from ...ir import Eqn, Lit, Program, Var
+from ..core.ir import Eqn, Lit, Program, Var
 
 
 def _key(e: Eqn, rename) -> tuple:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ...ir import Eqn, Program
-
-FLAGS = {"matmul": ("transpose_a", "transpose_b"), "matvec": ("transpose_a",)}
+from ..core.ir import Eqn, Program
+from ..core.linalg import matmul_p, outer_p
+from ..core.structural import transpose_p
 
 
 def fold_transposes(program: Program) -> Program:
@@ -33,7 +33,7 @@ def fold_transposes(program: Program) -> Program:
                 e = Eqn(product.prim, swapped[0], swapped[1], e.outputs, e.source)
             else:
                 source_of[id(e.outputs[0])] = e.inputs[0]
-        if e.prim.name in FLAGS and any(id(a) in source_of for a in e.inputs):
+        if e.prim.transpose_flags and any(id(a) in source_of for a in e.inputs):
             e = _fold_inputs(e, source_of)
         eqns.append(e)
         producer.update((id(v), e) for v in e.outputs)
@@ -41,16 +41,16 @@ def fold_transposes(program: Program) -> Program:
 
 
 def _is_transpose(e: Eqn) -> bool:
-    return e.prim.name == "transpose" and e.params["perm"] == (1, 0)
+    return e.prim is transpose_p and e.params["perm"] == (1, 0)
 
 
 def _swapped(product: Eqn | None):
     """(inputs, params) of the transpose of product's result as one equation, if there is one
     with a vector kernel."""
-    if product is None or product.prim.name not in ("matmul", "outer"):
+    if product is None or product.prim not in (matmul_p, outer_p):
         return None
     a, b = product.inputs
-    if product.prim.name == "outer":
+    if product.prim is outer_p:
         return (b, a), {}
     ta, tb = product.params["transpose_a"], product.params["transpose_b"]
     if not (ta or tb):  # would be A^T B^T
@@ -60,7 +60,7 @@ def _swapped(product: Eqn | None):
 
 def _fold_inputs(e: Eqn, source_of: dict) -> Eqn:
     inputs, params = list(e.inputs), dict(e.params)
-    flags = FLAGS[e.prim.name]
+    flags = e.prim.transpose_flags
     for k, flag in enumerate(flags):
         both = len(flags) == 2 and params[flags[1 - k]] and not params[flag]
         if id(inputs[k]) in source_of and not both:

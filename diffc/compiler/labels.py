@@ -2,17 +2,13 @@
 
 Input: a Program (as compiled). Output: the class counts each integer-label input indexes
 (`label_bounds`) and the (value, class count) of each constant label (`literal_labels`).
-Invariant: every equation that indexes with labels counts, the gradient-only ones too (`unpick`,
-`softmax_cross_entropy_grad`), and labels are followed back through equations that only move
-values: an unchecked label would index out of bounds.
+Invariant: every equation that indexes with labels counts (the primitive's `labels` flag), the
+gradient-only ones too (`unpick`, `softmax_cross_entropy_grad`), and labels are followed back
+through equations that only move values (`moves`): an unchecked label would index out of bounds.
 """
 from __future__ import annotations
 
-from ..ir import Lit
-
-# primitives reading integer labels (operand 1) that index the last axis of an array
-_LABELLED = ("pick", "unpick", "softmax_cross_entropy", "softmax_cross_entropy_grad")
-_MOVES = ("reshape", "transpose", "broadcast_in_dim")  # carry a label value unchanged
+from ..core.ir import Lit
 
 
 def _label_uses(program):
@@ -20,11 +16,11 @@ def _label_uses(program):
     followed back to the input or constant it comes from."""
     producer = {id(v): e for e in program.eqns for v in e.outputs}
     for e in program.eqns:
-        if e.prim.name not in _LABELLED or e.inputs[1].type.dtype.is_float:
+        if e.prim.labels is None or e.inputs[1].type.dtype.is_float:
             continue
-        classes = (e.outputs[0] if e.prim.name == "unpick" else e.inputs[0]).type.shape[-1]
+        classes = (e.outputs[0] if e.prim.labels == "output" else e.inputs[0]).type.shape[-1]
         label = e.inputs[1]
-        while id(label) in producer and producer[id(label)].prim.name in _MOVES:
+        while id(label) in producer and producer[id(label)].prim.moves:
             label = producer[id(label)].inputs[0]
         yield label, classes
 

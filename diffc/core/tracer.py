@@ -1,0 +1,164 @@
+"""Traced arrays and traced programs.
+
+`Tracer` is the array a traced function computes with: numpy's operators and methods, each
+applying primitives (so tracing records them). `trace_program` runs a function on one Tracer per
+parameter and returns its `Program`; `replay` re-emits a program into another trace (how
+transforms build on a traced program).
+Invariants: what cannot be traced (Python control flow on a value, an unsupported operator or
+numpy function) raises `TraceError` at the user's line, naming the supported alternative.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .elementwise import elementwise, mean
+from .errors import DTypeError, ShapeError, TraceError
+from .ir import Lit, Program, Var
+from .linalg import matmul
+from .structural import reduce_sum, transpose
+from .trace import TraceContext, Traced, at_user, describe, is_number
+from .types import ArrayType, Signature, def_location
+
+
+class Tracer(Traced):
+    """A traced array: the stand-in for an argument or intermediate value during tracing, with
+    the operators and methods of a numpy array."""
+
+    __slots__ = ()
+    __array_priority__ = 1000  # numpy defers binary operators to us
+
+    T = property(lambda self: transpose(self))
+
+    def __repr__(self) -> str:
+        return f"Tracer({self.var.type})"
+
+    def sum(self, axis=None):
+        return reduce_sum(self, axis)
+
+    def mean(self, axis=None):
+        return mean(self, axis)
+
+    __add__ = lambda self, other: elementwise("add", self, other)  # noqa: E731
+    __radd__ = lambda self, other: elementwise("add", other, self)  # noqa: E731
+    __sub__ = lambda self, other: elementwise("sub", self, other)  # noqa: E731
+    __rsub__ = lambda self, other: elementwise("sub", other, self)  # noqa: E731
+    __mul__ = lambda self, other: elementwise("mul", self, other)  # noqa: E731
+    __rmul__ = lambda self, other: elementwise("mul", other, self)  # noqa: E731
+    __truediv__ = lambda self, other: elementwise("div", self, other)  # noqa: E731
+    __rtruediv__ = lambda self, other: elementwise("div", other, self)  # noqa: E731
+    __matmul__ = lambda self, other: matmul(self, other)  # noqa: E731
+    __rmatmul__ = lambda self, other: matmul(other, self)  # noqa: E731
+    __neg__ = lambda self: elementwise("neg", self)  # noqa: E731
+    __pos__ = lambda self: self  # noqa: E731
+
+    def __pow__(self, exponent):
+        if isinstance(exponent, Tracer) or not is_number(exponent):
+            raise at_user(TraceError, f"'**' takes a constant Python number as exponent, got "
+                                       f"{describe(exponent)}")
+        y = float(exponent)
+        return elementwise("pow", self, y=int(y) if y.is_integer() else y)
+
+    def __rpow__(self, base):
+        raise at_user(TraceError, "a traced value as an exponent is not supported; write "
+                                   "nn.exp(x * log(base)) instead")
+
+    def _refuse(self, what: str):
+        raise at_user(TraceError, f"{what} on a traced value cannot be traced: the value is "
+                                   f"not known until the compiled function runs (no Python "
+                                   f"control flow on traced values)")
+
+    __bool__ = lambda self: self._refuse("truth testing (if/while/and/or/not)")  # noqa: E731
+    __len__ = lambda self: self._refuse("len()")  # noqa: E731
+    __iter__ = lambda self: self._refuse("iteration")  # noqa: E731
+    __index__ = lambda self: self._refuse("use as an index")  # noqa: E731
+    __int__ = lambda self: self._refuse("int()")  # noqa: E731
+    __float__ = lambda self: self._refuse("float()")  # noqa: E731
+    __complex__ = lambda self: self._refuse("complex()")  # noqa: E731
+    __lt__ = __le__ = __gt__ = __ge__ = lambda self, other: self._refuse(  # noqa: E731
+        "comparison (as in `if x > 0:`)")
+    __eq__ = __ne__ = lambda self, other: self._refuse("comparison")  # noqa: E731
+    __hash__ = object.__hash__
+    __getitem__ = lambda self, index: self._refuse("indexing")  # noqa: E731
+    __array__ = lambda self, *a, **k: self._refuse("conversion to a numpy array")  # noqa: E731
+
+    def _unsupported(self, operation: str):
+        raise at_user(TraceError, f"{operation} on a traced array is not supported; supported: "
+                                   f"+ - * / ** @ .T .sum .mean and diffc.nn")
+
+    __floordiv__ = __rfloordiv__ = lambda self, *_: self._unsupported("'//'")  # noqa: E731
+    __mod__ = __rmod__ = lambda self, *_: self._unsupported("'%'")  # noqa: E731
+    __divmod__ = __rdivmod__ = lambda self, *_: self._unsupported("divmod()")  # noqa: E731
+    __abs__ = lambda self: self._unsupported("abs()")  # noqa: E731
+    __round__ = lambda self, *_: self._unsupported("round()")  # noqa: E731
+    __trunc__ = __floor__ = __ceil__ = lambda self: self._unsupported(  # noqa: E731
+        "rounding (math.trunc, floor, ceil)")
+    __and__ = __rand__ = __or__ = __ror__ = __xor__ = __rxor__ = __lshift__ = __rlshift__ = \
+        __rshift__ = __rrshift__ = __invert__ = lambda self, *_: self._unsupported(  # noqa: E731
+            "a bitwise operator (& | ^ ~ << >>)")
+
+    # numpy functions applied to a traced value: the arithmetic ones trace, others are refused
+    _UFUNCS = {np.add: "add", np.subtract: "sub", np.multiply: "mul", np.true_divide: "div",
+               np.negative: "neg", np.exp: "exp", np.log: "log", np.tanh: "tanh"}
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if method == "__call__" and not kwargs and ufunc in self._UFUNCS:
+            return elementwise(self._UFUNCS[ufunc], *inputs)
+        if method == "__call__" and ufunc is np.matmul and not kwargs:
+            return matmul(*inputs)
+        raise at_user(TraceError, f"numpy function {ufunc.__name__} applied to a traced value "
+                                   f"is not supported; use diffc.nn")
+
+    def __array_function__(self, func, types, args, kwargs):
+        raise at_user(TraceError, f"numpy function {func.__name__} applied to a traced value "
+                                   f"is not supported; use diffc.nn")
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise at_user(TraceError, f"traced arrays have no attribute {name!r}; supported: "
+                                  f"+ - * / ** @ .T .sum .mean .shape .dtype and diffc.nn")
+
+
+def replay(ctx: TraceContext, program: Program, args: list) -> tuple[dict[int, Tracer], list]:
+    """Re-emit a program's equations into ctx on the given traced args (sources kept).
+
+    Returns the map from each of the program's vars to its new traced value, and the outputs.
+    """
+    env = {id(old): a for old, a in zip(program.inputs, args, strict=True)}
+
+    def atom(a):
+        return a if isinstance(a, Lit) else env[id(a)].var
+
+    source = ctx.source
+    for e in program.eqns:
+        ctx.source = e.source
+        outs = ctx.emit(e.prim, [atom(a) for a in e.inputs], e.params)
+        env.update((id(old), Tracer(ctx, new)) for old, new in zip(e.outputs, outs, strict=True))
+    ctx.source = source
+    return env, [a if isinstance(a, Lit) else env[id(a)] for a in program.outputs]
+
+
+def trace_program(fn, sig: Signature) -> Program:
+    """Trace fn on one Tracer per parameter; the result must have the annotated return type."""
+    ctx = TraceContext()
+    inputs = tuple(Var(p.type) for p in sig.params)
+    result = fn(*[Tracer(ctx, v) for v in inputs])
+    return Program(inputs, ctx.eqns, (as_result(result, sig.result, ctx, fn),))
+
+
+def as_result(result, expected: ArrayType, ctx: TraceContext, fn):
+    """The output atom of a traced function, checked against its return annotation."""
+    name = getattr(fn, "__qualname__", "the function")
+    where = def_location(fn)
+    if is_number(result) and expected.ndim == 0 and expected.dtype.is_float:
+        return Lit(result, expected)
+    if not isinstance(result, Tracer) or result.ctx is not ctx:
+        raise TraceError(f"{where}: {name} must return a value computed from its parameters "
+                         f"(annotated {expected}), got {describe(result)}")
+    producer = next((e for e in ctx.eqns if result.var in e.outputs), None)
+    where = producer.source if producer else where
+    if result.dtype != expected.dtype:
+        raise DTypeError(f"{where}: {name} returns {result.type}, its annotation says {expected}")
+    if result.shape != expected.shape:
+        raise ShapeError(f"{where}: {name} returns {result.type}, its annotation says {expected}")
+    return result.var

@@ -1,0 +1,54 @@
+"""The test suite's shared models and helpers: the README's network in f64 and f32, the
+mini-batch network of the benchmarks, He initialization, and compiling a hand-built program
+through the public API."""
+import itertools
+
+import numpy as np
+
+import diffc
+from diffc import Array, f32, f64, i32, nn
+
+
+def _mlp(dt):
+    def mlp_loss(W1: Array[dt, 128, 784], b1: Array[dt, 128], W2: Array[dt, 10, 128],
+                 b2: Array[dt, 10], x: Array[dt, 784], y: Array[dt, 10]) -> dt:
+        h = nn.relu(nn.dense(W1, x, b1))
+        return nn.cross_entropy(nn.softmax(nn.dense(W2, h, b2)), y)
+    return diffc.function(mlp_loss, name="mlp_loss" if dt is f64 else "mlp_loss32")
+
+
+def _batch_net(dt):
+    def batch_loss(W1: dt[128, 784], b1: dt[128], W2: dt[64, 128], b2: dt[64], W3: dt[10, 64],
+                   b3: dt[10], X: dt["B", 784], labels: i32["B"]) -> dt:
+        h1 = nn.relu(nn.dense(W1, X, b1))
+        h2 = nn.relu(nn.dense(W2, h1, b2))
+        return nn.softmax_cross_entropy(nn.dense(W3, h2, b3), labels)
+    return diffc.function(batch_loss, name=f"batch_loss_{dt}")
+
+
+# the README's per-sample network (784 -> 128 -> 10, relu, softmax, cross-entropy)
+mlp_loss, mlp_loss32 = _mlp(f64), _mlp(f32)
+MLP = {f64: mlp_loss, f32: mlp_loss32}
+# the mini-batch network (784 -> 128 -> 64 -> 10, integer labels)
+BATCH_NETS = {dt: _batch_net(dt) for dt in (f32, f64)}
+
+
+def init(rng, sizes, np_dtype):
+    """He-scaled weights and small random biases for layers of the given sizes."""
+    params = []
+    for n_in, n_out in itertools.pairwise(sizes):
+        params.append((rng.standard_normal((n_out, n_in)) * np.sqrt(2 / n_in)).astype(np_dtype))
+        params.append((rng.standard_normal(n_out) * 0.1).astype(np_dtype))
+    return params
+
+
+def compile_program(program, signature, name, target=None):
+    """A hand-built program compiled (`diffc.CompiledFunction.from_program`); calling it gives
+    the list of its outputs, however many there are."""
+    f = diffc.CompiledFunction.from_program(program, signature, name, target)
+
+    def run(*args):
+        out = f(*args)
+        return list(out) if len(program.outputs) > 1 else [out]
+    run.function = f
+    return run
