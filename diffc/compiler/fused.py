@@ -16,6 +16,7 @@ from .gemm import Gemm
 from .gemm import run as run_gemm
 from .loops import I64, for_range, loop_nest
 from .scalar import EMITTERS
+from .shapes import INDEXED
 
 
 def _c(ty, value):
@@ -41,6 +42,8 @@ def lower_fused(k) -> None:
         at = it.index if flat else k.offset(shape, it)
 
         def indexed(e):
+            if e.prim.name in INDEXED:  # shapes.py: slice, unslice, gather
+                return INDEXED[e.prim.name](k, e, it, operand)
             if e.prim is outer_p:
                 x, y = e.inputs
                 return b.fmul(operand[id(x)].load(b, it[0]), operand[id(y)].load(b, it[1]))
@@ -98,10 +101,10 @@ def _emit_body(b, ty, eqns, env: dict, load, indexed) -> dict:
         return env[id(a)]
 
     for e in eqns:
-        if e.prim.indexed and e.inputs[0].type.ndim > 0:
+        if e.prim is broadcast_in_dim_p and e.inputs[0].type.ndim == 0:
+            result = read(e.inputs[0])  # of a scalar: the same value everywhere
+        elif e.prim.indexed:
             result = indexed(e)
-        elif e.prim is broadcast_in_dim_p:  # of a scalar: the same value everywhere
-            result = read(e.inputs[0])
         else:
             result = EMITTERS[e.prim.name](b, ty, *map(read, e.inputs), **e.params)
         env[id(e.outputs[0])] = result
