@@ -42,7 +42,7 @@ def lower_fused(k) -> None:
         at = it.index if flat else k.offset(shape, it)
 
         def indexed(e):
-            if e.prim.name in INDEXED:  # shapes.py: slice, unslice, gather
+            if e.prim.name in INDEXED:  # shapes.py: slices, gathers, transposes
                 return INDEXED[e.prim.name](k, e, it, operand)
             if e.prim is outer_p:
                 x, y = e.inputs

@@ -6,18 +6,34 @@ Invariant: every equation that indexes with labels counts (the primitive's `labe
 gather, ...), the gradient-only ones too (`unpick`, `scatter_add`, ...), and labels are followed
 back through equations that only move values (`moves`) to every input they come from: an
 unchecked label would index out of bounds. Constant indices into symbolic dims (a slice's
-`constant_indices`) count like constant labels.
+`constant_indices`) count like constant labels. Fused bodies count as their equations.
 """
 from __future__ import annotations
 
-from ..core.ir import Lit
+from ..core.ir import Eqn, Lit
+
+
+def _equations(program):
+    """The program's equations, those of fused bodies in their place (read and written through
+    the fused equation's own inputs and outputs)."""
+    for e in program.eqns:
+        body = e.params.get("body")
+        if body is None:
+            yield e
+            continue
+        outer = {id(inner): a for inner, a in zip(body.inputs + body.outputs,
+                                                  e.inputs + e.outputs, strict=True)}
+        for inner in body.eqns:
+            yield Eqn(inner.prim, tuple(outer.get(id(a), a) for a in inner.inputs),
+                      inner.params, tuple(outer.get(id(v), v) for v in inner.outputs))
 
 
 def _label_uses(program):
     """(label atom, class dim) of every equation indexing with integer labels; each label
     followed back to the inputs or constants it comes from."""
-    producer = {id(v): e for e in program.eqns for v in e.outputs}
-    for e in program.eqns:
+    eqns = list(_equations(program))
+    producer = {id(v): e for e in eqns for v in e.outputs}
+    for e in eqns:
         if e.prim.labels is None or e.inputs[1].type.dtype.is_float:
             continue
         indexed = e.outputs[0] if e.prim.labels == "output" else e.inputs[0]
@@ -47,7 +63,7 @@ def literal_labels(program) -> tuple[tuple[int, object], ...]:
     are checked at call time, when the dims have sizes."""
     pairs = {(label.value, classes): None for label, classes in _label_uses(program)
              if isinstance(label, Lit)}
-    for e in program.eqns:
+    for e in _equations(program):
         if e.prim.constant_indices is not None:
             pairs.update(dict.fromkeys(e.prim.constant_indices(*[a.type for a in e.inputs],
                                                                **e.params)))

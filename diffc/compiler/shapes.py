@@ -1,6 +1,6 @@
 """Lowering of the shape primitives (core/shapes.py): slice, unslice, concatenate, gather,
-scatter_add; and, for the fusible ones (slice, unslice, gather), their value at one element of
-a fused loop nest (`INDEXED`, used by fused.py).
+scatter_add; and, for the fusible ones (slice, unslice, gather and structural.py's transpose),
+their value at one element of a fused loop nest (`INDEXED`, used by fused.py).
 
 Input: a `Kernel` (codegen.py). Output: code that writes the equation's outputs, or (INDEXED)
 the value at the loop nest's indices `it` of the equation's output.
@@ -118,10 +118,18 @@ def read_unslice(k, e, it, operand):
     return b.select(hit, value, ir.Constant(value.type, 0.0))
 
 
+def read_transpose(k, e, it, operand):
+    x, src = e.inputs[0], [None] * len(it)
+    for j, p in enumerate(e.params["perm"]):
+        src[p] = it[j]
+    return operand[id(x)].load(k.b, k.offset(x.type.shape, src))
+
+
 def read_gather(k, e, it, operand):
     x, idx = e.inputs
     src = _gathered(k, operand[id(idx)], e.params["axis"], it)
     return operand[id(x)].load(k.b, k.offset(x.type.shape, src))
 
 
-INDEXED = {"slice": read_slice, "unslice": read_unslice, "gather": read_gather}
+INDEXED = {"slice": read_slice, "unslice": read_unslice, "gather": read_gather,
+           "transpose": read_transpose}

@@ -77,7 +77,7 @@ def _transpose_rule(x: ArrayType, *, perm) -> ArrayType:
 transpose_p = primitive(
     "transpose", lambda x, *, perm: np.transpose(x, perm).copy(), _transpose_rule,
     lambda g, x, *, out, perm: (bind(transpose_p, g, perm=tuple(np.argsort(perm))),),
-    moves=True)
+    indexed=True, moves=True)
 
 
 def _reduce_rule(name):

@@ -1,0 +1,563 @@
+"""The shape and indexing operations users write (core/shapes.py, core/indexing.py) and sizes
+(core/sizes.py): each compiled, eagerly on numpy and against numpy written here, in f32 and
+f64, with static and symbolic dims; gradients against finite differences and jax; what the
+optimized program does with them (fusion, views instead of copies); the call-time checks of
+indices; and the refusals, at the user's line."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from models import compile_program
+
+import diffc
+from diffc import ArgumentError, DTypeError, ShapeError, SignatureError, TraceError, nn
+from diffc.compiler.pipeline import optimize
+from diffc.core.types import Param, Signature, f32, f64, i32, i64
+from diffc.passes.memory import plan_memory
+
+B = "B"
+SIZES = (3, 6)  # what B takes: > 2, so x[2] and x[-3] of a B axis are in range
+RTOL = {f32: 1e-5, f64: 1e-12}
+HERE = Path(__file__)
+SOURCE_LINES = HERE.read_text().splitlines()
+
+
+def line_of(tag: str) -> int:
+    """The line of this file that ends with the comment `# <tag>`."""
+    hits = [i for i, text in enumerate(SOURCE_LINES, 1) if text.endswith(f"# {tag}")]
+    assert len(hits) == 1, f"tag {tag!r} found {len(hits)} times"
+    return hits[0]
+
+
+def traced(body, types, result, name):
+    """body traced with the given parameter types and result type."""
+    names = body.__code__.co_varnames[:body.__code__.co_argcount]
+    body.__annotations__ = dict(zip(names, types, strict=True), **{"return": result})
+    return diffc.function(body, name=name)
+
+
+def _iterate(x):
+    total = x[0] * 0.0
+    for row in x:  # numpy's iteration over a static first axis: x[0], x[1], x[2]
+        total = total + row * row
+    return total
+
+
+# name: (body, dtype -> (parameter types, result type), numpy/jax reference (xp, *args), the
+# bound of the integer arguments' values)
+CASES = {
+    "reshape_merge": (lambda x: x.reshape(x.shape[0], -1), lambda dt: ([dt[B, 4, 3]], dt[B, 12]),
+                      lambda xp, x: xp.reshape(x, (x.shape[0], 12)), None),
+    "reshape_split": (lambda x: nn.reshape(x, (2, 3, -1)), lambda dt: ([dt[12]], dt[2, 3, 2]),
+                      lambda xp, x: xp.reshape(x, (2, 3, 2)), None),
+    "reshape_middle": (lambda x: nn.reshape(x * 2.0, (3, x.shape[1], 2)),
+                       lambda dt: ([dt[2, B, 3]], dt[3, B, 2]),
+                       lambda xp, x: xp.reshape(x * 2.0, (3, x.shape[1], 2)), None),
+    "transpose": (lambda x: nn.transpose(x, (2, 0, -2)), lambda dt: ([dt[B, 3, 4]], dt[4, B, 3]),
+                  lambda xp, x: xp.transpose(x, (2, 0, 1)), None),
+    "method_T": (lambda x: x.T * 1.5 + x.transpose()[::-1] - x.transpose(1, 0),
+                 lambda dt: ([dt[3, B]], dt[B, 3]), lambda xp, x: 0.5 * x.T + x.T[::-1], None),
+    "expand_squeeze": (lambda x: nn.squeeze(nn.expand_dims(x, (0, 2)), 0),
+                       lambda dt: ([dt[B, 3]], dt[B, 1, 3]), lambda xp, x: x[:, None, :], None),
+    "broadcast_to": (lambda x: nn.broadcast_to(x, (x.shape[0], 4, 3)),
+                     lambda dt: ([dt[B, 1, 3]], dt[B, 4, 3]),
+                     lambda xp, x: xp.broadcast_to(x, (x.shape[0], 4, 3)), None),
+    "concatenate": (lambda x, y: nn.concatenate([x, y * 2.0], axis=-1),
+                    lambda dt: ([dt[B, 2], dt[B, 3]], dt[B, 5]),
+                    lambda xp, x, y: xp.concatenate([x, y * 2.0], axis=1), None),
+    "stack": (lambda x, y: nn.stack([x, y], axis=1), lambda dt: ([dt[B, 3], dt[B, 3]],
+                                                                 dt[B, 2, 3]),
+              lambda xp, x, y: xp.stack([x, y], axis=1), None),
+    "basic_index": (lambda x: x[:, None, 3:0:-2], lambda dt: ([dt[B, 5]], dt[B, 1, 2]),
+                    lambda xp, x: xp.stack([x[:, 3], x[:, 1]], axis=1)[:, None, :], None),
+    "rows_of_B": (lambda x: x[-1] + x[2] * 3.0, lambda dt: ([dt[B, 3]], dt[3]),
+                  lambda xp, x: x[x.shape[0] - 1] + 3.0 * x[2], None),
+    "strided": (lambda x: x[1::2, ::2, ::-1], lambda dt: ([dt[4, 6, B]], dt[2, 3, B]),
+                lambda xp, x: xp.flip(x[1::2, ::2], axis=2), None),
+    "ellipsis": (lambda x: x[..., 1] - x[-1, ..., -1], lambda dt: ([dt[2, 3, 4]], dt[2, 3]),
+                 lambda xp, x: x[:, :, 1] - x[1, :, 3], None),
+    "iterate": (_iterate, lambda dt: ([dt[3, B]], dt[B]), lambda xp, x: (x * x).sum(0), None),
+    "take_rows": (lambda E, idx: nn.take(E, idx) * 2.0, lambda dt: ([dt[6, 3], i32[B, 2]],
+                                                                    dt[B, 2, 3]),
+                  lambda xp, E, idx: xp.take(E, idx, axis=0) * 2.0, 6),
+    "take_columns": (lambda x, idx: x[:, idx] - x[:, idx] ** 2,
+                     lambda dt: ([dt[B, 4], i64[5]], dt[B, 5]),
+                     lambda xp, x, idx: xp.take(x, idx, axis=1) - xp.take(x, idx, axis=1) ** 2, 4),
+    "take_scalar": (lambda x, k: x[k] + nn.take(x, -1, axis=1)[0],
+                    lambda dt: ([dt[4, 3], i32[()]], dt[3]),
+                    lambda xp, x, k: x[k] + x[0, 2], 4),
+    "sizes": (lambda x: nn.sum(x) / x.shape[0] + x.shape[0] * 2.0 - x.shape[1] / (
+        x.shape[0] - 0.5), lambda dt: ([dt[B, 3]], dt[()]),
+              lambda xp, x: xp.sum(x) / x.shape[0] + x.shape[0] * 2.0 - 3 / (x.shape[0] - 0.5),
+              None),
+}
+
+
+def _arguments(types, high, size, seed=0):
+    rng = np.random.default_rng(seed)
+    args = []
+    for t in types:
+        shape = tuple(size if isinstance(d, str) else d for d in t.shape)
+        if t.dtype.is_float:
+            args.append(rng.standard_normal(shape).astype(t.dtype.np_dtype))
+        else:
+            value = rng.integers(0, high, shape).astype(t.dtype.np_dtype)
+            args.append(value if shape else int(value))
+    return args
+
+
+def _wide(args):
+    return [a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
+            for a in args]
+
+
+def _close(got, want, dt, what):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
+    np.testing.assert_allclose(got, want, rtol=RTOL[dt], atol=RTOL[dt] * 1e-3, err_msg=what)
+
+
+@pytest.mark.parametrize("dt", [f32, f64], ids=str)
+@pytest.mark.parametrize("name", list(CASES))
+def test_operation_compiled_eager_and_numpy(name, dt):
+    body, types, ref, high = CASES[name]
+    params, result = types(dt)
+    f = traced(body, params, result, f"{name}_{dt}")
+    for size in SIZES:
+        args = _arguments(params, high, size)
+        want = ref(np, *_wide(args))
+        compiled = f(*args)
+        assert np.asarray(compiled).dtype == dt.np_dtype or isinstance(compiled, float)
+        _close(compiled, want, dt, f"compiled, B={size}")
+        _close(body(*args), want, dt, f"eager, B={size}")
+
+
+def _loss(body, arity):
+    """sum(w * body(...)): w weighs each output element (the cotangent is not all ones)."""
+    if arity == 1:
+        return lambda a, w: nn.sum(body(a) * w)
+    return lambda a, b, w: nn.sum(body(a, b) * w)
+
+
+def _loss_function(name):
+    body, types, _, high = CASES[name]
+    params, result = types(f64)
+    loss = traced(_loss(body, len(params)), params + [result], f64, f"loss_{name}")
+    size = SIZES[0]
+    args = _arguments(params + [result], high, size, seed=1)
+    return loss, args, [p.name for p, t in zip(loss.signature.params, params + [result],
+                                               strict=True) if t.dtype.is_float]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_operation_gradient_matches_finite_differences(name):
+    loss, args, wrt = _loss_function(name)
+    report = diffc.check_grad(loss, *args, wrt=wrt)
+    assert report.worst < 1e-6, str(report)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_operation_gradient_matches_jax(name):
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    jnp = jax.numpy
+    loss, args, wrt = _loss_function(name)
+    ref = CASES[name][2]
+    floats = [i for i, a in enumerate(args) if isinstance(a, np.ndarray) and a.dtype.kind == "f"]
+
+    def jax_loss(*values):
+        full = list(args)
+        for i, v in zip(floats, values, strict=True):
+            full[i] = v
+        return jnp.sum(ref(jnp, *full[:-1]) * full[-1])
+
+    want = jax.jit(jax.grad(jax_loss, argnums=tuple(range(len(floats)))))(
+        *[args[i] for i in floats])
+    got = diffc.grad(loss, wrt)(*args)
+    for name_, g, w in zip(wrt, got, want, strict=True):
+        np.testing.assert_allclose(g, np.asarray(w), rtol=1e-12, atol=1e-13, err_msg=name_)
+
+
+# ----------------------------------------------------------------------------- optimized code
+
+def _names(program) -> list[str]:
+    return [e.prim.name for e in program.eqns]
+
+
+def _bodies(program) -> list[list[str]]:
+    return [_names(e.params["body"]) for e in program.eqns if e.prim.name == "fused"]
+
+
+@diffc.function
+def rectangles(x: f64[4], w: f64[4]) -> f64:
+    h = x[0] * w[0]
+    for i in range(1, 4):
+        h = h + x[i] * w[i]
+    return h
+
+
+def test_scalar_indexing_loop_is_one_fused_kernel():
+    """x[i] * w[i] summed over i: eight scalar reads and the arithmetic in one loop-free fused
+    kernel, no slice copied out; its gradient writes w's four entries in one fused kernel."""
+    forward = optimize(rectangles.program)
+    assert _names(forward) == ["fused"]
+    assert _bodies(forward)[0].count("slice") == 8
+    step = diffc.train_step(rectangles, ["w"], optimizer=diffc.SGD(lr=0.1))
+    optimized = optimize(step.program)
+    assert "slice" not in _names(optimized) and "unslice" not in _names(optimized)
+    update = [body for body in _bodies(optimized) if "unslice" in body]
+    assert len(update) == 1 and update[0].count("unslice") == 4 and update[0][-1] == "sub"
+    plan = plan_memory(optimized)
+    (w_new,) = [new for param, new in optimized.updates if param is optimized.inputs[1]]
+    assert id(w_new) in plan.in_place  # w is updated in its own buffer
+
+
+def _reshape_program(return_view: bool):
+    def f(x: f64[B, 4, 3], W: f64[5, 12]) -> f64:
+        return nn.sum(nn.tanh((x * 2.0).reshape(x.shape[0], 12) @ W.T))
+
+    def g(x: f64[B, 4, 3]) -> f64[B, 12]:
+        return (x * 2.0).reshape(x.shape[0], 12)
+    return diffc.function(g if return_view else f, name=f"reshape_view_{return_view}")
+
+
+def test_reshape_is_a_view_of_its_input_buffer():
+    """A reshape between computations costs nothing: it lives in its input's buffer and has no
+    kernel. One that is a result is computed into the output buffer."""
+    f = _reshape_program(False)
+    optimized = optimize(f.program)
+    (view,) = [e for e in optimized.eqns if e.prim.name == "reshape"]
+    plan = plan_memory(optimized)
+    assert plan.home[id(view.outputs[0])] == plan.home[id(view.inputs[0])]
+    assert ".reshape" not in f.llvm_ir
+    rng = np.random.default_rng(0)
+    for size in SIZES:
+        x, W = rng.standard_normal((size, 4, 3)), rng.standard_normal((5, 12))
+        assert f(x, W) == pytest.approx(np.tanh((2 * x).reshape(size, 12) @ W.T).sum(),
+                                        rel=1e-12)
+    g = _reshape_program(True)
+    assert ".reshape" in g.llvm_ir  # a kernel copies into the caller's output
+    x = rng.standard_normal((3, 4, 3))
+    np.testing.assert_array_equal(g(x), (2 * x).reshape(3, 12))
+
+
+@diffc.function
+def flat_weights(w1: f64[12], w2: f64[8], x: f64[3], t: f64[2]) -> f64:
+    h = nn.tanh(w1.reshape(4, 3) @ x)
+    return nn.sum((w2.reshape(2, 4) @ h - t) ** 2)
+
+
+def _np_flat_weights_step(w1, w2, x, t, lr):
+    W1, W2 = w1.reshape(4, 3), w2.reshape(2, 4)
+    h = np.tanh(W1 @ x)
+    d = 2 * (W2 @ h - t)
+    dh = (W2.T @ d) * (1 - h * h)
+    return np.sum((W2 @ h - t) ** 2), w1 - lr * np.outer(dh, x).ravel(), w2 - lr * np.outer(
+        d, h).ravel()
+
+
+def test_views_of_params_updated_in_place():
+    """Params read through reshapes (views of their buffers) and updated in place: every read
+    of a view comes before the update writes the buffer (a numpy trajectory)."""
+    step = diffc.train_step(flat_weights, ["w1", "w2"], optimizer=diffc.SGD(lr=0.05))
+    optimized = optimize(step.program)
+    plan = plan_memory(optimized)
+    views = [e for e in optimized.eqns if e.prim.name == "reshape"]
+    assert any(plan.home[id(e.outputs[0])][0] == "input" for e in views)
+    rng = np.random.default_rng(3)
+    w1, w2 = rng.standard_normal(12) * 0.5, rng.standard_normal(8) * 0.5
+    r1, r2 = w1.copy(), w2.copy()
+    for _ in range(5):
+        x, t = rng.standard_normal(3), rng.standard_normal(2)
+        loss = step(w1, w2, x, t)
+        want, r1, r2 = _np_flat_weights_step(r1, r2, x, t, 0.05)
+        assert loss == pytest.approx(want, rel=1e-12)
+        np.testing.assert_allclose(w1, r1, rtol=1e-12)
+        np.testing.assert_allclose(w2, r2, rtol=1e-12)
+
+
+@diffc.function
+def gathered_scaled(E: f32[6, 3], idx: i32[B], s: f32[B, 3]) -> f32[B, 3]:
+    return nn.take(E, idx) * s + E[idx[::-1]] - nn.exp(s[:, ::-1] * s[::-1])
+
+
+def test_slices_and_gathers_fuse_with_elementwise_work():
+    """take and slices read their inputs at mapped indices inside one fused loop."""
+    optimized = optimize(gathered_scaled.program)
+    assert _names(optimized) == ["slice", "fused"]  # idx[::-1] moves integers: its own kernel
+    assert sorted(_bodies(optimized)[0]) == sorted(["gather", "mul", "gather", "add", "slice",
+                                                    "slice", "mul", "exp", "sub"])
+    rng = np.random.default_rng(4)
+    E = rng.standard_normal((6, 3)).astype(np.float32)
+    for size in SIZES:
+        idx = rng.integers(0, 6, size).astype(np.int32)
+        s = rng.standard_normal((size, 3)).astype(np.float32)
+        want = E[idx] * s + E[idx[::-1]] - np.exp(s[:, ::-1] * s[::-1])
+        np.testing.assert_allclose(gathered_scaled(E, idx, s), want, rtol=1e-5, atol=1e-6)
+
+
+@diffc.function
+def strided_fit(w: f64[7], t: f64[3]) -> f64:
+    return nn.sum((w[::-3] * 3.0 - t) ** 2) + nn.sum(w[1:3] * w[1:3])
+
+
+def test_strided_slice_gradient_is_fused_into_the_update():
+    """The gradient of a reversed strided slice (unslice) is computed inside the fused SGD
+    update, which writes w in place; the trajectory is numpy's."""
+    step = diffc.train_step(strided_fit, ["w"], optimizer=diffc.SGD(lr=0.01))
+    optimized = optimize(step.program)
+    assert "unslice" not in _names(optimized)
+    assert any(body.count("unslice") == 2 for body in _bodies(optimized))
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal(7)
+    ref = w.copy()
+    for _ in range(4):
+        t = rng.standard_normal(3)
+        loss = step(w, t)
+        d = 2 * (ref[::-3] * 3 - t)
+        grad = np.zeros(7)
+        grad[::-3] = 3 * d
+        grad[1:3] += 2 * ref[1:3]
+        assert loss == pytest.approx(np.sum((ref[::-3] * 3 - t) ** 2) + ref[1:3] @ ref[1:3],
+                                     rel=1e-12)
+        ref = ref - 0.01 * grad
+        np.testing.assert_allclose(w, ref, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- call-time checks
+
+@diffc.function
+def embed(E: f64[5, 2], tokens: i32[B, 3]) -> f64:
+    return nn.sum(nn.take(E, tokens[:, 1:]) ** 2)
+
+
+@diffc.function
+def two_index_sources(E: f64[5, 2], a: i64[2], b: i64[3]) -> f64:
+    return nn.sum(nn.take(E, nn.concatenate([a, b[::-1]])))
+
+
+@diffc.function
+def row_of_batch(x: f64[B, 3]) -> f64[3]:
+    return x[2] - x[-3]
+
+
+def test_indices_are_checked_before_the_call():
+    """Index inputs are checked whole, through the slices, reshapes and concatenations that
+    move them (also the entries a slice leaves out), and inside fused kernels."""
+    E = np.ones((5, 2))
+    tokens = np.array([[0, 1, 4], [0, 2, 3]], np.int32)
+    assert embed(E, tokens) == pytest.approx(8.0)
+    assert [e.prim.name for e in optimize(embed.program).eqns] == ["slice", "fused",
+                                                                    "reduce_sum"]
+    for bad in ((1, 2, 5), (0, 0, 7)):
+        tokens[bad[:2]] = bad[2]
+        with pytest.raises(ArgumentError, match=r"^tokens: labels must lie in \[0, 5\)"):
+            embed(E, tokens)
+        tokens[bad[:2]] = 0
+    with pytest.raises(ArgumentError, match=r"^b: labels must lie in \[0, 5\)"):
+        two_index_sources(E, np.array([0, 4]), np.array([1, -1, 2]))
+    with pytest.raises(ArgumentError, match=r"^a: labels must lie in \[0, 5\)"):
+        two_index_sources(E, np.array([5, 4]), np.array([1, 1, 0]))
+
+
+def test_constant_indices_into_a_symbolic_dim_are_checked_at_call_time():
+    x = np.arange(9.0).reshape(3, 3)
+    np.testing.assert_array_equal(row_of_batch(x), x[2] - x[0])
+    with pytest.raises(ArgumentError, match=r"^x: expected B > 2 \(the constant label or "
+                                            r"index 2 indexes an axis of size B\), got B=2"):
+        row_of_batch(x[:2].copy())
+
+
+def test_fit_refuses_a_constant_index_into_the_batch_dim():
+    step = diffc.train_step(traced(lambda w, x: nn.sum(x[1] * w), [f64[3], f64[B, 3]], f64,
+                                   "batch_row"), ["w"])
+    with pytest.raises(SignatureError, match="constant label or index indexes the batch dim B"):
+        step.fit(np.ones(3), np.ones((4, 3)))
+
+
+OUT_OF_RANGE = """
+import numpy as np
+import diffc
+from diffc import f64, i32, nn
+
+def loss(E: f64[50, 4], W: f64[3, 4], tokens: i32["B", 6], y: i32["B"]) -> f64:
+    return nn.softmax_cross_entropy(nn.dense(W, nn.mean(nn.take(E, tokens), axis=1)), y)
+
+step = diffc.train_step(diffc.function(loss), ["E", "W"], optimizer=diffc.SGD(lr=0.1))
+E, W = np.ones((50, 4)), np.ones((3, 4))
+tokens, y = np.zeros((64, 6), np.int32), np.zeros(64, np.int32)
+tokens[40, 3] = 10 ** 9
+for call in (lambda: step(E, W, tokens[32:48], y[32:48]),
+             lambda: step.fit(E, W, tokens, y, batch_size=8)):
+    try:
+        call()
+    except diffc.ArgumentError as e:
+        assert str(e).startswith("tokens: labels must lie in [0, 50)"), e
+    else:
+        raise AssertionError("no ArgumentError")
+assert (E == 1).all() and (W == 1).all() and step.steps == 0
+print("ok")
+"""
+
+
+def test_out_of_range_indices_write_nothing_in_a_subprocess():
+    """A scatter-add at index 1e9 (the gradient of take) would write far outside E: the call
+    and fit are refused before native code runs, and nothing is written."""
+    proc = subprocess.run([sys.executable, "-c", OUT_OF_RANGE], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+# ----------------------------------------------------------------------------- sizes
+
+def test_shape_gives_ints_and_sizes():
+    seen = []
+
+    def body(x):
+        seen.append((x.shape, x.shape == (B, 3), x.shape[0] == x.shape[0], len(x.T), x.ndim))
+        return x
+
+    traced(body, [f32[B, 3]], f32[B, 3], "shapes")
+    ((shape, same, reflexive, length, ndim),) = seen
+    assert shape[1] == 3 and type(shape[1]) is int and str(shape[0]) == "B"
+    assert same and reflexive and length == 3 and ndim == 2
+
+
+def test_sizes_take_the_dtype_of_the_arrays_they_meet():
+    def body(x):
+        return nn.sum(x) / x.shape[0] + (x.shape[0] - 1) * x[0, 0]
+
+    f = traced(body, [f32[B, 2]], f32, "sizes_f32")
+    assert {e.params["dtype"] for e in f.program.eqns if e.prim.name == "dim_size"} == {f32}
+    x = np.arange(8, dtype=np.float32).reshape(4, 2)
+    assert f(x) == pytest.approx(x.sum() / 4 + 3 * x[0, 0], rel=1e-6)
+    size_only = traced(lambda x: (x.shape[0] * 2.0) ** 0.5, [f32[B]], f32, "size_result")
+    assert size_only(np.ones(8, np.float32)) == pytest.approx(4.0)
+
+
+# ----------------------------------------------------------------------------- refusals
+
+def slice_of_symbolic(x: f64[B]) -> f64:
+    return nn.sum(x[1:])  # slice_of_symbolic
+
+
+def index_out_of_range(x: f64[4, 3]) -> f64[3]:
+    return x[-5]  # index_out_of_range
+
+
+def empty_slice(x: f64[4]) -> f64:
+    return nn.sum(x[3:1])  # empty_slice
+
+
+def too_many_indices(x: f64[4]) -> f64:
+    return x[0, 0]  # too_many_indices
+
+
+def assignment(x: f64[3]) -> f64[3]:
+    x[0] = 1.0  # assignment
+    return x
+
+
+def builtin_max(x: f64[3]) -> f64[3]:
+    return max(0, x)  # builtin_max
+
+
+def if_on_a_size(x: f64[B]) -> f64:
+    if x.shape[0] > 2:  # if_on_a_size
+        return nn.sum(x)
+    return x[0]
+
+
+def range_of_a_size(x: f64[B]) -> f64:
+    return sum(x[i] for i in range(x.shape[0]))  # range_of_a_size
+
+
+def list_index(x: f64[4]) -> f64[2]:
+    return x[[0, 2]]  # list_index
+
+
+def traced_slice_bound(x: f64[4], k: i32) -> f64:
+    return nn.sum(x[:k])  # traced_slice_bound
+
+
+def float_index_array(x: f64[4], k: f64[2]) -> f64[2]:
+    return x[k]  # float_index_array
+
+
+def array_with_int(x: f64[4, 3], k: i32[2]) -> f64[2]:
+    return x[k, 0]  # array_with_int
+
+
+def reshape_unprovable(x: f64[B, 4]) -> f64:
+    return nn.sum(x.reshape("N", 4))  # reshape_unprovable
+
+
+def reshape_product(x: f64[B, 4]) -> f64:
+    return nn.sum(x.reshape(-1))  # reshape_product
+
+
+def concatenate_symbolic(x: f64[B, 2]) -> f64:
+    return nn.sum(nn.concatenate([x, x]))  # concatenate_symbolic
+
+
+def squeeze_wide(x: f64[3, 2]) -> f64:
+    return nn.sum(nn.squeeze(x, 1))  # squeeze_wide
+
+
+def broadcast_wrong(x: f64[3]) -> f64:
+    return nn.sum(nn.broadcast_to(x, (3, 2)))  # broadcast_wrong
+
+
+def transpose_repeated(x: f64[3, 2]) -> f64:
+    return nn.sum(x.transpose(0, 0))  # transpose_repeated
+
+
+def concatenate_dtypes(x: f64[3], y: f32[3]) -> f64:
+    return nn.sum(nn.concatenate([x, y]))  # concatenate_dtypes
+
+
+REFUSALS = [
+    (slice_of_symbolic, ShapeError, ["x[1:]", "symbolic axis B", "take(x, idx, axis)"]),
+    (index_out_of_range, ShapeError, ["index -5", "f64[4,3]"]),
+    (empty_slice, ShapeError, ["x[3:1]", "dims >= 1"]),
+    (too_many_indices, ShapeError, ["too many indices", "f64[4]"]),
+    (assignment, TraceError, ["assignment", "nn.where"]),
+    (builtin_max, TraceError, ["nn.relu", "nn.maximum"]),
+    (if_on_a_size, TraceError, ["comparison", "size B", "nn.sum(x) / x.shape[0]"]),
+    (range_of_a_size, TraceError, ["size B", "Python int"]),
+    (list_index, TraceError, ["x[[0, 2]]", "i32/i64 parameter"]),
+    (traced_slice_bound, TraceError, ["slice bounds", "i32 array"]),
+    (float_index_array, DTypeError, ["indices", "f64[2]"]),
+    (array_with_int, TraceError, ["full slices", "take(x, idx, axis)"]),
+    (reshape_unprovable, ShapeError, ["f64[B,4]", "(N, 4)", "provably equal"]),
+    (reshape_product, ShapeError, ["-1 would be B*4"]),
+    (concatenate_symbolic, ShapeError, ["B + B", "static axis"]),
+    (squeeze_wide, ShapeError, ["axis 1", "f64[3,2]"]),
+    (broadcast_wrong, ShapeError, ["f64[3]", "(3, 2)"]),
+    (transpose_repeated, ShapeError, ["repeated axis"]),
+    (concatenate_dtypes, DTypeError, ["f64[3]", "f32[3]"]),
+]
+
+
+@pytest.mark.parametrize("body, error, expected", REFUSALS,
+                         ids=[r[0].__name__ for r in REFUSALS])
+def test_refusal_names_the_line_and_the_alternative(body, error, expected):
+    with pytest.raises(error) as info:
+        diffc.function(body)
+    message = str(info.value)
+    assert f"{HERE}:{line_of(body.__name__)}:" in message, message
+    for text in expected:
+        assert text in message, f"{text!r} not in: {message}"
+
+
+def test_hand_built_gather_is_checked_like_a_call():
+    """compile_program: a program made by hand gets the same index checks as a traced one."""
+    f = traced(lambda E, i: nn.take(E, i, axis=1), [f64[2, 4], i64[3]], f64[2, 3], "hand")
+    run = compile_program(f.program, Signature((Param("E", f64[2, 4]), Param("i", i64[3])),
+                                               f64[2, 3]), "hand_gather")
+    E = np.arange(8.0).reshape(2, 4)
+    np.testing.assert_array_equal(run(E, np.array([3, 0, 3]))[0], E[:, [3, 0, 3]])
+    with pytest.raises(ArgumentError, match=r"^i: labels must lie in \[0, 4\)"):
+        run(E, np.array([0, 4, 1]))
