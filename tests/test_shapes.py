@@ -88,6 +88,12 @@ CASES = {
     "take_scalar": (lambda x, k: x[k] + nn.take(x, -1, axis=1)[0],
                     lambda dt: ([dt[4, 3], i32[()]], dt[3]),
                     lambda xp, x, k: x[k] + x[0, 2], 4),
+    "mixed_apart": (lambda x, idx: x[0, :, idx] * 2.0, lambda dt: ([dt[3, B, 4], i32[2]],
+                                                                   dt[2, B]),
+                    lambda xp, x, idx: x[0, :, idx] * 2.0, 4),
+    "mixed_adjacent": (lambda x, idx: x[:, -1, idx], lambda dt: ([dt[3, B, 4], i64[2, 2]],
+                                                                 dt[3, 2, 2]),
+                       lambda xp, x, idx: x[:, -1, idx], 4),
     "sizes": (lambda x: nn.sum(x) / x.shape[0] + x.shape[0] * 2.0 - x.shape[1] / (
         x.shape[0] - 0.5), lambda dt: ([dt[B, 3]], dt[()]),
               lambda xp, x: xp.sum(x) / x.shape[0] + x.shape[0] * 2.0 - 3 / (x.shape[0] - 0.5),
@@ -326,6 +332,47 @@ def test_strided_slice_gradient_is_fused_into_the_update():
         np.testing.assert_allclose(w, ref, rtol=1e-12)
 
 
+@diffc.function
+def printed(x: f64[B, 4, 3], idx: i32[2]) -> f64[2, 3, 2]:
+    y = x[-1, 1::2, None]
+    return nn.stack([y[:, 0], x[0, idx]], axis=0).transpose(0, 2, 1) * x.shape[0]
+
+
+PRINTED = """\
+{ lambda a:f64[B,4,3] b:i32[2] .
+  let c:f64[2,3] = slice[shape=(2,3) start=(-1,1,0) step=(0,2,1)] a
+      d:f64[2,1,3] = reshape[shape=(2,1,3)] c
+      e:f64[2,3] = slice[shape=(2,3) start=(0,0,0) step=(1,0,1)] d
+      f:f64[4,3] = slice[shape=(4,3) start=(0,0,0) step=(0,1,1)] a
+      g:f64[2,3] = gather[axis=0] f b
+      h:f64[1,2,3] = reshape[shape=(1,2,3)] e
+      i:f64[1,2,3] = reshape[shape=(1,2,3)] g
+      j:f64[2,2,3] = concatenate[axis=0] h i
+      k:f64[2,3,2] = transpose[perm=(0,2,1)] j
+      l:f64 = dim_size[axis=0 dtype=f64] a
+      m:f64[2,3,2] = mul k l
+  in ( m ) }"""
+
+
+def test_printed_form_of_indexing_and_shapes():
+    """x[-1, 1::2, None] is one slice (step 0: an integer index, the axis dropped; a negative
+    start on a symbolic axis counts from its end) and a reshape adding the new axis."""
+    assert printed.ir == PRINTED
+
+
+@diffc.function
+def transposed_sum(x: f64[B, 3, 4], y: f64[4, B, 3]) -> f64[4, B, 3]:
+    return nn.transpose(x, (2, 0, 1)) * y + nn.exp(y)
+
+
+def test_transposes_fuse_with_elementwise_work():
+    assert _bodies(optimize(transposed_sum.program)) == [["transpose", "mul", "exp", "add"]]
+    rng = np.random.default_rng(6)
+    x, y = rng.standard_normal((5, 3, 4)), rng.standard_normal((4, 5, 3))
+    np.testing.assert_allclose(transposed_sum(x, y), x.transpose(2, 0, 1) * y + np.exp(y),
+                               rtol=1e-12)
+
+
 # ----------------------------------------------------------------------------- call-time checks
 
 @diffc.function
@@ -486,8 +533,8 @@ def float_index_array(x: f64[4], k: f64[2]) -> f64[2]:
     return x[k]  # float_index_array
 
 
-def array_with_int(x: f64[4, 3], k: i32[2]) -> f64[2]:
-    return x[k, 0]  # array_with_int
+def two_arrays(x: f64[4, 3], k: i32[2]) -> f64[2]:
+    return x[k, k]  # two_arrays
 
 
 def reshape_unprovable(x: f64[B, 4]) -> f64:
@@ -530,7 +577,7 @@ REFUSALS = [
     (list_index, TraceError, ["x[[0, 2]]", "i32/i64 parameter"]),
     (traced_slice_bound, TraceError, ["slice bounds", "i32 array"]),
     (float_index_array, DTypeError, ["indices", "f64[2]"]),
-    (array_with_int, TraceError, ["full slices", "take(x, idx, axis)"]),
+    (two_arrays, TraceError, ["one index array", "take(x, idx, axis)"]),
     (reshape_unprovable, ShapeError, ["f64[B,4]", "(N, 4)", "provably equal"]),
     (reshape_product, ShapeError, ["-1 would be B*4"]),
     (concatenate_symbolic, ShapeError, ["B + B", "static axis"]),

@@ -1,8 +1,9 @@
 """numpy's indexing of traced arrays, `x[index]`.
 
 Basic indexing (static ints, slices with any step, None, ...) becomes one `slice` equation,
-then a `reshape` where None adds axes (a view: no copy). One integer index array, with full
-slices (or ...) everywhere else, gathers along its axis (`take`). Everything else is refused
+then a `reshape` where None adds axes (a view: no copy). One integer index array among ints
+and slices gathers along its axis (`take`) after the basic part, its axes placed as numpy
+places them. Everything else is refused
 at the user's line, saying what is supported: data-dependent shapes (boolean masks, traced
 slice bounds) and slices of a symbolic axis whose size the type cannot express (x[1:] of B).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ShapeError, TraceError
-from .shapes import reshape, slice_p, take
+from .shapes import reshape, slice_p, take, transpose
 from .sizes import Size
 from .trace import Traced, at_user, bind, describe, type_of
 from .types import ArrayType
@@ -33,19 +34,34 @@ def getitem(x, index):
     t = type_of(x)
     entries = _expand(given, t)
     arrays = [k for k, e in enumerate(entries) if _is_array(e)]
-    whole = [isinstance(e, slice) and (e.start, e.stop, e.step) == (None, None, None)
-             for e in entries]
-    if len(arrays) > 1 or sum(whole) != len(entries) - 1:
-        raise at_user(TraceError, f"indexing {t} with {_show(given)}: an index array can be "
-                                  f"combined only with full slices (x[:, idx]); index in two "
-                                  f"steps (x[:, 0][idx]) or use take(x, idx, axis)")
+    if len(arrays) > 1 or any(e is None for e in entries):
+        raise at_user(TraceError, f"indexing {t} with {_show(given)}: one index array can be "
+                                  f"combined with ints and slices, not with another or None; "
+                                  f"index in two steps (x[idx][:, None]) or use "
+                                  f"take(x, idx, axis)")
     (k,) = arrays
     ti = type_of(entries[k])
     if not ti.dtype.is_float and ti.dtype.name not in ("i32", "i64"):
         raise at_user(TraceError, f"indexing {t} with a {ti} mask: the result's shape would "
                                   f"depend on the mask's values; select with "
                                   f"nn.where(mask, x, 0) instead")
-    return take(x, entries[k], axis=k)
+    return _gather_after_basic(x, entries, k)
+
+
+def _gather_after_basic(x, entries: list, k: int):
+    """x[entries] for one index array at k among ints and slices: the basic part first, then
+    take. numpy puts the gathered axes where the array is when the array and the ints stand
+    together, else first."""
+    ints = [j for j, e in enumerate(entries) if j != k and not isinstance(e, slice)]
+    y = index_static(x, tuple(_WHOLE if j == k else e for j, e in enumerate(entries)))
+    axis = k - sum(1 for j in ints if j < k)
+    z = take(y, entries[k], axis=axis)
+    advanced = sorted(ints + [k])
+    if axis == 0 or advanced == list(range(advanced[0], advanced[-1] + 1)):
+        return z
+    n, rank = type_of(entries[k]).ndim, type_of(z).ndim
+    moved = tuple(range(axis, axis + n))
+    return transpose(z, moved + tuple(j for j in range(rank) if j not in moved))
 
 
 def _is_array(e) -> bool:
