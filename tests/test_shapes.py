@@ -9,11 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from models import compile_program
 
 import diffc
 from diffc import ArgumentError, DTypeError, ShapeError, SignatureError, TraceError, nn
 from diffc.compiler.pipeline import optimize
+from diffc.core.ir import eval_program
 from diffc.core.types import Param, Signature, f32, f64, i32, i64
 from diffc.passes.memory import plan_memory
 
@@ -184,6 +187,45 @@ def test_operation_gradient_matches_jax(name):
     got = diffc.grad(loss, wrt)(*args)
     for name_, g, w in zip(wrt, got, want, strict=True):
         np.testing.assert_allclose(g, np.asarray(w), rtol=1e-12, atol=1e-13, err_msg=name_)
+
+
+_BOUNDS = st.one_of(st.none(), st.integers(-6, 6))
+_ENTRY = st.one_of(st.integers(-4, 3), st.none(), st.just(Ellipsis),
+                   st.builds(slice, _BOUNDS, _BOUNDS, st.sampled_from([None, 1, 2, 3, -1, -2])))
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, database=None)
+@given(index=st.lists(_ENTRY, max_size=4))
+def test_basic_indexing_is_numpys(index):
+    """Random basic indices of a static f64[4,5,3]: numpy's result (as traced and evaluated),
+    or the error numpy's would be (an empty result: a ShapeError, dims are >= 1)."""
+    x = np.arange(60.0).reshape(4, 5, 3)
+    index = tuple(index)
+    try:
+        want = x[index]
+    except IndexError:
+        want = None
+    if want is None or want.size == 0:
+        with pytest.raises(ShapeError):
+            traced(lambda a: a[index], [f64[4, 5, 3]], f64[()], "index")
+        return
+    f = traced(lambda a: a[index], [f64[4, 5, 3]], f64[want.shape], "index")
+    (got,) = eval_program(f.program, x)
+    np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@given(index=st.lists(_ENTRY, min_size=1, max_size=4))
+def test_basic_indexing_compiled_in_a_fused_kernel(index):
+    x = np.arange(60.0).reshape(4, 5, 3)
+    index = tuple(index)
+    try:
+        want = x[index] * 2.0
+    except IndexError:
+        want = np.zeros(0)
+    assume(want.size > 0 and want.ndim > 0)
+    f = traced(lambda a: a[index] * 2.0, [f64[4, 5, 3]], f64[want.shape], "fused_index")
+    np.testing.assert_array_equal(f(x), want)
 
 
 # ----------------------------------------------------------------------------- optimized code

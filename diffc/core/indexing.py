@@ -88,7 +88,7 @@ def index_static(x, entries: tuple):
         start.append(first)
         step.append(st)
         axis += 1
-    if start != [0] * t.ndim or step != [1] * t.ndim:
+    if start != [0] * t.ndim or step != [1] * t.ndim or tuple(sizes) != t.shape:
         x = bind(slice_p, x, start=tuple(start), step=tuple(step), shape=tuple(sizes))
     return reshape(x, tuple(shape))
 
