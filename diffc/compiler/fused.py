@@ -26,8 +26,9 @@ def _c(ty, value):
 def lower_fused(k) -> None:
     """One loop nest over the group's shape; body values live in registers, never in memory.
 
-    Full-shape inputs are read at the current element, rank-0 inputs once; `broadcast_in_dim`
-    and `outer` read their (smaller) inputs at the mapped index.
+    Full-shape inputs are read at the current element, rank-0 inputs once; `broadcast_in_dim`,
+    `outer` and the shape primitives (shapes.py's `INDEXED`) read their inputs at the mapped
+    index.
     """
     b, body = k.b, k.params["body"]
     if body.eqns[0].prim is matmul_p:

@@ -1,13 +1,13 @@
 """Fusion: equations that compute elementwise over one shape become one `fused` equation.
 
 A group is a chain of elementwise equations (plus `indexed` ones: `broadcast_in_dim`, `outer`,
-slices and gathers, whose inputs are read through an index map, so they start a group rather
-than join one that computes their inputs) whose outputs all have the group's shape and dtype (so a
-`convert_element_type` to another dtype starts a new group); its kernel is one loop nest, so
-intermediate values live in registers and are never stored. A group may also start
-with a `matmul` whose results the rest of the group (primitives flagged `epilogue` only: bias,
-relu, an SGD update) finishes while they are in registers. Values a group computes that
-anything outside it reads become the fused equation's outputs.
+transposes, slices and gathers, whose inputs are read through an index map, so they start a
+group rather than join one that computes their inputs) whose outputs all have the group's
+shape and dtype (so a `convert_element_type` to another dtype starts a new group); its kernel
+is one loop nest, so intermediate values live in registers and are never stored. A group may
+also start with a `matmul` whose results the rest of the group (primitives flagged `epilogue`
+only: bias, relu, an SGD update) finishes while they are in registers. Values a group computes
+that anything outside it reads become the fused equation's outputs.
 One forward walk: an equation joins an open group it reads from if the types agree; a group is
 closed (emitted) just before the first equation outside it that reads one of its values, or at
 the end. Emitting a group at its close keeps every producer before its consumers.
