@@ -1,6 +1,6 @@
 """The test suite's shared models and helpers: the README's network in f64 and f32, the
-mini-batch network of the benchmarks, He initialization, and compiling a hand-built program
-through the public API."""
+mini-batch network of the benchmarks, He initialization, compiling a hand-built program
+through the public API, and tracing a body with given types."""
 import itertools
 
 import numpy as np
