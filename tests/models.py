@@ -1,6 +1,6 @@
 """The test suite's shared models and helpers: the README's network in f64 and f32, the
-mini-batch network of the benchmarks, He initialization, and compiling a hand-built program
-through the public API."""
+mini-batch network of the benchmarks, He initialization, compiling a hand-built program
+through the public API, and tracing a body with given types."""
 import itertools
 
 import numpy as np
@@ -52,3 +52,10 @@ def compile_program(program, signature, name, target=None):
         return list(out) if len(program.outputs) > 1 else [out]
     run.function = f
     return run
+
+
+def traced(body, types, result, name):
+    """body traced as a diffc function with the given parameter types and result type."""
+    names = body.__code__.co_varnames[:body.__code__.co_argcount]
+    body.__annotations__ = dict(zip(names, types, strict=True), **{"return": result})
+    return diffc.function(body, name=name)

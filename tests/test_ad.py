@@ -152,6 +152,22 @@ RULE_CASES: dict[str, dict[str, RuleCase]] = {
         "targets-single": _c(("x", (4,)), ("unit", (4,))),
     },
 }
+RULE_CASES["reshape"] |= {"merge": _c(("x", ("B", 4, 3)), shape=("B", 12)),
+                          "split": _c(("x", (6,)), shape=(3, 2))}
+RULE_CASES |= {  # shape primitives
+    "slice": {"strided": _c(("x", ("B", 5)), start=(0, 1), step=(1, 2), shape=("B", 2)),
+              "reversed": _c(("x", (6,)), start=(5,), step=(-2,), shape=(3,)),
+              "scalar": _c(("x", ("B", 4)), start=(-1, 2), step=(0, 0), shape=())},
+    "unslice": {"strided": _c(("x", (2, 2)), shape=(2, 5), start=(0, 1), step=(1, 2)),
+                "scalar": _c(("x", ()), shape=(3, 4), start=(2, 1), step=(0, 0))},
+    "concatenate": {"two": _c(("x", ("B", 2)), ("x", ("B", 3)), axis=1),
+                    "three": _c(("x", (2, 3)), ("x", (1, 3)), ("x", (2, 3)), axis=0)},
+    "gather": {"rows": _c(("x", (5, 3)), (("i32", 5), ("B", 2)), axis=0),
+               "columns": _c(("x", ("B", 4)), (("i64", 4), (6,)), axis=1),
+               "one": _c(("x", (6,)), (("i32", 6), ()), axis=0)},
+    "scatter_add": {"rows": _c(("x", ("B", 2, 3)), (("i32", 5), ("B", 2)), shape=(5, 3),
+                               axis=0)},
+}
 NOT_DIFFERENTIABLE = {"softmax_cross_entropy_grad", "fused", "sgd_outer", "update_matvec"}
 RULE_IDS = [(name, key) for name, cases in RULE_CASES.items() for key in cases]
 WORST: dict[str, float] = {}  # primitive -> worst relative gradient error seen (f64)

@@ -101,11 +101,11 @@ def bool_value(x: f64[3]) -> f64[3]:
     return x * flag
 
 
-def len_value(x: f64[3]) -> f64:
+def len_value(x: f64[B]) -> f64:
     return x.sum() / len(x)  # len_value
 
 
-def for_value(x: f64[3]) -> f64:
+def for_value(x: f64[B]) -> f64:
     total = 0.0
     for v in x:  # for_value
         total = total + v
@@ -117,11 +117,11 @@ def float_value(x: f64[3]) -> f64:
 
 
 def index_value(x: f64[3]) -> f64:
-    return x[0]  # index_value
+    return x[3]  # index_value
 
 
-def unknown_attribute(x: f64[3]) -> f64[3, 1]:
-    return x.reshape(3, 1)  # unknown_attribute
+def unknown_attribute(x: f64[3]) -> f64[3]:
+    return x.cumsum()  # unknown_attribute
 
 
 def traced_exponent(x: f64[3]) -> f64[3]:
@@ -183,11 +183,11 @@ CASES = [
     (returns_dtype, DTypeError, ["f32[3]", "f64[3]"]),
     (if_value, TraceError, ["comparison", "control flow"]),
     (bool_value, TraceError, ["truth testing", "control flow"]),
-    (len_value, TraceError, ["len()", "control flow"]),
-    (for_value, TraceError, ["iteration", "control flow"]),
+    (len_value, TraceError, ["len()", "f64[B]", "x.shape[0]"]),
+    (for_value, TraceError, ["iteration", "f64[B]", "static number of steps"]),
     (float_value, TraceError, ["float()", "control flow"]),
-    (index_value, TraceError, ["indexing"]),
-    (unknown_attribute, TraceError, ["'reshape'", ".sum"]),
+    (index_value, ShapeError, ["index 3", "f64[3]"]),
+    (unknown_attribute, TraceError, ["'cumsum'", ".sum"]),
     (traced_exponent, TraceError, ["exponent", "exp"]),
     (traced_power, TraceError, ["constant", "f64 array"]),
     (numpy_ufunc, TraceError, ["sin", "diffc.nn"]),

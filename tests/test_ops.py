@@ -322,6 +322,74 @@ CASES: dict[str, list[Case]] = {
     ],
 }
 
+# ----------------------------------------------------------------------------- shape primitives
+
+def _slice_case(shape, out, start, step, ref):
+    return Case((("x", shape),), (out,), lambda x, **p: ref(x),
+                {"start": start, "step": step, "shape": out})
+
+
+def _unslice_case(shape, sliced, start, step, ref):
+    def unsliced(g, **p):
+        out = np.zeros(p["shape"])
+        ref(out)[...] = g  # ref gives a view of out: numpy's basic indexing
+        return out
+    binders = (("x", ("B",)),) if "B" in shape and "B" not in sliced else ()
+    return Case((("x", sliced),), (shape,), unsliced, {"shape": shape, "start": start,
+                                                        "step": step}, binders=binders)
+
+
+def _np_scatter_add(g, idx, shape, axis):
+    out = np.zeros(shape)
+    np.add.at(out, (slice(None),) * axis + (idx,), g)
+    return out
+
+
+CASES["reshape"] += [
+    Case((("x", ("B", 4, 3)),), (("B", 12),), lambda x, shape: x.reshape(len(x), 12),
+         {"shape": ("B", 12)}),
+    Case((("x", (2, "B", 3)),), ((3, "B", 2),), lambda x, shape: x.reshape(3, -1, 2),
+         {"shape": (3, "B", 2)}),
+    Case((("x", (6,)),), ((2, 3),), lambda x, shape: x.reshape(2, 3), {"shape": (2, 3)}),
+]
+CASES |= {
+    "slice": [
+        _slice_case(("B", 5), ("B", 2), (0, 1), (1, 2), lambda x: x[:, 1:5:2]),
+        _slice_case((6,), (3,), (5,), (-2,), lambda x: x[::-2]),
+        _slice_case(("B", 4), (), (-1, 2), (0, 0), lambda x: x[-1, 2]),
+        _slice_case((3, "B", 4), ("B",), (1, -1, 3), (0, -1, 0), lambda x: x[1, ::-1, 3]),
+        _slice_case(("B", 3), (3,), (2, 0), (0, 1), lambda x: x[2]),
+    ],
+    "unslice": [
+        _unslice_case(("B", 5), ("B", 2), (0, 1), (1, 2), lambda z: z[:, 1:5:2]),
+        _unslice_case((6,), (3,), (5,), (-2,), lambda z: z[::-2]),
+        _unslice_case(("B", 4), (), (-1, 2), (0, 0), lambda z: z[-1:, 2]),
+        _unslice_case((3, "B", 4), ("B",), (1, -1, 3), (0, -1, 0), lambda z: z[1, ::-1, 3]),
+    ],
+    "concatenate": [
+        Case((("x", ("B", 2)), ("x", ("B", 3))), (("B", 5),),
+             lambda a, b, axis: np.hstack([a, b]), {"axis": 1}),
+        Case((("x", (2, 3)), ("x", (1, 3)), ("x", (4, 3))), ((7, 3),),
+             lambda a, b, c, axis: np.vstack([a, b, c]), {"axis": 0}),
+    ],
+    "gather": [
+        Case((("x", (5, 3)), (("i32", 5), ("B", 2))), (("B", 2, 3),),
+             lambda x, idx, axis: x[idx], {"axis": 0}),
+        Case((("x", ("B", 4)), (("i64", 4), (3,))), (("B", 3),),
+             lambda x, idx, axis: x[:, idx], {"axis": 1}),
+        Case((("x", (6,)), (("i32", 6), ())), ((),), lambda x, idx, axis: x[idx], {"axis": 0}),
+    ],
+    "scatter_add": [
+        Case((("x", ("B", 2, 3)), (("i32", 5), ("B", 2))), ((5, 3),), _np_scatter_add,
+             {"shape": (5, 3), "axis": 0},
+             lambda g, idx, shape, axis: _np_scatter_add(np.abs(g), idx, shape, axis)),
+        Case((("x", ("B", 3)), (("i64", 4), (3,))), (("B", 4),), _np_scatter_add,
+             {"shape": ("B", 4), "axis": 1},
+             lambda g, idx, shape, axis: _np_scatter_add(np.abs(g), idx, shape, axis)),
+    ],
+}
+
+
 CASE_IDS = [(name, i) for name in CASES for i in range(len(CASES[name]))]
 
 
@@ -500,8 +568,9 @@ BAD = [
      ShapeError),
     ("broadcast_in_dim", [_t(f32, "B")], {"shape": ("C", 2), "broadcast_dimensions": (0,)},
      ShapeError),
-    ("reshape", [_t(f32, 2, 3)], {"shape": (3, 2)}, ShapeError),
-    ("reshape", [_t(f32, 6)], {"shape": (2, 3)}, ShapeError),
+    ("reshape", [_t(f32, 2, 3)], {"shape": (4, 2)}, ShapeError),
+    ("reshape", [_t(f32, "B", 4)], {"shape": ("B", 3)}, ShapeError),
+    ("reshape", [_t(f32, "B", 4)], {"shape": ("N", 4)}, ShapeError),
     ("transpose", [_t(f32, 2, 3)], {"perm": (0,)}, ShapeError),
     ("transpose", [_t(f32, 2, 3)], {"perm": (0, 0)}, ShapeError),
     ("reduce_sum", [_t(f32, 2, 3)], {"axes": (2,)}, ShapeError),
@@ -557,6 +626,26 @@ BAD = [
      ShapeError),
     ("update_matvec", [_t(f32, 3, 4), _t(f32, 3), _t(f32, 4), _t(f64), _t(f32, 4)], {},
      DTypeError),
+]
+
+BAD += [  # shape primitives
+    ("slice", [_t(f32, 4)], {"start": (4,), "step": (0,), "shape": ()}, ShapeError),
+    ("slice", [_t(f32, 4)], {"start": (1,), "step": (2,), "shape": (3,)}, ShapeError),
+    ("slice", [_t(f32, 4)], {"start": (3,), "step": (-1,), "shape": (5,)}, ShapeError),
+    ("slice", [_t(f32, 2, 3)], {"start": (0,), "step": (1,), "shape": (2,)}, ShapeError),
+    ("slice", [_t(f32, "B")], {"start": (1,), "step": (1,), "shape": ("B",)}, ShapeError),
+    ("slice", [_t(f32, "B")], {"start": (0,), "step": (2,), "shape": ("B",)}, ShapeError),
+    ("unslice", [_t(f32, 3)], {"shape": (4,), "start": (1,), "step": (2,)}, ShapeError),
+    ("unslice", [_t(i32, 2)], {"shape": (4,), "start": (1,), "step": (2,)}, DTypeError),
+    ("concatenate", [_t(f32, 2, 3), _t(f32, 2, 4)], {"axis": 0}, ShapeError),
+    ("concatenate", [_t(f32, 2, 3), _t(f64, 2, 3)], {"axis": 0}, DTypeError),
+    ("concatenate", [_t(f32, "B", 3), _t(f32, 2, 3)], {"axis": 0}, ShapeError),
+    ("concatenate", [_t(f32, 2, 3), _t(f32, 2, 3)], {"axis": 2}, ShapeError),
+    ("gather", [_t(f32, 5, 3), _t(f32, 2)], {"axis": 0}, DTypeError),
+    ("gather", [_t(i32, 5, 3), _t(i32, 2)], {"axis": 0}, DTypeError),
+    ("gather", [_t(f32, 5, 3), _t(i32, 2)], {"axis": 2}, ShapeError),
+    ("scatter_add", [_t(f32, 2, 3), _t(i32, 4)], {"shape": (5, 3), "axis": 0}, ShapeError),
+    ("scatter_add", [_t(f32, 2, 3), _t(f64, 2)], {"shape": (5, 3), "axis": 0}, DTypeError),
 ]
 
 

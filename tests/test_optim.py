@@ -567,7 +567,8 @@ ROWS = np.ones((5, 4))
      "K: f64[B,B] uses the batch dim B in a data argument's other axes"),
     (labels_index_batch, (ROWS, np.zeros(5, np.int32)), (ROWS[:2], np.zeros(2, np.int32)),
      "y: its labels index the batch dim B"),
-    (constant_indexes_batch, (ROWS,), (ROWS[:2],), "a constant label indexes the batch dim B"),
+    (constant_indexes_batch, (ROWS,), (ROWS[:2],),
+     "a constant label or index indexes the batch dim B"),
 ], ids=["fixed", "other_axis", "labels", "constant_label"])
 def test_fit_refuses_a_batch_dim_it_cannot_shorten(fn, data, two, found):
     """fit shortens the batch dim for an epoch's last batch and gathers rows only along the

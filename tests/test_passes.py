@@ -138,13 +138,19 @@ def assert_matmul_heads_epilogues_only(program):
 
 def assert_valid_plan(program, plan):
     """Every var has a home; values sharing a slot have its type and disjoint live ranges; a
-    value in an input's buffer is that input or its in-place update with no later read."""
+    value in an input's buffer is that input or its in-place update with no later read. A view
+    (a reshape in its input's buffer) is not a value of its own: its reads are its root's."""
+    root = {}  # view var id -> the id of the var whose buffer it reads
+    for e in program.eqns:
+        if e.prim.view and plan.home[id(e.outputs[0])] == plan.home[id(e.inputs[0])]:
+            root[id(e.outputs[0])] = root.get(id(e.inputs[0]), id(e.inputs[0]))
+    owner = lambda a: root.get(id(a), id(a))  # noqa: E731
     defined, last = {}, {}
     for v in program.inputs:
         defined[id(v)] = -1
     for i, e in enumerate(program.eqns):
         defined.update((id(v), i) for v in e.outputs)
-        last.update((id(a), i) for a in e.inputs if isinstance(a, Var))
+        last.update((owner(a), i) for a in e.inputs if isinstance(a, Var))
     last.update((id(a), END) for a in program.outputs if isinstance(a, Var))
     last.update((id(v), END) for _, v in program.updates if isinstance(v, Var))
     assert set(defined) <= set(plan.home)
@@ -152,7 +158,7 @@ def assert_valid_plan(program, plan):
     for e in program.eqns:
         for v in e.outputs:
             kind, k = plan.home[id(v)]
-            if kind == "slot":
+            if kind == "slot" and id(v) not in root:
                 assert plan.slots[k] == v.type
                 by_slot.setdefault(k, []).append((defined[id(v)], last.get(id(v), defined[id(v)])))
     for ranges in by_slot.values():
@@ -160,14 +166,16 @@ def assert_valid_plan(program, plan):
         for (_, end), (start, _) in itertools.pairwise(ranges):
             assert end < start, ranges
     update_of = {id(new): p for p, new in program.updates}
+    assert not root.keys() & ({id(a) for a in program.outputs} | update_of.keys())
     for i, e in enumerate(program.eqns):
         for v in e.outputs:
             kind, k = plan.home[id(v)]
-            if kind != "input":
+            if kind != "input" or id(v) in root:
                 continue
             param = program.inputs[k]
             assert update_of.get(id(v)) is param and id(v) in plan.in_place
-            later = [j for j, o in enumerate(program.eqns) if j > i and param in o.inputs]
+            later = [j for j, o in enumerate(program.eqns)
+                     if j > i and id(param) in {owner(a) for a in o.inputs}]
             assert not later
 
 

@@ -256,8 +256,8 @@ def test_constant_label_outside_a_symbolic_class_axis(fn, args, name, classes):
     label = 4 if name == "Z" else 2
     with pytest.raises(ArgumentError) as info:
         fn(*args)
-    assert str(info.value) == (f"{name}: expected C > {label} (the constant label {label} "
-                               f"indexes an axis of size C), got C={classes}")
+    assert str(info.value) == (f"{name}: expected C > {label} (the constant label or index "
+                               f"{label} indexes an axis of size C), got C={classes}")
 
 
 @diffc.function

@@ -165,7 +165,7 @@ class Function(CompiledFunction):
             if a.dtype != p.type.dtype:
                 raise at_user(DTypeError, f"{self.name}: parameter {p.name!r} expects "
                                            f"{p.type}, got {a.type}")
-            if not _fits(p.type.shape, a.shape, symbols):
+            if not _fits(p.type.shape, a.type.shape, symbols):
                 raise at_user(ShapeError, f"{self.name}: parameter {p.name!r} expects "
                                            f"{p.type}, got {a.type}")
         result = self.fn(*bound)

@@ -265,8 +265,9 @@ class TrainStep(CompiledFunction):
                                      f"{b}, which an epoch's last batch shortens; loop over "
                                      f"step() instead")
         if any(d == b for _, d in invoker.literal_labels):
-            raise SignatureError(f"fit: a constant label indexes the batch dim {b}, which an "
-                                 f"epoch's last batch shortens; loop over step() instead")
+            raise SignatureError(f"fit: a constant label or index indexes the batch dim {b}, "
+                                 f"which an epoch's last batch shortens; loop over step() "
+                                 f"instead")
 
 
 def _check_params(signature: Signature, names) -> None:

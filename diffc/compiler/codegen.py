@@ -259,6 +259,9 @@ def _entry_function(module, abi: Abi, program: Program, plan: MemoryPlan,
         return homes[kind][k]
 
     for index, e in enumerate(program.eqns):
+        if e.prim.view and isinstance(e.inputs[0], Var) and \
+                buffer(e.outputs[0]) is buffer(e.inputs[0]):
+            continue  # the same elements in the same buffer (memory.py): nothing to do
         operands = [buffer(v) for v in e.outputs] + [buffer(a) for a in e.inputs
                                                       if isinstance(a, Var)]
         distinct = list({id(p): p for p in operands}.values())

@@ -16,6 +16,7 @@ from .gemm import Gemm
 from .gemm import run as run_gemm
 from .loops import I64, for_range, loop_nest
 from .scalar import EMITTERS
+from .shapes import INDEXED
 
 
 def _c(ty, value):
@@ -25,8 +26,9 @@ def _c(ty, value):
 def lower_fused(k) -> None:
     """One loop nest over the group's shape; body values live in registers, never in memory.
 
-    Full-shape inputs are read at the current element, rank-0 inputs once; `broadcast_in_dim`
-    and `outer` read their (smaller) inputs at the mapped index.
+    Full-shape inputs are read at the current element, rank-0 inputs once; `broadcast_in_dim`,
+    `outer` and the shape primitives (shapes.py's `INDEXED`) read their inputs at the mapped
+    index.
     """
     b, body = k.b, k.params["body"]
     if body.eqns[0].prim is matmul_p:
@@ -41,6 +43,8 @@ def lower_fused(k) -> None:
         at = it.index if flat else k.offset(shape, it)
 
         def indexed(e):
+            if e.prim.name in INDEXED:  # shapes.py: slices, gathers, transposes
+                return INDEXED[e.prim.name](k, e, it, operand)
             if e.prim is outer_p:
                 x, y = e.inputs
                 return b.fmul(operand[id(x)].load(b, it[0]), operand[id(y)].load(b, it[1]))
@@ -98,10 +102,10 @@ def _emit_body(b, ty, eqns, env: dict, load, indexed) -> dict:
         return env[id(a)]
 
     for e in eqns:
-        if e.prim.indexed and e.inputs[0].type.ndim > 0:
+        if e.prim is broadcast_in_dim_p and e.inputs[0].type.ndim == 0:
+            result = read(e.inputs[0])  # of a scalar: the same value everywhere
+        elif e.prim.indexed:
             result = indexed(e)
-        elif e.prim is broadcast_in_dim_p:  # of a scalar: the same value everywhere
-            result = read(e.inputs[0])
         else:
             result = EMITTERS[e.prim.name](b, ty, *map(read, e.inputs), **e.params)
         env[id(e.outputs[0])] = result

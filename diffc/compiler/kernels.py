@@ -15,6 +15,7 @@ from .fused import lower_fused
 from .gemm import full_vector, lower_matmul
 from .loops import I64, for_range, loop_nest
 from .scalar import EMITTERS, emit_exp, emit_log, intrinsic
+from .shapes import lower_concatenate, lower_gather, lower_scatter_add, lower_slice, lower_unslice
 
 REDUCE = ("reassoc", "contract")
 
@@ -340,4 +341,10 @@ KERNELS = {
     "log_softmax": lower_log_softmax,
     "pick": lower_pick,
     "softmax_cross_entropy": lower_softmax_cross_entropy,
+    # shapes.py
+    "slice": lower_slice,
+    "unslice": lower_unslice,
+    "concatenate": lower_concatenate,
+    "gather": lower_gather,
+    "scatter_add": lower_scatter_add,
 }

@@ -1,28 +1,50 @@
 """Where a program indexes with integer labels: what `Native` records for the call-time checks.
 
 Input: a Program (as compiled). Output: the class counts each integer-label input indexes
-(`label_bounds`) and the (value, class count) of each constant label (`literal_labels`).
-Invariant: every equation that indexes with labels counts (the primitive's `labels` flag), the
-gradient-only ones too (`unpick`, `softmax_cross_entropy_grad`), and labels are followed back
-through equations that only move values (`moves`): an unchecked label would index out of bounds.
+(`label_bounds`) and the (value, class count) of each constant label or index (`literal_labels`).
+Invariant: every equation that indexes with labels counts (the primitive's `labels` flag: pick,
+gather, ...), the gradient-only ones too (`unpick`, `scatter_add`, ...), and labels are followed
+back through equations that only move values (`moves`) to every input they come from: an
+unchecked label would index out of bounds. Constant indices into symbolic dims (a slice's
+`constant_indices`) count like constant labels. Fused bodies count as their equations.
 """
 from __future__ import annotations
 
-from ..core.ir import Lit
+from ..core.ir import Eqn, Lit
+
+
+def _equations(program):
+    """The program's equations, those of fused bodies in their place (read and written through
+    the fused equation's own inputs and outputs)."""
+    for e in program.eqns:
+        body = e.params.get("body")
+        if body is None:
+            yield e
+            continue
+        outer = {id(inner): a for inner, a in zip(body.inputs + body.outputs,
+                                                  e.inputs + e.outputs, strict=True)}
+        for inner in body.eqns:
+            yield Eqn(inner.prim, tuple(outer.get(id(a), a) for a in inner.inputs),
+                      inner.params, tuple(outer.get(id(v), v) for v in inner.outputs))
 
 
 def _label_uses(program):
     """(label atom, class dim) of every equation indexing with integer labels; each label
-    followed back to the input or constant it comes from."""
-    producer = {id(v): e for e in program.eqns for v in e.outputs}
-    for e in program.eqns:
+    followed back to the inputs or constants it comes from."""
+    eqns = list(_equations(program))
+    producer = {id(v): e for e in eqns for v in e.outputs}
+    for e in eqns:
         if e.prim.labels is None or e.inputs[1].type.dtype.is_float:
             continue
-        classes = (e.outputs[0] if e.prim.labels == "output" else e.inputs[0]).type.shape[-1]
-        label = e.inputs[1]
-        while id(label) in producer and producer[id(label)].prim.moves:
-            label = producer[id(label)].inputs[0]
-        yield label, classes
+        indexed = e.outputs[0] if e.prim.labels == "output" else e.inputs[0]
+        classes = indexed.type.shape[e.params.get("axis", -1)]
+        labels = [e.inputs[1]]
+        while labels:
+            label = labels.pop()
+            if id(label) in producer and producer[id(label)].prim.moves:
+                labels.extend(producer[id(label)].inputs)
+            else:
+                yield label, classes
 
 
 def label_bounds(program) -> dict[int, tuple]:
@@ -36,8 +58,13 @@ def label_bounds(program) -> dict[int, tuple]:
 
 
 def literal_labels(program) -> tuple[tuple[int, object], ...]:
-    """(value, class dim) of every constant label: one indexing a symbolic class axis is
-    checked at call time, when the axis has a size."""
+    """(value, class dim) of every constant label, and (index, dim) of every constant index
+    into a symbolic dim that needs dim > index (`constant_indices`): those into symbolic dims
+    are checked at call time, when the dims have sizes."""
     pairs = {(label.value, classes): None for label, classes in _label_uses(program)
              if isinstance(label, Lit)}
+    for e in _equations(program):
+        if e.prim.constant_indices is not None:
+            pairs.update(dict.fromkeys(e.prim.constant_indices(*[a.type for a in e.inputs],
+                                                               **e.params)))
     return tuple(pairs)

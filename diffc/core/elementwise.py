@@ -12,6 +12,7 @@ import numpy as np
 
 from .errors import ShapeError
 from .primitive import PRIMITIVES, float_dtype, primitive
+from .sizes import Size
 from .structural import broadcast_shapes, broadcast_to, dim_size_p, normalize_axes, reduce_sum
 from .trace import bind, constant, context, refuse_captured, type_of
 from .types import ArrayType
@@ -70,6 +71,8 @@ for _name, _arity, _impl, _vjp, _epilogue in ELEMENTWISE:
 def elementwise(name: str, *xs, **params):
     """The elementwise primitive `name` with numpy broadcasting; Python numbers become
     constants."""
+    if any(isinstance(x, Size) for x in xs):
+        return _with_sizes(name, xs, params)
     types = [type_of(x) for x in xs]
     arrays = [t for t in types if t is not None]
     if not arrays:  # only numbers: in a numpy scalar's dtype if there is one, else float64
@@ -99,3 +102,22 @@ def mean(x, axis=None):
         else:
             total = elementwise("div", total, bind(dim_size_p, x, axis=a, dtype=t.dtype))
     return total if static == 1 else elementwise("div", total, float(static))
+
+
+def _with_sizes(name: str, xs, params):
+    """Sizes (sizes.py) meeting arrays become scalars of the arrays' dtype; among numbers and
+    sizes the result is a size."""
+    dtype = next((type_of(x).dtype for x in xs if not isinstance(x, Size) and
+                  type_of(x) is not None), None)
+    if dtype is None:
+        return Size(name, xs, params, f"{name}({', '.join(map(str, xs))})")
+    return elementwise(name, *[size_value(x, dtype) if isinstance(x, Size) else x for x in xs],
+                       **params)
+
+
+def size_value(s: Size, dtype):
+    """A size as a traced scalar of dtype: `dim_size`, then the arithmetic on it."""
+    if s.op is None:
+        return bind(dim_size_p, s.args[0], axis=s.params["axis"], dtype=dtype)
+    return elementwise(s.op, *[size_value(a, dtype) if isinstance(a, Size) else a
+                               for a in s.args], **s.params)

@@ -23,13 +23,20 @@ class Primitive:
     shape_rule: Callable  # ArrayTypes, **params -> ArrayType (or a tuple of them)
     vjp: Callable | None  # reverse rule; None: not differentiable (an error names it)
     elementwise: bool = False  # out[i] = f(in0[i], in1[i], ...): one loop, fusible
-    indexed: bool = False  # fusible too: reads its (smaller) inputs at a mapped index
+    indexed: bool = False  # fusible too: reads its inputs at a mapped index (so never one its
+    #                        own fused group computes)
     epilogue: bool = False  # may finish a matmul's results while they are in vector registers
+    view: bool = False  # its output is its input's elements in the same row-major order: the
+    #                     memory plan may give it its input's buffer (no copy)
     moves: bool = False  # only moves values: an integer label stays that label through it
-    labels: str | None = None  # operand 1 holds integer labels indexing the last axis of
-    #                            operand 0 ("input") or of the output ("output")
+    labels: str | None = None  # operand 1 holds integer labels indexing the axis
+    #                            `axis` (a param; else the last axis) of operand 0 ("input")
+    #                            or of the output ("output")
     rowwise: bool = False  # updates operand 0 row by row, reading it only at the row written
     transpose_flags: tuple[str, ...] = ()  # params saying an operand is read transposed
+    constant_indices: Callable | None = None  # operand types, **params -> ((i, dim), ...):
+    #                                           constant indices i into symbolic dims, each
+    #                                           needing dim > i (checked at call time)
 
     def __repr__(self) -> str:
         return f"Primitive({self.name})"

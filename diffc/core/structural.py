@@ -1,5 +1,6 @@
 """Structural primitives: broadcasting, reshaping, transposing, summing, sizes, constants,
-dtype conversion; and the operations that apply them with numpy's conventions.
+dtype conversion; and the operations that apply them with numpy's conventions (the shape
+operations users call are in shapes.py).
 
 Broadcasting is explicit in the IR: `broadcast_to` writes numpy's implicit broadcasting as a
 `reshape` (dropping the stretched size-1 axes) and a `broadcast_in_dim`, so no reverse rule
@@ -43,22 +44,28 @@ broadcast_in_dim_p = primitive("broadcast_in_dim", _broadcast_in_dim, _broadcast
                                _broadcast_in_dim_vjp, indexed=True, epilogue=True, moves=True)
 
 
+def _count(shape) -> str:
+    """A shape's number of elements as a product: the static part, then the symbols."""
+    static = 1
+    for d in shape:
+        static *= d if isinstance(d, int) else 1
+    return "*".join([str(static)] + sorted(d for d in shape if isinstance(d, str)))
+
+
 def _reshape_rule(x: ArrayType, *, shape) -> ArrayType:
-    if [d for d in x.shape if d != 1] != [d for d in shape if d != 1]:
-        raise ShapeError(f"reshape only inserts or removes size-1 axes; cannot reshape {x} to "
-                         f"{shape}")
+    if _count(x.shape) != _count(shape):
+        raise ShapeError(f"cannot reshape {x} ({_count(x.shape)} elements) to "
+                         f"({', '.join(map(str, shape))}) ({_count(shape)} elements): the "
+                         f"numbers of elements must be provably equal")
     return ArrayType(x.dtype, tuple(shape))
 
 
-def _reshape(x, *, shape):
-    sizes = iter(d for d in x.shape if d != 1)
-    return np.reshape(x, [1 if d == 1 else next(sizes) for d in shape]).copy()
-
-
-# inserts or removes size-1 axes (so broadcasting never maps a size-1 axis onto a larger one)
-reshape_p = primitive("reshape", _reshape, _reshape_rule,
+# the same elements in row-major order, in another shape: a relabelling of the same buffer
+# (the memory plan makes it a view); it also inserts and removes broadcasting's size-1 axes
+reshape_p = primitive("reshape", lambda x, *, shape: np.reshape(x, shape).copy(),
+                      _reshape_rule,
                       lambda g, x, *, out, shape: (bind(reshape_p, g, shape=type_of(x).shape),),
-                      moves=True)
+                      moves=True, view=True)
 
 
 def _transpose_rule(x: ArrayType, *, perm) -> ArrayType:
@@ -70,7 +77,7 @@ def _transpose_rule(x: ArrayType, *, perm) -> ArrayType:
 transpose_p = primitive(
     "transpose", lambda x, *, perm: np.transpose(x, perm).copy(), _transpose_rule,
     lambda g, x, *, out, perm: (bind(transpose_p, g, perm=tuple(np.argsort(perm))),),
-    moves=True)
+    indexed=True, moves=True)
 
 
 def _reduce_rule(name):

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .elementwise import elementwise, mean
+from . import shapes
+from .elementwise import elementwise, mean, size_value
 from .errors import DTypeError, ShapeError, TraceError
+from .indexing import getitem
 from .ir import Lit, Program, Var
 from .linalg import matmul
+from .sizes import Size
 from .structural import reduce_sum, transpose
 from .trace import TraceContext, Traced, at_user, describe, is_number
 from .types import ArrayType, Signature, def_location
@@ -62,28 +65,81 @@ class Tracer(Traced):
         raise at_user(TraceError, "a traced value as an exponent is not supported; write "
                                    "nn.exp(x * log(base)) instead")
 
-    def _refuse(self, what: str):
-        raise at_user(TraceError, f"{what} on a traced value cannot be traced: the value is "
-                                   f"not known until the compiled function runs (no Python "
-                                   f"control flow on traced values)")
+    # ------------------------------------------------------------------ shapes and indexing
+    @property
+    def shape(self) -> tuple:
+        """numpy's shape: ints for static dims, sizes (sizes.py) for symbolic ones."""
+        return tuple(Size.of(self, k) if isinstance(d, str) else d
+                     for k, d in enumerate(self.var.type.shape))
 
-    __bool__ = lambda self: self._refuse("truth testing (if/while/and/or/not)")  # noqa: E731
-    __len__ = lambda self: self._refuse("len()")  # noqa: E731
-    __iter__ = lambda self: self._refuse("iteration")  # noqa: E731
-    __index__ = lambda self: self._refuse("use as an index")  # noqa: E731
-    __int__ = lambda self: self._refuse("int()")  # noqa: E731
-    __float__ = lambda self: self._refuse("float()")  # noqa: E731
-    __complex__ = lambda self: self._refuse("complex()")  # noqa: E731
-    __lt__ = __le__ = __gt__ = __ge__ = lambda self, other: self._refuse(  # noqa: E731
-        "comparison (as in `if x > 0:`)")
-    __eq__ = __ne__ = lambda self, other: self._refuse("comparison")  # noqa: E731
+    def reshape(self, *shape):
+        return shapes.reshape(self, shape[0] if len(shape) == 1 else shape)
+
+    def transpose(self, *axes):
+        return shapes.transpose(self, (axes[0] if len(axes) == 1 else axes) or None)
+
+    def squeeze(self, axis=None):
+        return shapes.squeeze(self, axis)
+
+    def take(self, indices, axis=0):
+        return shapes.take(self, indices, axis)
+
+    __getitem__ = getitem
+
+    def __setitem__(self, index, value):
+        raise at_user(TraceError, "assignment into a traced array (x[i] = v) is not supported: "
+                                  "traced arrays are values; make a new one with "
+                                  "nn.where(mask, v, x), or build it with nn.concatenate / "
+                                  "nn.stack")
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise at_user(TraceError, f"len() of a scalar ({self.type}); it has no axes")
+        n = self.var.type.shape[0]
+        if isinstance(n, str):
+            raise at_user(TraceError, f"len() of {self.type}: its first axis is the symbolic "
+                                      f"{n}, bound at call time; x.shape[0] is that size as a "
+                                      f"number to compute with")
+        return n
+
+    def __iter__(self):
+        """numpy's iteration over the first axis, when its size is static: x[0], x[1], ..."""
+        n = self.var.type.shape[0] if self.ndim else None
+        if not isinstance(n, int):
+            raise at_user(TraceError, f"iteration over {self.type}: a loop needs a static "
+                                      f"number of steps, and its first axis is "
+                                      f"{n or 'missing'}; write the loop as array operations "
+                                      f"(nn.sum(x, 0), x @ w)")
+        return (self[i] for i in range(n))
+
+    def _refuse(self, what: str, instead: str):
+        raise at_user(TraceError, f"{what} on a traced value cannot be traced: Python control "
+                                   f"flow needs the value, which exists only when the compiled "
+                                   f"function runs; {instead}")
+
+    __bool__ = lambda self: self._refuse(  # noqa: E731
+        "truth testing (if/while/and/or/not, or max()/min() of arrays)",
+        "compute both branches and select with nn.where(mask, a, b); for max(0, x) write "
+        "nn.relu(x), for max(a, b) nn.maximum(a, b)")
+    __index__ = lambda self: self._refuse(  # noqa: E731
+        "use as a Python int (range(), a list index)",
+        "index arrays with an i32/i64 array: x[idx] or take(x, idx)")
+    __int__ = lambda self: self._refuse("int()", "keep computing with the array")  # noqa: E731
+    __float__ = lambda self: self._refuse(  # noqa: E731
+        "float()", "keep computing with the array (a diffc function returns a scalar result "
+                   "as a Python float)")
+    __complex__ = lambda self: self._refuse("complex()", "diffc computes in real numbers")  # noqa
+    __lt__ = __le__ = __gt__ = __ge__ = __eq__ = __ne__ = lambda self, other: self._refuse(  # noqa
+        "comparison", "compute both branches and select with nn.where(mask, a, b); for "
+                      "max(0, x) write nn.relu(x), for max(a, b) nn.maximum(a, b)")
     __hash__ = object.__hash__
-    __getitem__ = lambda self, index: self._refuse("indexing")  # noqa: E731
-    __array__ = lambda self, *a, **k: self._refuse("conversion to a numpy array")  # noqa: E731
+    __array__ = lambda self, *a, **k: self._refuse(  # noqa: E731
+        "conversion to a numpy array", "use diffc.nn's functions and the array's operators")
 
     def _unsupported(self, operation: str):
         raise at_user(TraceError, f"{operation} on a traced array is not supported; supported: "
-                                   f"+ - * / ** @ .T .sum .mean and diffc.nn")
+                                   f"+ - * / ** @, indexing, .T .reshape .sum .mean and "
+                                   f"diffc.nn")
 
     __floordiv__ = __rfloordiv__ = lambda self, *_: self._unsupported("'//'")  # noqa: E731
     __mod__ = __rmod__ = lambda self, *_: self._unsupported("'%'")  # noqa: E731
@@ -116,7 +172,8 @@ class Tracer(Traced):
         if name.startswith("__"):
             raise AttributeError(name)
         raise at_user(TraceError, f"traced arrays have no attribute {name!r}; supported: "
-                                  f"+ - * / ** @ .T .sum .mean .shape .dtype and diffc.nn")
+                                  f"+ - * / ** @, indexing, .T .reshape .transpose .squeeze "
+                                  f".take .sum .mean .shape .dtype and diffc.nn")
 
 
 def replay(ctx: TraceContext, program: Program, args: list) -> tuple[dict[int, Tracer], list]:
@@ -152,6 +209,8 @@ def as_result(result, expected: ArrayType, ctx: TraceContext, fn):
     where = def_location(fn)
     if is_number(result) and expected.ndim == 0 and expected.dtype.is_float:
         return Lit(result, expected)
+    if isinstance(result, Size) and expected.ndim == 0 and expected.dtype.is_float:
+        result = size_value(result, expected.dtype)
     if not isinstance(result, Tracer) or result.ctx is not ctx:
         raise TraceError(f"{where}: {name} must return a value computed from its parameters "
                          f"(annotated {expected}), got {describe(result)}")
@@ -159,6 +218,6 @@ def as_result(result, expected: ArrayType, ctx: TraceContext, fn):
     where = producer.source if producer else where
     if result.dtype != expected.dtype:
         raise DTypeError(f"{where}: {name} returns {result.type}, its annotation says {expected}")
-    if result.shape != expected.shape:
+    if result.type.shape != expected.shape:
         raise ShapeError(f"{where}: {name} returns {result.type}, its annotation says {expected}")
     return result.var

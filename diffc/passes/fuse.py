@@ -1,12 +1,13 @@
 """Fusion: equations that compute elementwise over one shape become one `fused` equation.
 
-A group is a chain of elementwise equations (plus `broadcast_in_dim` and `outer`, whose inputs
-are read through an index map) whose outputs all have the group's shape and dtype (so a
-`convert_element_type` to another dtype starts a new group); its kernel is one loop nest, so
-intermediate values live in registers and are never stored. A group may also start
-with a `matmul` whose results the rest of the group (primitives flagged `epilogue` only: bias,
-relu, an SGD update) finishes while they are in registers. Values a group computes that
-anything outside it reads become the fused equation's outputs.
+A group is a chain of elementwise equations (plus `indexed` ones: `broadcast_in_dim`, `outer`,
+transposes, slices and gathers, whose inputs are read through an index map, so they start a
+group rather than join one that computes their inputs) whose outputs all have the group's
+shape and dtype (so a `convert_element_type` to another dtype starts a new group); its kernel
+is one loop nest, so intermediate values live in registers and are never stored. A group may
+also start with a `matmul` whose results the rest of the group (primitives flagged `epilogue`
+only: bias, relu, an SGD update) finishes while they are in registers. Values a group computes
+that anything outside it reads become the fused equation's outputs.
 One forward walk: an equation joins an open group it reads from if the types agree; a group is
 closed (emitted) just before the first equation outside it that reads one of its values, or at
 the end. Emitting a group at its close keeps every producer before its consumers.
@@ -84,7 +85,7 @@ class _Groups:
         may be its epilogue), the others merged into it; closes the rest."""
         out = e.outputs[0].type  # a group computes one shape in one dtype
         same = [gi for gi in sorted(read) if self.groups[gi][0].outputs[0].type == out
-                and (not self.headed(gi) or e.prim.epilogue)]
+                and (not self.headed(gi) or e.prim.epilogue) and not e.prim.indexed]
         heads = [gi for gi in same if self.headed(gi)]
         gi = heads[0] if heads else same[0] if same else self.start()
         merged = [g for g in same if g != gi and not self.headed(g) and

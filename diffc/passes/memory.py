@@ -7,6 +7,10 @@ an output buffer, or a slot of one 64-byte aligned workspace arena.
   an elementwise (or fused elementwise) equation that reads the param at the same index it
   writes, and every other read of the param comes earlier: the update then costs no copy, and a
   fused weight update `W - lr * outer(g, x)` never materializes the gradient.
+- A `view` (a reshape: the same elements in the same order) lives in its input's buffer, so it
+  costs no copy, unless it is an output or an update's value (those need their own buffers).
+  Its input's buffer then lives until the view's last read, and a read of the view counts as a
+  read of that buffer's value (its root) wherever reads matter. Codegen emits no kernel for it.
 - Other values take workspace slots; a slot is reused, once its value is dead, by a later value
   of the same dtype and shape (liveness over equation order). Slots are freed after the equation
   that last reads them, so no equation writes a slot it reads.
@@ -38,22 +42,25 @@ def plan_memory(program: Program) -> MemoryPlan:
     for j, a in enumerate(program.outputs):
         if isinstance(a, Var) and id(a) not in plan.home:
             plan.home[id(a)] = ("output", j)
-    last_use = _last_uses(program)
+    root = _view_roots(program)
+    last_use = _last_uses(program, root)
     for param, new in program.updates:
-        producer = _in_place_producer(program, param, new, last_use)
+        producer = _in_place_producer(program, param, new, root)
         if producer is not None and id(new) not in plan.home:
             plan.home[id(new)] = plan.home[id(param)]
             plan.in_place.add(id(new))
     free: dict[ArrayType, list[int]] = {}
     for index, e in enumerate(program.eqns):
         for v in e.outputs:
-            if id(v) not in plan.home:
+            if id(v) in root:
+                plan.home[id(v)] = plan.home[id(root[id(v)])]
+            elif id(v) not in plan.home:
                 reusable = free.get(v.type)
                 slot = reusable.pop() if reusable else _new_slot(plan, v.type)
                 plan.home[id(v)] = ("slot", slot)
         for v in {id(a): a for a in (*e.inputs, *e.outputs) if isinstance(a, Var)}.values():
             kind, slot = plan.home[id(v)]
-            if kind == "slot" and last_use.get(id(v), index) == index:
+            if kind == "slot" and id(v) not in root and last_use.get(id(v), index) == index:
                 free.setdefault(v.type, []).append(slot)
     inputs = {id(v) for v in program.inputs}
     for _, new in program.updates:
@@ -67,16 +74,27 @@ def _new_slot(plan: MemoryPlan, t: ArrayType) -> int:
     return len(plan.slots) - 1
 
 
-def _last_uses(program: Program) -> dict[int, int]:
+def _view_roots(program: Program) -> dict[int, Var]:
+    """Each view that lives in another value's buffer -> that value (not itself a view)."""
+    own = {id(a) for a in program.outputs} | {id(v) for _, v in program.updates}
+    root: dict[int, Var] = {}
+    for e in program.eqns:
+        if e.prim.view and isinstance(e.inputs[0], Var) and id(e.outputs[0]) not in own:
+            root[id(e.outputs[0])] = root.get(id(e.inputs[0]), e.inputs[0])
+    return root
+
+
+def _last_uses(program: Program, root: dict[int, Var]) -> dict[int, int]:
+    """Var id -> the index of the last equation reading it (a view's reads are its root's)."""
     last = {}
     for index, e in enumerate(program.eqns):
-        last.update((id(a), index) for a in e.inputs if isinstance(a, Var))
+        last.update((id(root.get(id(a), a)), index) for a in e.inputs if isinstance(a, Var))
     last.update((id(a), END) for a in program.outputs if isinstance(a, Var))
     last.update((id(v), END) for _, v in program.updates if isinstance(v, Var))
     return last
 
 
-def _in_place_producer(program: Program, param: Var, new, last_use) -> Eqn | None:
+def _in_place_producer(program: Program, param: Var, new, root) -> Eqn | None:
     """The equation that may write `new` into `param`'s buffer, or None."""
     if not isinstance(new, Var) or param.type.ndim == 0 or any(
             a is param or a is new for a in program.outputs):
@@ -85,18 +103,22 @@ def _in_place_producer(program: Program, param: Var, new, last_use) -> Eqn | Non
     if index is None:
         return None
     e = program.eqns[index]
-    if not _reads_at_write_index(e, param):
+    reads = [root.get(id(a), a) is param for a in e.inputs]  # through views too
+    if not _reads_at_write_index(e, param, reads):
         return None
     earlier_reads_only = all(i <= index for i, other in enumerate(program.eqns)
-                             if any(a is param for a in other.inputs))
+                             if any(root.get(id(a), a) is param for a in other.inputs))
     return e if earlier_reads_only else None
 
 
-def _reads_at_write_index(e: Eqn, param: Var) -> bool:
+def _reads_at_write_index(e: Eqn, param: Var, reads: list[bool]) -> bool:
     """Whether e can write its output over param: it does not read param, or reads it only
-    at the index it writes (elementwise, or row by row for the weights of the SGD kernels)."""
-    if not any(a is param for a in e.inputs):
+    at the index it writes (elementwise, or row by row for the weights of the SGD kernels).
+    `reads` says which of e's inputs are param's buffer (param or a view of it)."""
+    if not any(reads):
         return True
+    if any(r and a is not param for r, a in zip(reads, e.inputs, strict=True)):
+        return False  # a view of param: another shape, so read at other indices
     if e.prim.rowwise:
         return e.inputs[0] is param and not any(a is param for a in e.inputs[1:])
     if e.prim.elementwise:

@@ -229,11 +229,11 @@ class Invoker:
                                 f"{a.min()} to {a.max()}")
 
     def check_literal_labels(self, symbols: dict) -> None:
-        """Constant labels must lie inside the symbolic class axes they index."""
+        """Constant labels (and indices) must lie inside the symbolic axes they index."""
         for value, d in self.literal_labels:
             if value >= symbols[d]:
                 raise ArgumentError(f"{self.bound_by[d]}: expected {d} > {value} (the constant "
-                                    f"label {value} indexes an axis of size {d}), got "
+                                    f"label or index {value} indexes an axis of size {d}), got "
                                     f"{d}={symbols[d]}")
 
     # ------------------------------------------------------------------ calling

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core import shapes
 from ..core.elementwise import elementwise, mean
 from ..core.errors import ShapeError
 from ..core.linalg import matmul, matmul_p
@@ -121,3 +122,49 @@ def mse(pred, target):
     """The mean of the squared differences."""
     d = elementwise("sub", pred, target)
     return mean(elementwise("mul", d, d))
+
+
+# ----------------------------------------------------------------------------- shapes
+__all__ += ["reshape", "transpose", "expand_dims", "squeeze", "broadcast_to", "concatenate",
+            "stack", "take"]
+
+
+def reshape(x, shape):
+    """numpy's reshape (one -1 inferred); symbolic dims kept, sizes provably equal."""
+    return shapes.reshape(x, shape)
+
+
+def transpose(x, axes=None):
+    """numpy's transpose: axes reversed, or permuted as `axes` says."""
+    return shapes.transpose(x, axes)
+
+
+def expand_dims(x, axis):
+    """numpy's expand_dims: size-1 axes inserted at `axis` (an int or a tuple)."""
+    return shapes.expand_dims(x, axis)
+
+
+def squeeze(x, axis=None):
+    """numpy's squeeze: size-1 axes (all, or those named) removed."""
+    return shapes.squeeze(x, axis)
+
+
+def broadcast_to(x, shape):
+    """numpy's broadcast_to."""
+    return shapes.broadcast_to(x, shape)
+
+
+def concatenate(xs, axis=0):
+    """numpy's concatenate along an existing (static) axis."""
+    return shapes.concatenate(xs, axis)
+
+
+def stack(xs, axis=0):
+    """numpy's stack along a new axis."""
+    return shapes.stack(xs, axis)
+
+
+def take(x, indices, axis=0):
+    """numpy's take along `axis` with an i32/i64 index array (or an int); indices must lie in
+    [0, size of the axis): compiled code checks them before it runs (ArgumentError)."""
+    return shapes.take(x, indices, axis)
