@@ -148,13 +148,10 @@ class TrainStep(CompiledFunction):
         """
         native = self._native or self.compile()._native
         values = native.invoker.bind(args, kwargs, len(self.signature.params))
-        n, batch, dims = self._check_fit(native.invoker, values, batch_size, epochs, seed,
-                                         shuffle, progress)
         every = _check_callback(callback, callback_every, drop_last)
+        n, batch, dims = self._check_fit(native.invoker, values, batch_size, epochs, seed,
+                                         shuffle, progress, drop_last)
         per_epoch = n // batch if drop_last else -(-n // batch)
-        if per_epoch == 0:
-            raise ArgumentError(f"batch_size: with drop_last, {n} samples make no whole batch "
-                                f"of {batch}")
         losses = empty(epochs * per_epoch, self.signature.result.dtype.np_dtype,
                        f"epochs: the losses of {epochs} epochs of {per_epoch} steps")
         batched = self._data if self._batch_symbol else []
@@ -193,7 +190,7 @@ class TrainStep(CompiledFunction):
         return self.record.options["batch_symbol"]
 
     def _check_fit(self, invoker, values: list, batch_size, epochs, seed, shuffle,
-                   progress) -> tuple[int, int, tuple]:
+                   progress, drop_last) -> tuple[int, int, tuple]:
         """Validate fit's arguments as one step's (on the first sample or batch), then as a
         whole (sample counts, label ranges, overlap with the params); nothing runs before.
         ndarray subclasses in `values` are replaced by plain views of their memory."""
@@ -228,7 +225,11 @@ class TrainStep(CompiledFunction):
                                     f"step (it has no symbolic batch dim), got {batch_size!r}")
             batch = 1
         else:
-            batch = min(32 if batch_size is None else check_count("batch_size", batch_size, 1), n)
+            batch = 32 if batch_size is None else check_count("batch_size", batch_size, 1)
+            if drop_last and batch > n:
+                raise ArgumentError(f"batch_size: with drop_last, {n} samples make no whole "
+                                    f"batch of {batch}")
+            batch = min(batch, n)
         one = [values[i][:batch] if i in self._data and self._batch_symbol else
                values[i][0] if i in self._data else values[i] for i in range(len(values))]
         extra = [self._lr, *self._state]
