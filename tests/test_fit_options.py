@@ -215,3 +215,63 @@ def test_callback_arguments_are_checked_before_anything_runs(kwargs, message):
         step.fit(*params, X, Y, batch_size=4, **kwargs)
     assert_same(params, before)
     assert step.steps == 0
+
+
+# ----------------------------------------------------------------------------- data shapes
+
+@diffc.function
+def regress(W: f64[D], x: f64[D], t: f64) -> f64:
+    return (nn.sum(W * x) - t) ** 2
+
+
+@pytest.mark.parametrize("kind", ["sample", "batch"])
+def test_labels_as_a_column_train_like_1d_labels(kind):
+    """Labels shaped (N, 1) (as a column of a data frame) are one label per sample: the same
+    run as with (N,). Before, a per-sample fit said 'y: expected a i64 integer, got ...'."""
+    fn, extra = (sample_loss, {}) if kind == "sample" else (batch_loss, {"batch_size": 4})
+    runs = []
+    for shape in ((-1,), (-1, 1)):
+        params, X, Y = setup(10)
+        step = diffc.train_step(fn, PARAMS, diffc.SGD(lr=0.1, momentum=0.9))
+        runs.append((step.fit(*params, X, Y.reshape(shape), epochs=2, **extra), params))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert_same(runs[0][1], runs[1][1])
+
+
+def test_scalar_targets_as_a_column_train_like_1d_targets():
+    rng = np.random.default_rng(3)
+    X, T = rng.standard_normal((8, D)), rng.standard_normal(8)
+    runs = []
+    for targets in (T, T.reshape(-1, 1)):
+        W = np.zeros(D)
+        runs.append((diffc.train_step(regress, ["W"], diffc.SGD(lr=0.05)).fit(W, X, targets), W))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+@pytest.mark.parametrize("kind, data, message", [
+    ("sample", lambda X, Y: (X, np.eye(C, dtype=np.int32)[Y]),
+     r"^y: expected 1-d data of shape \(N,\) \(one i32 per sample\), got int32 \(10, 3\)"),
+    ("batch", lambda X, Y: (X, Y.reshape(5, 2)),
+     r"^y: expected 1-d data of shape \(N,\) \(one i32 per sample\), got int32 \(5, 2\)"),
+    ("sample", lambda X, Y: (X[:, :, None], Y),
+     r"^x: expected 2-d data of shape \(N, 5\) \(one f64\[5\] per sample\), got float64 "
+     r"\(10, 5, 1\)"),
+    ("batch", lambda X, Y: (np.ones((10, D + 1)), Y),
+     r"^x: expected 2-d data of shape \(N, 5\) \(one f64\[5\] per sample\), got float64 "
+     r"\(10, 6\)"),
+    ("batch", lambda X, Y: (X, Y.astype(np.int64)),
+     r"^y: expected i32 data \(rows of i32\[B\]\), got int64 \(10,\) \(convert it with "
+     r"\.astype\(np\.int32\)\)"),
+    ("sample", lambda X, Y: (X, np.stack([Y, Y], 1)[:, :1]),
+     r"^y: expected a C-contiguous array"),
+], ids=["one-hot-for-labels", "2d-labels", "3d-data", "wrong-width", "int64", "strided-column"])
+def test_fit_data_of_the_wrong_shape_or_dtype_says_what_fits(kind, data, message):
+    fn, extra = (sample_loss, {}) if kind == "sample" else (batch_loss, {"batch_size": 4})
+    params, X, Y = setup(10)
+    before = [p.copy() for p in params]
+    step = diffc.train_step(fn, PARAMS, diffc.SGD(lr=0.1))
+    with pytest.raises(ArgumentError, match=message):
+        step.fit(*params, *data(X, Y), **extra)
+    assert_same(params, before)
+    assert step.steps == 0
