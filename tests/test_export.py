@@ -274,6 +274,51 @@ def test_load_without_so_or_json_raises(exported, tmp_path):
 
 
 @pytest.mark.skipif(not HAVE_CC, reason="no C compiler: no .so to load")
+@pytest.mark.parametrize("suffix", ["", ".so", ".json", ".o", ".h"])
+def test_load_takes_the_export_path_or_one_of_its_files(exported, inputs, suffix):
+    """Before, load("m.so") looked for m.so.json."""
+    _, path, _ = exported["poly"]
+    loaded = diffc.load(path + suffix)
+    assert loaded(inputs["x"], inputs["w"]) == poly(inputs["x"], inputs["w"])
+
+
+@pytest.mark.skipif(not HAVE_CC, reason="no C compiler: no .so to load")
+def test_load_prefers_an_export_named_with_a_suffix(tmp_path):
+    """export("m.so") writes m.so.json: load("m.so") is that export, not one at m."""
+    poly.export(str(tmp_path / "m"))
+    affine.export(str(tmp_path / "m.so"))
+    assert diffc.load(tmp_path / "m.so").name == "affine"
+    assert diffc.load(tmp_path / "m").name == "poly"
+    assert diffc.load(tmp_path / "m.so.so").name == "affine"
+
+
+@pytest.mark.parametrize("given, message", [
+    ("nothing", r"nothing names no export: \S*nothing\.json does not exist \(export\(path\) "
+                r"writes path\.json, path\.so, path\.o and path\.h; load takes path or one of"),
+    ("nothing.so", r"nothing\.so names no export: neither \S*nothing\.so\.json nor "
+                   r"\S*nothing\.json exists"),
+    ("no/folder/m", r"m names no export: the folder \S*no/folder does not exist$"),
+])
+def test_load_of_a_missing_export_names_the_files_looked_for(tmp_path, given, message):
+    """Before: 'nothing.so.json does not exist' for load('nothing.so')."""
+    with pytest.raises(diffc.ArgumentError, match=r"^diffc\.load: \S*" + message):
+        diffc.load(str(tmp_path / given))
+
+
+@pytest.mark.skipif(not HAVE_CC, reason="no C compiler: no .so to load")
+def test_load_of_an_export_whose_so_was_deleted_says_so(exported, tmp_path):
+    """Before, a missing .so was blamed on a missing C compiler although the .json records
+    one."""
+    source = exported["poly"][1]
+    shutil.copy(source + ".json", tmp_path / "m.json")
+    with pytest.raises(diffc.ArgumentError) as info:
+        diffc.load(str(tmp_path / "m"))
+    assert str(info.value) == (f"diffc.load: {tmp_path}/m.so does not exist, though "
+                               f"{tmp_path}/m.json records it (moved or deleted since? export "
+                               f"again)")
+
+
+@pytest.mark.skipif(not HAVE_CC, reason="no C compiler: no .so to load")
 @pytest.mark.parametrize("fmt", [None, 2, 4, "3"])
 def test_load_refuses_another_export_format(exported, tmp_path, fmt):
     """An export of another format (before 2: none recorded; a train step then took its step
