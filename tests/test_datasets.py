@@ -1,6 +1,7 @@
-"""diffc.datasets: the IDX reader on well-formed and broken files, load_mnist, and the MNIST
-example run end to end on a tiny fake MNIST folder."""
+"""diffc.datasets: the IDX reader on well-formed and broken files, load_mnist, the bundled
+digits, and the MNIST example run end to end on a tiny fake MNIST folder."""
 import gzip
+import hashlib
 import os
 import re
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffc.datasets import load_mnist, read_idx
+from diffc.datasets import DIGITS, load_digits, load_mnist, read_idx
 
 CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D,
          np.float64: 0x0E}
@@ -163,6 +164,47 @@ def test_load_mnist_missing_file(tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(FileNotFoundError, match="no t10k-labels-idx1-ubyte file"):
         load_mnist(tmp_path)
+
+
+# the sha256 of the bundled images' and labels' bytes (uint8), as scikit-learn's load_digits
+DIGITS_SHA256 = "87ff0c9e40dc7e2c0e34e7257799c2e3f3aec1a016363bb11cad869ec428a826"
+
+
+def test_bundled_digits_are_the_uci_test_set():
+    """1797 images of 0..16 counts, with the class sizes of optdigits.tes, unchanged."""
+    with np.load(DIGITS) as data:
+        images, labels = data["images"], data["labels"]
+    assert images.dtype == labels.dtype == np.uint8
+    assert images.shape == (1797, 64) and labels.shape == (1797,)
+    assert images.max() == 16 and labels.max() == 9
+    assert list(np.bincount(labels)) == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    assert hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest() == DIGITS_SHA256
+    assert (DIGITS.parent / "README.md").read_text().count("CC BY 4.0") == 1  # attribution
+
+
+def test_load_digits_splits_like_load_mnist():
+    x_train, y_train, x_test, y_test = load_digits()
+    assert x_train.shape == (1347, 64) and x_test.shape == (450, 64)
+    assert x_train.dtype == x_test.dtype == np.float32
+    assert y_train.dtype == y_test.dtype == np.int32
+    with np.load(DIGITS) as data:
+        images, labels = data["images"], data["labels"]
+    order = np.random.default_rng(0).permutation(1797)  # the documented split
+    np.testing.assert_array_equal(x_train * 16, images[order[:1347]])
+    np.testing.assert_array_equal(x_test * 16, images[order[1347:]])
+    np.testing.assert_array_equal(np.concatenate([y_train, y_test]), labels[order])
+    assert set(np.unique(y_test)) == set(range(10))
+    again = load_digits()
+    assert all(np.array_equal(a, b) for a, b in zip(again, (x_train, y_train, x_test, y_test),
+                                                     strict=True))
+
+
+def test_bundled_digits_equal_scikit_learns():
+    datasets = pytest.importorskip("sklearn.datasets", reason="scikit-learn not installed")
+    digits = datasets.load_digits()
+    with np.load(DIGITS) as data:
+        np.testing.assert_array_equal(data["images"], digits.data)
+        np.testing.assert_array_equal(data["labels"], digits.target)
 
 
 def test_example_on_fake_mnist(tmp_path):
