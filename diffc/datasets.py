@@ -4,9 +4,9 @@
 scikit-learn distributes as `load_digits` (the test set of the UCI "Optical Recognition of
 Handwritten Digits" data, CC BY 4.0; diffc/data/README.md), stored in diffc/data/digits.npz.
 
-Reading IDX files (MNIST, Fashion-MNIST, EMNIST, ...). Input: a path to an IDX file, plain or gzip-
-compressed (recognized by its content, whatever its name). The format: two zero bytes, a type code
-byte (0x08 ubyte, 0x09 byte, 0x0B short, 0x0C int, 0x0D float, 0x0E double), a byte giving the
+Reading IDX files (MNIST, Fashion-MNIST, EMNIST, ...). Input: a path to an IDX file, plain or
+gzip-compressed (recognized by its content, whatever its name). The format: two zero bytes, a type
+code byte (0x08 ubyte, 0x09 byte, 0x0B short, 0x0C int, 0x0D float, 0x0E double), a byte giving the
 number of dims; one big-endian uint32 size per dim; then exactly prod(sizes) big-endian items.
 Output: a writable, native-byte-order numpy array of those sizes. Invariant: a file that does not
 follow the format exactly (wrong magic, unknown type code, short header, short data, bytes after
