@@ -1,11 +1,8 @@
-"""diffc.datasets: the IDX reader on well-formed and broken files, load_mnist, the bundled
-digits, and the MNIST example run end to end on a tiny fake MNIST folder."""
+"""diffc.datasets: the IDX reader on well-formed and broken files, load_mnist (and a writer of
+fake MNIST folders for the examples' tests) and the bundled digits."""
 import gzip
 import hashlib
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +12,6 @@ from diffc.datasets import DIGITS, load_digits, load_mnist, read_idx
 
 CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D,
          np.float64: 0x0E}
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist_mlp.py"
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -205,32 +201,3 @@ def test_bundled_digits_equal_scikit_learns():
     with np.load(DIGITS) as data:
         np.testing.assert_array_equal(data["images"], digits.data)
         np.testing.assert_array_equal(data["labels"], digits.target)
-
-
-def test_example_on_fake_mnist(tmp_path):
-    _, _, _, test_labels = fake_mnist(tmp_path / "mnist", 200, 20)
-    out = tmp_path / "weights.npz"
-    run = subprocess.run([sys.executable, str(EXAMPLE), str(tmp_path / "mnist"), "--epochs", "1",
-                          "--out", str(out)], check=False, capture_output=True, text=True,
-                         cwd=tmp_path, timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert "MNIST: 200 training and 20 test images of 784 pixels" in run.stdout
-    assert re.search(r"^epoch +1  loss \d+\.\d{4}  test accuracy \d+\.\d\d%$", run.stdout,
-                     re.MULTILINE)
-    assert f"(true label {test_labels[0]})" in run.stdout
-    with np.load(out) as saved:
-        shapes = {name: saved[name].shape for name in saved.files}
-        assert all(saved[name].dtype == np.float32 for name in saved.files)
-    assert shapes == {"W1": (128, 784), "b1": (128,), "W2": (64, 128), "b2": (64,),
-                      "W3": (10, 64), "b3": (10,)}
-
-
-def test_example_without_scikit_learn(tmp_path):
-    blocker = tmp_path / "sklearn"
-    blocker.mkdir()
-    (blocker / "__init__.py").write_text("raise ImportError('blocked by the test')\n")
-    run = subprocess.run([sys.executable, str(EXAMPLE)], check=False, capture_output=True,
-                         text=True, cwd=tmp_path, timeout=60,
-                         env={**os.environ, "PYTHONPATH": str(tmp_path)})
-    assert run.returncode == 2
-    assert 'pip install -e ".[examples]"' in run.stderr
