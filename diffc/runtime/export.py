@@ -201,18 +201,14 @@ def _fit_slots(abi: Abi, record: Record, fit_abi: Abi, rewrites: list[dict]) -> 
         else:
             what = f"const {ctype}{''.join(f'[{d}]' for d in t.shape)}: the same every step"
         slots.append((name, what))
+    slots += [None] * (len(fit_abi.inputs) - len(slots))
     for k, r in enumerate(rewrites):  # cross-step fusion: W @ x carried to the next step
         carry = fit_abi.inputs[r["carry"]]
-        slots.append((f"carry{k}", f"{carry.dtype.c_type}[{carry.shape[0]}]: scratch, the next "
-                      f"step's {names[r['weight']]} @ {names[r['data']]}"))
-        slots.append((f"next{k}", f"the data set of {names[r['data']]} again"))
-    lines, seen = [], set()
-    for k, (name, what) in enumerate(slots):
-        ident = f"{abi.fit_entry}_{c_name(name)}"
-        ident = ident if ident not in seen else f"{ident}_{k}"  # names that C spells alike
-        seen.add(ident)
-        lines.append(f"    {ident} = {k}, /* {what} */")
-    return lines + [f"    {abi.fit_entry}_slots = {len(slots)}"]
+        slots[r["carry"]] = (f"carry{k}", f"{carry.dtype.c_type}[{carry.shape[0]}]: scratch, "
+                             f"the next step's {names[r['weight']]} @ {names[r['data']]}")
+        slots[r["next"]] = (f"next{k}", f"the data set of {names[r['data']]} again")
+    return [f"    {abi.fit_entry}_{c_name(name)} = {k}, /* {what} */"
+            for k, (name, what) in enumerate(slots)] + [f"    {abi.fit_entry}_slots = {len(slots)}"]
 
 
 def _fit_decl(arg) -> str:
