@@ -1,12 +1,17 @@
-"""Reading the IDX files that MNIST (and Fashion-MNIST, EMNIST, ...) are distributed as.
+"""Data sets for the examples: MNIST read from its IDX files, and the 8x8 digits bundled.
 
-Input: a path to an IDX file, plain or gzip-compressed (recognized by its content, whatever its
-name). The format: two zero bytes, a type code byte (0x08 ubyte, 0x09 byte, 0x0B short, 0x0C int,
-0x0D float, 0x0E double), a byte giving the number of dims; one big-endian uint32 size per dim;
-then exactly prod(sizes) big-endian items. Output: a writable, native-byte-order numpy array of
-those sizes. Invariant: a file that does not follow the format exactly (wrong magic, unknown type
-code, short header, short data, bytes after the data) raises a `ValueError` naming the file and
-the problem; nothing is guessed. Needs numpy only.
+`load_digits()` needs nothing but the package: the 1797 8x8 images of handwritten digits that
+scikit-learn distributes as `load_digits` (the test set of the UCI "Optical Recognition of
+Handwritten Digits" data, CC BY 4.0; diffc/data/README.md), stored in diffc/data/digits.npz.
+
+Reading IDX files (MNIST, Fashion-MNIST, EMNIST, ...). Input: a path to an IDX file, plain or
+gzip-compressed (recognized by its content, whatever its name). The format: two zero bytes, a type
+code byte (0x08 ubyte, 0x09 byte, 0x0B short, 0x0C int, 0x0D float, 0x0E double), a byte giving the
+number of dims; one big-endian uint32 size per dim; then exactly prod(sizes) big-endian items.
+Output: a writable, native-byte-order numpy array of those sizes. Invariant: a file that does not
+follow the format exactly (wrong magic, unknown type code, short header, short data, bytes after
+the data) raises a `ValueError` naming the file and the problem; nothing is guessed. Needs numpy
+only.
 """
 from __future__ import annotations
 
@@ -18,6 +23,9 @@ from pathlib import Path
 import numpy as np
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+DIGITS = Path(__file__).parent / "data" / "digits.npz"
+DIGITS_TEST = 450  # as scikit-learn's train_test_split(test_size=0.25) of the 1797 images
 
 MNIST_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
                "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
@@ -105,3 +113,18 @@ def load_mnist(folder) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         raise ValueError(f"{paths['train_images']} and {paths['test_images']}: images of "
                          f"different sizes ({x_train.shape[1]} and {x_test.shape[1]} pixels)")
     return x_train, y_train, x_test, y_test
+
+
+def load_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The bundled 8x8 digits, split like `load_mnist`'s result: (x_train, y_train, x_test,
+    y_test), images as float32 rows (N, 64) scaled from 0..16 to [0, 1], labels int32 (N,).
+
+    A fixed permutation (seed 0) of the 1797 images puts 1347 in the training set and 450 in
+    the test set."""
+    with np.load(DIGITS, allow_pickle=False) as data:
+        images, labels = data["images"], data["labels"]
+    x = images.astype(np.float32) / np.float32(16)
+    y = labels.astype(np.int32)
+    order = np.random.default_rng(0).permutation(len(x))
+    train, test = order[:-DIGITS_TEST], order[-DIGITS_TEST:]
+    return x[train], y[train], x[test], y[test]

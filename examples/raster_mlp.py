@@ -4,9 +4,16 @@ Prints the traced IR, evaluates the loss compiled and eagerly (the Python body o
 through diffc.nn's reference implementations) and checks that they agree. Then the notebook's
 value+grad demo: the loss and the gradients with respect to every argument, and a 200-step
 training history on one sample, a Python loop of compiled value_and_grad calls with numpy SGD.
+
+    python examples/raster_mlp.py [--steps 200] [--out FOLDER]
+
+Writes the training history's loss curve (.png, when matplotlib is installed) to the --out
+folder (default: examples/out next to this script) and prints its path.
 """
+import argparse
 import itertools
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -28,6 +35,11 @@ def init_params(rng):
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=200, help="training steps on one sample")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out",
+                        help="folder for the loss plot (default: %(default)s)")
+    args = parser.parse_args()
     rng = np.random.default_rng(0)
     params = init_params(rng)
     x = rng.random(784)
@@ -45,7 +57,9 @@ def main():
     assert abs(compiled - eager) <= 1e-12 * abs(eager), "compiled and eager losses differ"
     print("compiled and eager agree to 1e-12")
     value_and_grad_demo(params, x, y)
-    train_one_sample(params, x, y)
+    losses = train_one_sample(params, x, y, args.steps)
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot_losses(losses, args.out / "raster_mlp_loss.png")
 
 
 def value_and_grad_demo(params, x, y):
@@ -76,6 +90,26 @@ def train_one_sample(params, x, y, steps=200, lr=0.01):
         b2 -= lr * db2
     assert losses[-1] < 0.5 * losses[0], "the loss did not fall"
     assert all(b < a for a, b in itertools.pairwise(losses)), "the loss did not fall at every step"
+    return losses
+
+
+def plot_losses(losses, path: Path) -> None:
+    """The loss at every step, if matplotlib is installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        print('matplotlib is not installed, so no loss plot (pip install -e ".[examples]")')
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(losses)
+    ax.set(xlabel="step", ylabel="cross-entropy", yscale="log", title="SGD on one sample")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote the loss curve to {path}")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,17 @@
-"""diffc.datasets: the IDX reader on well-formed and broken files, load_mnist, and the MNIST
-example run end to end on a tiny fake MNIST folder."""
+"""diffc.datasets: the IDX reader on well-formed and broken files, load_mnist (and a writer of
+fake MNIST folders for the examples' tests) and the bundled digits."""
 import gzip
-import os
+import hashlib
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from diffc.datasets import load_mnist, read_idx
+from diffc.datasets import DIGITS, load_digits, load_mnist, read_idx
 
 CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D,
          np.float64: 0x0E}
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist_mlp.py"
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -165,30 +162,42 @@ def test_load_mnist_missing_file(tmp_path):
         load_mnist(tmp_path)
 
 
-def test_example_on_fake_mnist(tmp_path):
-    _, _, _, test_labels = fake_mnist(tmp_path / "mnist", 200, 20)
-    out = tmp_path / "weights.npz"
-    run = subprocess.run([sys.executable, str(EXAMPLE), str(tmp_path / "mnist"), "--epochs", "1",
-                          "--out", str(out)], check=False, capture_output=True, text=True,
-                         cwd=tmp_path, timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert "MNIST: 200 training and 20 test images of 784 pixels" in run.stdout
-    assert re.search(r"^epoch +1  loss \d+\.\d{4}  test accuracy \d+\.\d\d%$", run.stdout,
-                     re.MULTILINE)
-    assert f"(true label {test_labels[0]})" in run.stdout
-    with np.load(out) as saved:
-        shapes = {name: saved[name].shape for name in saved.files}
-        assert all(saved[name].dtype == np.float32 for name in saved.files)
-    assert shapes == {"W1": (128, 784), "b1": (128,), "W2": (64, 128), "b2": (64,),
-                      "W3": (10, 64), "b3": (10,)}
+# the sha256 of the bundled images' and labels' bytes (uint8), as scikit-learn's load_digits
+DIGITS_SHA256 = "87ff0c9e40dc7e2c0e34e7257799c2e3f3aec1a016363bb11cad869ec428a826"
 
 
-def test_example_without_scikit_learn(tmp_path):
-    blocker = tmp_path / "sklearn"
-    blocker.mkdir()
-    (blocker / "__init__.py").write_text("raise ImportError('blocked by the test')\n")
-    run = subprocess.run([sys.executable, str(EXAMPLE)], check=False, capture_output=True,
-                         text=True, cwd=tmp_path, timeout=60,
-                         env={**os.environ, "PYTHONPATH": str(tmp_path)})
-    assert run.returncode == 2
-    assert 'pip install -e ".[examples]"' in run.stderr
+def test_bundled_digits_are_the_uci_test_set():
+    """1797 images of 0..16 counts, with the class sizes of optdigits.tes, unchanged."""
+    with np.load(DIGITS) as data:
+        images, labels = data["images"], data["labels"]
+    assert images.dtype == labels.dtype == np.uint8
+    assert images.shape == (1797, 64) and labels.shape == (1797,)
+    assert images.max() == 16 and labels.max() == 9
+    assert list(np.bincount(labels)) == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    assert hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest() == DIGITS_SHA256
+    assert (DIGITS.parent / "README.md").read_text().count("CC BY 4.0") == 1  # attribution
+
+
+def test_load_digits_splits_like_load_mnist():
+    x_train, y_train, x_test, y_test = load_digits()
+    assert x_train.shape == (1347, 64) and x_test.shape == (450, 64)
+    assert x_train.dtype == x_test.dtype == np.float32
+    assert y_train.dtype == y_test.dtype == np.int32
+    with np.load(DIGITS) as data:
+        images, labels = data["images"], data["labels"]
+    order = np.random.default_rng(0).permutation(1797)  # the documented split
+    np.testing.assert_array_equal(x_train * 16, images[order[:1347]])
+    np.testing.assert_array_equal(x_test * 16, images[order[1347:]])
+    np.testing.assert_array_equal(np.concatenate([y_train, y_test]), labels[order])
+    assert set(np.unique(y_test)) == set(range(10))
+    again = load_digits()
+    assert all(np.array_equal(a, b) for a, b in zip(again, (x_train, y_train, x_test, y_test),
+                                                     strict=True))
+
+
+def test_bundled_digits_equal_scikit_learns():
+    datasets = pytest.importorskip("sklearn.datasets", reason="scikit-learn not installed")
+    digits = datasets.load_digits()
+    with np.load(DIGITS) as data:
+        np.testing.assert_array_equal(data["images"], digits.data)
+        np.testing.assert_array_equal(data["labels"], digits.target)

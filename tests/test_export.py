@@ -274,6 +274,51 @@ def test_load_without_so_or_json_raises(exported, tmp_path):
 
 
 @pytest.mark.skipif(not HAVE_CC, reason="no C compiler: no .so to load")
+@pytest.mark.parametrize("suffix", ["", ".so", ".json", ".o", ".h"])
+def test_load_takes_the_export_path_or_one_of_its_files(exported, inputs, suffix):
+    """Before, load("m.so") looked for m.so.json."""
+    _, path, _ = exported["poly"]
+    loaded = diffc.load(path + suffix)
+    assert loaded(inputs["x"], inputs["w"]) == poly(inputs["x"], inputs["w"])
+
+
+@pytest.mark.skipif(not HAVE_CC, reason="no C compiler: no .so to load")
+def test_load_prefers_an_export_named_with_a_suffix(tmp_path):
+    """export("m.so") writes m.so.json: load("m.so") is that export, not one at m."""
+    poly.export(str(tmp_path / "m"))
+    affine.export(str(tmp_path / "m.so"))
+    assert diffc.load(tmp_path / "m.so").name == "affine"
+    assert diffc.load(tmp_path / "m").name == "poly"
+    assert diffc.load(tmp_path / "m.so.so").name == "affine"
+
+
+@pytest.mark.parametrize("given, message", [
+    ("nothing", r"nothing names no export: \S*nothing\.json does not exist \(export\(path\) "
+                r"writes path\.json, path\.so, path\.o and path\.h; load takes path or one of"),
+    ("nothing.so", r"nothing\.so names no export: neither \S*nothing\.so\.json nor "
+                   r"\S*nothing\.json exists"),
+    ("no/folder/m", r"m names no export: the folder \S*no/folder does not exist$"),
+])
+def test_load_of_a_missing_export_names_the_files_looked_for(tmp_path, given, message):
+    """Before: 'nothing.so.json does not exist' for load('nothing.so')."""
+    with pytest.raises(diffc.ArgumentError, match=r"^diffc\.load: \S*" + message):
+        diffc.load(str(tmp_path / given))
+
+
+@pytest.mark.skipif(not HAVE_CC, reason="no C compiler: no .so to load")
+def test_load_of_an_export_whose_so_was_deleted_says_so(exported, tmp_path):
+    """Before, a missing .so was blamed on a missing C compiler although the .json records
+    one."""
+    source = exported["poly"][1]
+    shutil.copy(source + ".json", tmp_path / "m.json")
+    with pytest.raises(diffc.ArgumentError) as info:
+        diffc.load(str(tmp_path / "m"))
+    assert str(info.value) == (f"diffc.load: {tmp_path}/m.so does not exist, though "
+                               f"{tmp_path}/m.json records it (moved or deleted since? export "
+                               f"again)")
+
+
+@pytest.mark.skipif(not HAVE_CC, reason="no C compiler: no .so to load")
 @pytest.mark.parametrize("fmt", [None, 2, 4, "3"])
 def test_load_refuses_another_export_format(exported, tmp_path, fmt):
     """An export of another format (before 2: none recorded; a train step then took its step
@@ -642,8 +687,8 @@ def xorshift64star(state: int = 88172645463325252):
         yield (((state * 2685821657736338717) & mask) >> 11) / 9007199254740992.0
 
 
-def c_example_losses(epochs: int = 5, n: int = 200) -> list[list[float]]:
-    """The losses of train.c's run, computed with the in-process train step."""
+def c_example_data(n: int = 200):
+    """train.c's and fit.c's start: [W1, b1, W2, b2], X, Y and the generator, drawn on."""
     draws = xorshift64star()
     W1 = 0.1 * np.fromiter(itertools.islice(draws, 128 * 784), float).reshape(128, 784) - 0.05
     W2 = 0.1 * np.fromiter(itertools.islice(draws, 10 * 128), float).reshape(10, 128) - 0.05
@@ -655,13 +700,38 @@ def c_example_losses(epochs: int = 5, n: int = 200) -> list[list[float]]:
         for v in X[i, :10]:
             total += v
         Y[i, int(total) % 10] = 1.0
-    step = diffc.train_step(CACHE_DEFS_NS["mlp_loss"], ["W1", "b1", "W2", "b2"],
+    return [W1, b1, W2, b2], X, Y, draws
+
+
+def example_step():
+    return diffc.train_step(CACHE_DEFS_NS["mlp_loss"], ["W1", "b1", "W2", "b2"],
                             diffc.SGD(lr=0.01))
-    return [[step(W1, b1, W2, b2, X[i], Y[i]) for i in range(n)] for _ in range(epochs)]
+
+
+def c_example_losses(epochs: int = 5, n: int = 200) -> list[list[float]]:
+    """The losses of train.c's run, computed with the in-process train step."""
+    params, X, Y, _ = c_example_data(n)
+    step = example_step()
+    return [[step(*params, X[i], Y[i]) for i in range(n)] for _ in range(epochs)]
+
+
+def fit_example_replay(epochs: int = 5, n: int = 200):
+    """fit.c's run replayed with one in-process step call per sample: each epoch's losses in
+    the order fit.c's Fisher-Yates shuffle visits the samples, and the trained W1."""
+    params, X, Y, draws = c_example_data(n)
+    step, perm, losses = example_step(), list(range(n)), []
+    for _ in range(epochs):
+        for i in range(n - 1, 0, -1):
+            j = int(next(draws) * (i + 1))
+            perm[i], perm[j] = perm[j], perm[i]
+        losses.append([step(*params, X[k], Y[k]) for k in perm])
+    return losses, params[0]
 
 
 @pytest.mark.skipif(not (HAVE_CC and shutil.which("make")), reason="no cc or make")
 def test_c_example_matches_python(tmp_path):
+    """train.c (the step called per sample) and fit.c (the exported fit loop, its table filled
+    through the header's enum) against in-process replays."""
     shutil.copytree(EXAMPLE_C, tmp_path / "c")
     build = tmp_path / "build"
     done = subprocess.run(["make", "-C", str(tmp_path / "c"), f"BUILD={build}",
@@ -680,3 +750,117 @@ def test_c_example_matches_python(tmp_path):
     for c_mean, py_epoch in zip(c_means, python, strict=True):
         assert c_mean == pytest.approx(np.mean(py_epoch), abs=1e-6)
     assert c_means[-1] < c_means[0]
+
+    fit_steps = [float(v) for v in re.findall(r"^fit step \d+ loss (\S+)$", done.stdout, re.M)]
+    fit_means = [float(v) for v in re.findall(r"^fit epoch \d+ mean loss (\S+)$", done.stdout,
+                                              re.M)]
+    replay, W1 = fit_example_replay()
+    assert fit_steps == pytest.approx(replay[0][:5], rel=1e-12)
+    assert fit_means == pytest.approx([np.mean(e) for e in replay], rel=1e-12)
+    assert fit_means[-1] < fit_means[0]
+    assert re.search(r"^fit steps 1000$", done.stdout, re.M)
+    w1_sum = float(re.search(r"^fit W1 sum (\S+)$", done.stdout, re.M).group(1))
+    assert w1_sum == pytest.approx(W1.sum(), rel=1e-12)
+
+
+# ------------------------------------------------------------------ the fit loop from C
+
+FIT_DRIVERS = {  # name -> (loss, optimizer, batch size or None for per-sample)
+    "sample_sgd": (cls_loss, lambda: diffc.SGD(lr=0.1), None),  # cross-step fused: a carry
+    "sample_momentum": (cls_loss, lambda: diffc.SGD(lr=0.1, momentum=0.9), None),
+    "batch_adam": (batch_loss, lambda: diffc.Adam(lr=0.01), 3),  # 7 samples: a short batch
+}
+
+
+def c_array(ctype: str, name: str, a: np.ndarray) -> str:
+    values = ", ".join(repr(float(v)) if ctype == "double" else str(int(v)) for v in a.ravel())
+    return f"static {ctype} {name}[] = {{{values}}};"
+
+
+def fit_driver(entry: str, names: list[str], data: dict, perms: np.ndarray, batch: int | None,
+               lr: float, state: list[str], carry: bool) -> str:
+    """A C program filling the fit loop's table by the header's slot names alone, running an
+    epoch per row of perms and printing the losses and the trained params (%.17g)."""
+    n, steps = perms.shape[1], -(-perms.shape[1] // (batch or 1))
+    ctypes_ = {n_: "double" if a.dtype == np.float64 else
+               {np.int32: "int32_t", np.int64: "int64_t"}[a.dtype.type] for n_, a in data.items()}
+    lines = ["#include <stdio.h>", "#include <stdlib.h>", '#include "step.h"',
+             f"#define FIT(s) {entry}_fit_##s"]
+    lines += [c_array(ctypes_[k], f"v_{k}", a) for k, a in data.items()]
+    lines += [c_array("int64_t", "perms", perms)]
+    lines += ["int main(void) {", f"    double lr = {lr!r}, step_count[1] = {{0}};",
+              f"    double losses[{len(perms) * steps}];",
+              "    void *table[FIT(slots)] = {0}, *staging[FIT(slots)] = {0};"]
+    lines += [f"    table[FIT({k})] = v_{k};" for k in names]
+    lines += ["    table[FIT(lr)] = &lr;", "    table[FIT(step_count)] = step_count;"]
+    for s in state:  # zeroed optimizer state, shaped like its param
+        param = s.split(".")[0]
+        lines += [f"    static double {s.replace('.', '_')}[{data[param].size}];",
+                  f"    table[FIT({s.replace('.', '_')})] = {s.replace('.', '_')};"]
+    if carry:
+        lines += [f"    static double carry[{data['W'].shape[0]}];",
+                  "    table[FIT(carry0)] = carry;", "    table[FIT(next0)] = v_x;"]
+    dims = ""
+    if batch:
+        for k in ("X", "k"):
+            row = data[k][0].size
+            lines += [f"    static {ctypes_[k]} stage_{k}[{batch * row}];",
+                      f"    staging[FIT({k})] = stage_{k};"]
+        dims = f"{batch}, "
+    size = f"FIT(workspace_size)({dims[:-2]})"
+    lines += [f"    void *ws = aligned_alloc(64, ({size} + 63) / 64 * 64);",
+              f"    for (int e = 0; e < {len(perms)}; e++)",
+              f"        {entry}_fit(table, perms + e * {n}, 0, {steps}, {batch or 1}, {n}, "
+              f"losses + e * {steps}, staging, {dims}ws);",
+              f"    for (int s = 0; s < {len(perms) * steps}; s++) printf(\"loss %.17g\\n\", "
+              f"losses[s]);"]
+    for k in ("W", "b", "V"):
+        lines += [f"    for (int i = 0; i < {data[k].size}; i++)",
+                  f"        printf(\"{k} %.17g\\n\", v_{k}[i]);"]
+    lines += ['    printf("steps %.0f\\n", step_count[0]);', "    free(ws);", "    return 0;", "}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.skipif(not HAVE_CC, reason="no C compiler")
+@pytest.mark.parametrize("config", list(FIT_DRIVERS))
+def test_fit_loop_driven_from_c_by_the_header_alone(tmp_path, inputs, config):
+    """A C program fills the table through the header's enum (params, data, lr, step count,
+    optimizer state, the cross-step carry, staging for batches) and runs two shuffled epochs:
+    its losses, params and step count equal, bit for bit, a replay of in-process step calls
+    on the same samples."""
+    fn, optimizer, batch = FIT_DRIVERS[config]
+    step = diffc.train_step(fn, ["W", "b", "V"], optimizer())
+    step.export(str(tmp_path / "step"))
+    entry = json.loads((tmp_path / "step.json").read_text())["abi"]["entry"]
+    assert bool(step.native.native.fit_rewrites) == (config == "sample_sgd")
+    x_name = "X" if batch else "x"
+    labels = inputs["K64"] if batch else inputs["K"]
+    data = {"W": inputs["W6"], "b": inputs["b6"], "V": inputs["V"], x_name: inputs["X"],
+            "k": labels}
+    perms = np.stack([np.random.default_rng([5, e]).permutation(7) for e in range(2)])
+    source = fit_driver(entry, list(data), data, perms, batch, step.lr, list(step.state),
+                        config == "sample_sgd")
+    (tmp_path / "driver.c").write_text(source)
+    built = subprocess.run(["cc", "-O1", "-Wall", "-Werror", "-I", str(tmp_path), "-o",
+                            str(tmp_path / "driver"), str(tmp_path / "driver.c"),
+                            str(tmp_path / "step.o")], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    ran = subprocess.run([str(tmp_path / "driver")], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    got = {}
+    for line in ran.stdout.splitlines():
+        key, value = line.split()
+        got.setdefault(key, []).append(float(value))
+    replay = diffc.train_step(fn, ["W", "b", "V"], optimizer())
+    params = [data[k].copy() for k in ("W", "b", "V")]
+    losses = []
+    for order in perms:
+        for start in range(0, 7, batch or 1):
+            rows = order[start:start + (batch or 1)]
+            sample = (data[x_name][rows], labels[rows]) if batch else (
+                data[x_name][rows[0]], int(labels[rows[0]]))
+            losses.append(replay(*params, *sample))
+    assert got["loss"] == losses
+    for k, p in zip(("W", "b", "V"), params, strict=True):
+        assert got[k] == list(p.ravel()), k
+    assert got["steps"] == [replay.steps] == [len(losses)]

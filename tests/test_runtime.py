@@ -312,6 +312,39 @@ def test_label_dtype_mismatch():
     expect_error(lambda: ce_static(Z, np.array([0.0, 1.0, 2.0])), "y", "i64[B]", "float64")
 
 
+@pytest.mark.parametrize("call, fix", [
+    (lambda: sce_symbolic(Z, np.array([0, 1, 2])), ".astype(np.int32)"),
+    (lambda: ce_static(Z, np.array([0.0, 1.0, 2.0])), ".astype(np.int64)"),
+    (lambda: scaled(W.astype(np.float32), X, 1.0, 0), ".astype(np.float64)"),
+    (lambda: total32(np.ones(4)), ".astype(np.float32)"),
+    (lambda: total32(np.ones(4, bool)), ".astype(np.float32)"),
+], ids=["int64-labels", "float-labels", "f32-weights", "f64-data", "bool-data"])
+def test_numeric_dtype_slips_name_the_conversion(call, fix):
+    """The dtypes numpy and scikit-learn give by default (int64 labels, float64 data) for
+    another declared dtype: the message says how to convert."""
+    expect_error(call, f"(convert it with {fix})")
+
+
+@pytest.mark.parametrize("bad", [np.ones(4, complex), np.array(["a"] * 4), np.ones(4, object)],
+                         ids=["complex", "str", "object"])
+def test_non_numeric_dtypes_get_no_conversion_hint(bad):
+    with pytest.raises(ArgumentError, match=r"^x: expected f32\[4\], got") as info:
+        total32(bad)
+    assert "astype" not in str(info.value)
+
+
+def test_scalar_parameter_given_an_array_says_it_is_a_scalar():
+    """Before: 'y: expected a i64 integer, got int64 (1,)' (grammar, and no word of why)."""
+    expect_error(lambda: ce_sample(Z[0], np.array([2])),
+                 "y: expected an i64 integer (a scalar parameter), got an array int64 (1,)")
+    expect_error(lambda: scaled(W, X, np.ones(1), 0), "lr: expected an f64 number (a scalar")
+
+
+def test_a_column_where_a_vector_is_expected_says_ravel():
+    expect_error(lambda: sce_symbolic(Z, np.array([[0], [1], [2]], np.int32)),
+                 "y: expected i32[B], got int32 (3, 1) (a column: .ravel() makes it 1-d)")
+
+
 # ----------------------------------------------------------------------------- results, attributes
 
 def test_scalar_results_are_python_floats():

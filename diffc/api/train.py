@@ -20,7 +20,7 @@ from ..core.errors import ArgumentError, SignatureError
 from ..core.trace import is_finite_number
 from ..core.types import ArrayType, Param, Signature
 from ..passes import dce
-from ..runtime.call import check_count, describe
+from ..runtime.call import check_count, describe, dtype_hint
 from ..runtime.fit import FitLoop, run_epochs
 from ..runtime.load import Export
 from ..runtime.native import empty
@@ -148,13 +148,10 @@ class TrainStep(CompiledFunction):
         """
         native = self._native or self.compile()._native
         values = native.invoker.bind(args, kwargs, len(self.signature.params))
-        n, batch, dims = self._check_fit(native.invoker, values, batch_size, epochs, seed,
-                                         shuffle, progress)
         every = _check_callback(callback, callback_every, drop_last)
+        n, batch, dims = self._check_fit(native.invoker, values, batch_size, epochs, seed,
+                                         shuffle, progress, drop_last)
         per_epoch = n // batch if drop_last else -(-n // batch)
-        if per_epoch == 0:
-            raise ArgumentError(f"batch_size: with drop_last, {n} samples make no whole batch "
-                                f"of {batch}")
         losses = empty(epochs * per_epoch, self.signature.result.dtype.np_dtype,
                        f"epochs: the losses of {epochs} epochs of {per_epoch} steps")
         batched = self._data if self._batch_symbol else []
@@ -193,7 +190,7 @@ class TrainStep(CompiledFunction):
         return self.record.options["batch_symbol"]
 
     def _check_fit(self, invoker, values: list, batch_size, epochs, seed, shuffle,
-                   progress) -> tuple[int, int, tuple]:
+                   progress, drop_last) -> tuple[int, int, tuple]:
         """Validate fit's arguments as one step's (on the first sample or batch), then as a
         whole (sample counts, label ranges, overlap with the params); nothing runs before.
         ndarray subclasses in `values` are replaced by plain views of their memory."""
@@ -209,15 +206,8 @@ class TrainStep(CompiledFunction):
         names = self.signature.names
         counts = {}
         for i in self._data:
-            a, t = values[i], self.signature.params[i].type
-            if not isinstance(a, np.ndarray) or a.ndim < 1:
-                raise ArgumentError(f"{names[i]}: expected a numpy array with a leading sample "
-                                    f"axis, got {describe(a)}")
-            if a.dtype != t.dtype.np_dtype:  # the native loop reads every sample as t.dtype
-                kind = "rows" if self._batch_symbol else "samples"
-                raise ArgumentError(f"{names[i]}: expected {t.dtype} data ({kind} of {t}), "
-                                    f"got {a.dtype} {a.shape}")
-            counts[names[i]] = a.shape[0]
+            values[i] = self._check_data(names[i], values[i], self.signature.params[i].type)
+            counts[names[i]] = values[i].shape[0]
         if len(set(counts.values())) != 1 or 0 in counts.values():
             raise ArgumentError(f"{', '.join(counts)}: the data arguments need one common "
                                 f"number of samples >= 1, got {counts}")
@@ -228,7 +218,11 @@ class TrainStep(CompiledFunction):
                                     f"step (it has no symbolic batch dim), got {batch_size!r}")
             batch = 1
         else:
-            batch = min(32 if batch_size is None else check_count("batch_size", batch_size, 1), n)
+            batch = 32 if batch_size is None else check_count("batch_size", batch_size, 1)
+            if drop_last and batch > n:
+                raise ArgumentError(f"batch_size: with drop_last, {n} samples make no whole "
+                                    f"batch of {batch}")
+            batch = min(batch, n)
         one = [values[i][:batch] if i in self._data and self._batch_symbol else
                values[i][0] if i in self._data else values[i] for i in range(len(values))]
         extra = [self._lr, *self._state]
@@ -243,6 +237,26 @@ class TrainStep(CompiledFunction):
                 invoker.check_labels(i, values[i], symbols)
         invoker.check_written(values + extra)
         return n, batch, dims
+
+    def _check_data(self, name: str, a, t: ArrayType) -> np.ndarray:
+        """A data argument checked for rank, static dims and dtype (the native loop reads every
+        sample as t's dtype); per-sample scalars given as a column (N, 1) come back as (N,)."""
+        if not isinstance(a, np.ndarray) or a.ndim < 1:
+            raise ArgumentError(f"{name}: expected a numpy array with a leading sample axis, "
+                                f"got {describe(a)}")
+        row = t.shape[1:] if self._batch_symbol else t.shape  # one sample's shape
+        if row == () and a.shape[1:] == (1,):
+            a = a[:, 0]  # a view: non-contiguous if the column was
+        if a.ndim != len(row) + 1 or any(d.__class__ is int and d != s
+                                         for d, s in zip(row, a.shape[1:], strict=True)):
+            shape = ", ".join(map(str, ("N",) + row)) + ("," if not row else "")
+            raise ArgumentError(f"{name}: expected {len(row) + 1}-d data of shape ({shape}) "
+                                f"(one {ArrayType(t.dtype, row)} per sample), got {describe(a)}")
+        if a.dtype != t.dtype.np_dtype:
+            kind = "rows" if self._batch_symbol else "samples"
+            raise ArgumentError(f"{name}: expected {t.dtype} data ({kind} of {t}), got "
+                                f"{describe(a)}{dtype_hint(a.dtype, t.dtype.np_dtype)}")
+        return a
 
     def _check_fit_signature(self, invoker) -> None:
         """fit gathers each step's rows of the data along their leading axis and shortens the

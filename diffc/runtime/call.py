@@ -62,6 +62,14 @@ def describe(a) -> str:
     return f"{type(a).__name__} {a!r}"[:60]
 
 
+def dtype_hint(given: np.dtype, expected: np.dtype) -> str:
+    """The fix for a numeric array of another dtype (int64 labels for i32, float64 data for
+    f32: what numpy and scikit-learn give by default), as a message's tail; else ''."""
+    if given.kind in "biuf" and expected.kind in "iuf":
+        return f" (convert it with .astype(np.{expected.name}))"
+    return ""
+
+
 def check_count(name: str, value, low: int) -> int:
     """An int >= low (numpy integers too, not bools) as a Python int, or an ArgumentError."""
     if isinstance(value, _BOOLS) or not isinstance(value, _INTEGERS) or value < low:
@@ -138,7 +146,8 @@ class Invoker:
                     return self.check(_plain_views(values))
                 raise ArgumentError(f"{name}: expected a numpy array {t}, got {describe(a)}")
             if a.dtype is not np_dtype and a.dtype != np_dtype:
-                raise ArgumentError(f"{name}: expected {t}, got {describe(a)}")
+                raise ArgumentError(f"{name}: expected {t}, got {describe(a)}"
+                                    f"{dtype_hint(a.dtype, np_dtype)}")
             if a.shape != static_shape:
                 self._check_symbolic(name, t, a, symbols)
             if not a.flags.c_contiguous:
@@ -157,7 +166,9 @@ class Invoker:
         """Shape check of an array whose type has symbolic dims (or a wrong static shape)."""
         shape = a.shape
         if len(shape) != len(t.shape):
-            raise ArgumentError(f"{name}: expected {t}, got {describe(a)}")
+            column = len(shape) == len(t.shape) + 1 and shape[-1] == 1
+            raise ArgumentError(f"{name}: expected {t}, got {describe(a)}"
+                                f"{' (a column: .ravel() makes it 1-d)' if column else ''}")
         for d, s in zip(t.shape, shape, strict=True):
             if d.__class__ is int:
                 if d != s:
@@ -204,21 +215,25 @@ class Invoker:
     def _check_scalar(name: str, t: ArrayType, a) -> None:
         if isinstance(a, np.ndarray) and a.ndim == 0 and a.dtype.kind in "biuf":
             a = a[()]  # a 0-d array of another kind (object, complex) is refused below
+        kind = "number" if t.dtype.is_float else "integer"
+        if isinstance(a, np.ndarray):
+            raise ArgumentError(f"{name}: expected an {t} {kind} (a scalar parameter), got an "
+                                f"array {describe(a)}")
         if isinstance(a, _BOOLS):
-            raise ArgumentError(f"{name}: expected a {t} number, got {describe(a)}")
+            raise ArgumentError(f"{name}: expected an {t} {kind}, got {describe(a)}")
         if t.dtype.is_float:
             if not isinstance(a, _NUMBERS):
-                raise ArgumentError(f"{name}: expected a {t} number, got {describe(a)}")
+                raise ArgumentError(f"{name}: expected an {t} number, got {describe(a)}")
             if isinstance(a, int):
                 try:
                     float(a)
                 except OverflowError:
-                    raise ArgumentError(f"{name}: expected a {t} number, got an int too large "
+                    raise ArgumentError(f"{name}: expected an {t} number, got an int too large "
                                         f"for a float ({describe(a)})") from None
             return
         lo, hi = _INT_RANGE[t.dtype.name]
         if not isinstance(a, _INTEGERS) or not lo <= a <= hi:
-            raise ArgumentError(f"{name}: expected a {t} integer, got {describe(a)}")
+            raise ArgumentError(f"{name}: expected an {t} integer, got {describe(a)}")
 
     def check_labels(self, i: int, a, symbols: dict) -> None:
         """Integer labels for input i must index every class axis they are used with."""

@@ -4,8 +4,9 @@ Input: the record, `Native` description, IR text and object code of a compiled c
 grad, value_and_grad or train step), and a maker of the digest's object. Output: the object code
 (position-independent, no libm or Python symbols), a C header generated from the signature that
 documents argument order, layout, symbolic dims, the workspace, in-place arguments and thread
-safety, the signature as JSON (what `diffc.load` rebuilds the calling convention from) and,
-where a system C compiler exists, a shared library linked from the object.
+safety (for a train step also its fit loop, the slots of its table as an enum), the signature as
+JSON (what `diffc.load` rebuilds the calling convention from) and, where a system C compiler
+exists, a shared library linked from the object.
 Invariants: the two halves `diffc.load` uses are bound to each other: the .json records the
 size and sha256 of the .o and the .so, and the .so also defines `<entry>_export_digest`, the
 sha256 of the .json's other fields (load.py's `description_digest`), so that a .json edited
@@ -21,9 +22,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+import textwrap
 import warnings
 
-from .abi import Abi, Native
+from .abi import Abi, Native, c_name
 from .load import FORMAT, description_digest
 from .record import Record
 
@@ -122,7 +124,7 @@ def c_header(meta: dict) -> str:
         f"void {abi.entry}(\n    " + ",\n    ".join(args) + ");",
     ]
     if record.kind == "train_step":
-        lines += _fit_comment(abi)
+        lines += _fit_section(abi, record, meta["fit"])
     lines += ["", "#ifdef __cplusplus", "}", "#endif", f"#endif /* {guard} */", ""]
     return "\n".join(lines)
 
@@ -141,23 +143,72 @@ def _entry_decls(abi: Abi, names, written: set) -> list[str]:
     return decls
 
 
-def _fit_comment(abi: Abi) -> list[str]:
+def _fit_section(abi: Abi, record: Record, fit: dict) -> list[str]:
+    """The fit loop's prototype, what its arguments mean, and its table's slots as an enum."""
+    fit_abi = Abi.from_json(fit["abi"])
+    symbol = record.options["batch_symbol"]
+    size = abi.fit_entry + "_workspace_size"
+    dims = ", ".join(a.c_decl() for a in fit_abi.size_args()) or "void"
+    takes = ("`batch` samples (the last step of an epoch the rest)" if symbol else
+             "one sample (pass batch = 1)")
+    prose = (
+        f"{abi.fit_entry}: training over a data set of n samples in one call. It runs steps "
+        f"first <= s < last of an epoch, taking the samples in the order perm[0..n) (a "
+        f"permutation of 0..n-1: the identity for no shuffling); each step takes {takes}. "
+        f"Step s writes its loss to losses[s] and updates the params, step_count and the state "
+        f"in place, exactly as a call of {abi.entry} on the same samples does. An epoch has "
+        f"ceil(n / batch) steps (n / batch drops a short last batch): call it once per epoch "
+        f"with a new perm to shuffle, or in chunks (first, last). table[k] points at slot k of "
+        f"the enum below ({abi.fit_entry}_slots slots); staging[k] at a buffer of `batch` rows "
+        f"for each slot marked `staging`, else NULL. The dims are those of one full batch"
+        f"{f' ({symbol} = batch)' if symbol else ''}; workspace points at {size}(dims) bytes, "
+        f"aligned to 64, used by this call alone. */")
     return [
         "",
         "/* The train step's inputs are the function's, then `lr`, then `step_count` (one",
         "   double: the number of updates applied; each call adds 1 to it in place, and Adam's",
         "   bias corrections use step t = step_count + 1), then the optimizer state. Zero",
         "   step_count together with the state to start (or restart) training.",
-        f"   {abi.fit_entry} runs steps first <= s < last of an epoch over n samples in the",
-        "   order perm: table[i] points at input i (data inputs: the whole data set with a",
-        "   leading sample axis; a scalar such as `lr`: its value; each step updates the",
-        "   params, step_count and the state in place), staging[i] at a batch-sized buffer",
-        "   for batched data inputs; step s writes its loss to losses[s].",
-        "   The table lists the inputs of the JSON's fit.abi: with cross-step fusion",
-        "   (fit.rewrites) each fused layer adds a carry buffer (W @ x, of W's row count) and",
-        "   the data set of its x again. */",
+        "",
+        *textwrap.wrap(prose, 92, initial_indent="   ", subsequent_indent="   ",
+                       break_on_hyphens=False),
+        *([f"int64_t {fit_abi.workspace_size}({dims});"] if fit_abi.entry != abi.entry else []),
+        f"#define {size} {fit_abi.workspace_size}",
         f"void {abi.fit_entry}(" + ", ".join(_fit_decl(a) for a in abi.fit_args()) + ");",
+        "enum {",
+        *_fit_slots(abi, record, fit_abi, fit["rewrites"]),
+        "};",
     ]
+
+
+def _fit_slots(abi: Abi, record: Record, fit_abi: Abi, rewrites: list[dict]) -> list[str]:
+    """One enum line per slot of the fit loop's table (the inputs of the step it runs),
+    saying what it points at; then the number of slots."""
+    options, names = record.options, list(record.entry.names)
+    n_args = len(record.signature.params)  # then lr, step_count and the optimizer state
+    slots = []
+    for i, name in enumerate(names):
+        t = fit_abi.inputs[i]
+        ctype = t.dtype.c_type
+        if i in options["data"]:
+            rows = "".join(f"[{d}]" for d in (t.shape[1:] if options["batch_symbol"] else t.shape))
+            what = f"const {ctype}[n]{rows}: the whole data set" + (
+                f"; staging: {ctype}[batch]{rows}" if options["batch_symbol"] else "")
+        elif name in options["params"] or i > n_args:
+            what = f"{ctype}{''.join(f'[{d}]' for d in t.shape)}: updated in place"
+        elif t.ndim == 0:
+            what = f"{ctype}: " + ("the learning rate" if i == n_args else "the same every step")
+        else:
+            what = f"const {ctype}{''.join(f'[{d}]' for d in t.shape)}: the same every step"
+        slots.append((name, what))
+    slots += [None] * (len(fit_abi.inputs) - len(slots))
+    for k, r in enumerate(rewrites):  # cross-step fusion: W @ x carried to the next step
+        carry = fit_abi.inputs[r["carry"]]
+        slots[r["carry"]] = (f"carry{k}", f"{carry.dtype.c_type}[{carry.shape[0]}]: scratch, "
+                             f"the next step's {names[r['weight']]} @ {names[r['data']]}")
+        slots[r["next"]] = (f"next{k}", f"the data set of {names[r['data']]} again")
+    return [f"    {abi.fit_entry}_{c_name(name)} = {k}, /* {what} */"
+            for k, (name, what) in enumerate(slots)] + [f"    {abi.fit_entry}_slots = {len(slots)}"]
 
 
 def _fit_decl(arg) -> str:

@@ -1,7 +1,8 @@
 """Loading an export: run exported code with numpy and ctypes only (no llvmlite, tracing or
 compiling).
 
-Input: the path given to `export` (without extension). Output: an `Export`: the `Record` of
+Input: the path given to `export` (or the path of one of its files: `m.so` or `m.json` for the
+export `m`). Output: an `Export`: the `Record` of
 the exported callable (function, gradient, train step), its IR text and a `NativeProgram` with
 the same calling convention and argument validation, built from `path.json` and calling into
 `path.so` (`diffc.load`, api/load.py, makes the user's object from it).
@@ -37,6 +38,7 @@ from .record import Record
 # reads changes. 2: a train step takes its step count as an in-place `step_count` (f64[1]) and
 # the .json records the digests of the .o and .so; 3: the callable is described by a `record`
 FORMAT = 3
+SUFFIXES = (".json", ".so", ".o", ".h")  # the files of an export at `path`: path.json, ...
 _copies = itertools.count()  # numbers the private copies, so that no path is mapped twice
 
 
@@ -65,6 +67,7 @@ def load(path) -> Export:
     if not isinstance(path, str):
         raise ArgumentError(f"path: expected a str or os.PathLike (the path given to export), "
                             f"got {type(given).__name__}")
+    path = export_path(path)
     meta = _read_json(path + ".json")
     data = _read(path + ".so", path + ".json", _so_record(meta, path + ".json"))
     if description_digest(meta) not in data:  # the .so holds the digest of its own .json
@@ -77,6 +80,24 @@ def load(path) -> Export:
     return Export(record, meta["ir"], NativeProgram(native, record.entry, addresses, library))
 
 
+def export_path(path: str) -> str:
+    """The path given to export, from itself or from one of the export's files (`m.so` for
+    the export `m`): `path` if `path.json` exists, else `path` without its suffix if that names
+    an export. Neither: an ArgumentError naming the files looked for."""
+    if os.path.lexists(path + ".json"):
+        return path
+    stem, suffix = os.path.splitext(path)
+    if suffix in SUFFIXES and os.path.lexists(stem + ".json"):
+        return stem
+    folder = os.path.dirname(path)
+    if folder and not os.path.isdir(folder):
+        raise _bad(path, f"names no export: the folder {folder} does not exist")
+    missing = (f"neither {path}.json nor {stem}.json exists" if suffix in SUFFIXES else
+               f"{path}.json does not exist")
+    raise _bad(path, f"names no export: {missing} (export(path) writes path.json, path.so, "
+               f"path.o and path.h; load takes path or one of those)")
+
+
 def _bad(file: str, what: str) -> ArgumentError:
     return ArgumentError(f"diffc.load: {file} {what}")
 
@@ -86,7 +107,8 @@ def _read(file: str, json_file: str | None = None, expected: dict | None = None)
     try:
         data = read_regular(file)
     except FileNotFoundError:
-        hint = " (export writes the .so only where a C compiler is found)" if expected else ""
+        hint = f", though {json_file} records it (moved or deleted since? export again)" if \
+            expected else ""
         raise _bad(file, f"does not exist{hint}") from None
     except (OSError, ValueError) as e:
         raise _bad(file, f"cannot be read: {e}") from None

@@ -1,9 +1,10 @@
-"""Export the 784 -> 128 -> 10 per-sample SGD train step for the C program in this folder.
+"""Export the 784 -> 128 -> 10 per-sample SGD train step for the C programs in this folder.
 
     python examples/c/export_step.py BUILD_DIR
 
 writes BUILD_DIR/mlp_step.{o,h,json,so}: the loss, its gradients and the SGD update of the
-README's network in one native function, `diffc_train_step_mlp_loss`.
+network in one native function, `diffc_train_step_mlp_loss` (train.c calls it per sample), and
+the loop over a data set, `diffc_train_step_mlp_loss_fit` (fit.c calls it per epoch).
 """
 import os
 import sys
