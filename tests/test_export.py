@@ -864,3 +864,24 @@ def test_fit_loop_driven_from_c_by_the_header_alone(tmp_path, inputs, config):
     for k, p in zip(("W", "b", "V"), params, strict=True):
         assert got[k] == list(p.ravel()), k
     assert got["steps"] == [replay.steps] == [len(losses)]
+
+
+@pytest.mark.skipif(not HAVE_CC, reason="no C compiler")
+def test_header_compiles_with_names_c_spells_alike(tmp_path):
+    """Parameters named like the step's own inputs (lr, step_count), like a dim (B), like a C
+    keyword (double) or alike once made C identifiers get distinct names in the prototype
+    and the fit table's enum, so the header compiles."""
+    @diffc.function(name="clashing")
+    def f(w: f64[3], lr: f64[3], step_count: f64[3], double: f64, B: f64["B"],
+          é: f64[3], ü: f64[3]) -> f64:
+        return nn.sum(w * lr * step_count * é * ü) * double + nn.sum(B)
+
+    diffc.train_step(f, ["w"], diffc.Adam()).export(str(tmp_path / "s"))
+    (tmp_path / "m.c").write_text('#include "s.h"\nint main(void) { return 0; }\n')
+    done = subprocess.run(["cc", "-c", "-Wall", "-Werror", "-o", "m.o", "m.c"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    header = (tmp_path / "s.h").read_text()
+    for decl in ("const double *lr ", "double lr_2", "double double_2", "const double *B_2 ",
+                 "double *step_count_2 ", "const double *_ ", "const double *__2 "):
+        assert decl in header, decl

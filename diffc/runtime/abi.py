@@ -53,6 +53,34 @@ def packed_name(name: str) -> str:
     return name + "_packed"
 
 
+C_KEYWORDS = frozenset(
+    "auto bool break case char const continue default do double else enum extern float for goto "
+    "if inline int long register restrict return short signed sizeof static struct switch "
+    "typedef union unsigned void volatile while int32_t int64_t".split())
+
+
+def distinct_names(names, taken=()) -> list[str]:
+    """names with each one that is a C keyword, or repeats an earlier one or one of `taken`,
+    suffixed `_2`, `_3`, ...: C identifiers that tell them apart."""
+    taken, out = set(taken), []
+    for n in names:
+        name, k = n, 1
+        while name in taken or name in C_KEYWORDS:
+            k += 1
+            name = f"{n}_{k}"
+        taken.add(name)
+        out.append(name)
+    return out
+
+
+def _distinct(args: list[Arg]) -> list[Arg]:
+    """args with distinct C names (the dims and the workspace keep theirs)."""
+    fixed = [a for a in args if a.role in ("dim", "workspace")]
+    named = [a for a in args if a.role not in ("dim", "workspace")]
+    names = distinct_names([a.name for a in named], {a.name for a in fixed})
+    return [Arg(n, a.dtype, a.pointer, a.role) for n, a in zip(names, named, strict=True)] + fixed
+
+
 def _dim_args(symbols) -> list[Arg]:
     return [Arg(s, i64, False, "dim") for s in symbols]
 
@@ -81,12 +109,14 @@ class Abi:
         return self.entry + "_fit"
 
     def entry_args(self, names=None) -> list[Arg]:
-        """The entry's arguments (inputs named `names`, default in0, in1, ...)."""
+        """The entry's arguments (inputs named `names`, default in0, in1, ...; names that C
+        would spell alike, or as a keyword, are told apart by a suffix)."""
         names = names or [f"in{i}" for i in range(len(self.inputs))]
-        return ([Arg(c_name(n), t.dtype, t.ndim > 0, "input")
-                 for n, t in zip(names, self.inputs, strict=True)] +
-                [Arg(f"out{j}", t.dtype, True, "output") for j, t in enumerate(self.outputs)] +
-                _dim_args(self.symbols) + [Arg("workspace", None, True, "workspace")])
+        return _distinct([Arg(c_name(n), t.dtype, t.ndim > 0, "input")
+                          for n, t in zip(names, self.inputs, strict=True)] +
+                         [Arg(f"out{j}", t.dtype, True, "output")
+                          for j, t in enumerate(self.outputs)] +
+                         _dim_args(self.symbols) + [Arg("workspace", None, True, "workspace")])
 
     def size_args(self) -> list[Arg]:
         """The arguments of `workspace_size` (which returns an int64, -1 on overflow)."""

@@ -25,7 +25,7 @@ import tempfile
 import textwrap
 import warnings
 
-from .abi import Abi, Native, c_name
+from .abi import Abi, Native, distinct_names
 from .load import FORMAT, description_digest
 from .record import Record
 
@@ -186,6 +186,7 @@ def _fit_slots(abi: Abi, record: Record, fit_abi: Abi, rewrites: list[dict]) -> 
     saying what it points at; then the number of slots."""
     options, names = record.options, list(record.entry.names)
     n_args = len(record.signature.params)  # then lr, step_count and the optimizer state
+    c_names = [a.name for a in abi.entry_args(names)][:len(names)]  # as the prototype spells them
     slots = []
     for i, name in enumerate(names):
         t = fit_abi.inputs[i]
@@ -200,15 +201,17 @@ def _fit_slots(abi: Abi, record: Record, fit_abi: Abi, rewrites: list[dict]) -> 
             what = f"{ctype}: " + ("the learning rate" if i == n_args else "the same every step")
         else:
             what = f"const {ctype}{''.join(f'[{d}]' for d in t.shape)}: the same every step"
-        slots.append((name, what))
+        slots.append((c_names[i], what))
     slots += [None] * (len(fit_abi.inputs) - len(slots))
     for k, r in enumerate(rewrites):  # cross-step fusion: W @ x carried to the next step
         carry = fit_abi.inputs[r["carry"]]
         slots[r["carry"]] = (f"carry{k}", f"{carry.dtype.c_type}[{carry.shape[0]}]: scratch, "
                              f"the next step's {names[r['weight']]} @ {names[r['data']]}")
         slots[r["next"]] = (f"next{k}", f"the data set of {names[r['data']]} again")
-    return [f"    {abi.fit_entry}_{c_name(name)} = {k}, /* {what} */"
-            for k, (name, what) in enumerate(slots)] + [f"    {abi.fit_entry}_slots = {len(slots)}"]
+    enum = distinct_names([name for name, _ in slots], {"slots"})
+    return [f"    {abi.fit_entry}_{name} = {k}, /* {what} */"
+            for k, (name, (_, what)) in enumerate(zip(enum, slots, strict=True))] + [
+        f"    {abi.fit_entry}_slots = {len(slots)}"]
 
 
 def _fit_decl(arg) -> str:
