@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from . import reductions
+from .emitters import EMITTERS
 from .fused import lower_fused
 from .gemm import full_vector, lower_matmul
 from .loops import I64, for_range, loop_nest
-from .scalar import EMITTERS, emit_exp, emit_log, intrinsic
+from .scalar import emit_exp, emit_log, intrinsic
 
 REDUCE = ("reassoc", "contract")
 
@@ -340,4 +342,10 @@ KERNELS = {
     "log_softmax": lower_log_softmax,
     "pick": lower_pick,
     "softmax_cross_entropy": lower_softmax_cross_entropy,
+    # reductions.py
+    "reduce_max": reductions.lower_reduce_max,
+    "reduce_min": reductions.lower_reduce_min,
+    "logsumexp": reductions.lower_logsumexp,
+    "argmax": reductions.lower_argmax,
+    "argmin": reductions.lower_argmin,
 }

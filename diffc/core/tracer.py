@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .elementwise import elementwise, mean
+from .elementwise import astype, clip, compare, elementwise, where
 from .errors import DTypeError, ShapeError, TraceError
 from .ir import Lit, Program, Var
 from .linalg import matmul
-from .structural import reduce_sum, transpose
+from .reductions import arg, average, reduce, total
+from .structural import transpose
 from .trace import TraceContext, Traced, at_user, describe, is_number
 from .types import ArrayType, Signature, def_location
 
@@ -32,11 +33,11 @@ class Tracer(Traced):
     def __repr__(self) -> str:
         return f"Tracer({self.var.type})"
 
-    def sum(self, axis=None):
-        return reduce_sum(self, axis)
+    def sum(self, axis=None, keepdims=False):
+        return total(self, axis, keepdims)
 
-    def mean(self, axis=None):
-        return mean(self, axis)
+    def mean(self, axis=None, keepdims=False):
+        return average(self, axis, keepdims)
 
     __add__ = lambda self, other: elementwise("add", self, other)  # noqa: E731
     __radd__ = lambda self, other: elementwise("add", other, self)  # noqa: E731
@@ -62,33 +63,93 @@ class Tracer(Traced):
         raise at_user(TraceError, "a traced value as an exponent is not supported; write "
                                    "nn.exp(x * log(base)) instead")
 
+    # ---------------------------------------------------- comparisons, reductions, conversions
+    def max(self, axis=None, keepdims=False):
+        return reduce("max", self, axis, keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        return reduce("min", self, axis, keepdims)
+
+    def argmax(self, axis=None):
+        return arg("argmax", self, axis)
+
+    def argmin(self, axis=None):
+        return arg("argmin", self, axis)
+
+    def clip(self, lo=None, hi=None):
+        return clip(self, lo, hi)
+
+    def astype(self, dtype):
+        return astype(self, dtype)
+
+    __abs__ = lambda self: elementwise("abs", self)  # noqa: E731
+    __lt__ = lambda self, other: compare("lt", self, other)  # noqa: E731
+    __le__ = lambda self, other: compare("le", self, other)  # noqa: E731
+    __gt__ = lambda self, other: compare("gt", self, other)  # noqa: E731
+    __ge__ = lambda self, other: compare("ge", self, other)  # noqa: E731
+    __eq__ = lambda self, other: compare("eq", self, other)  # noqa: E731
+    __ne__ = lambda self, other: compare("ne", self, other)  # noqa: E731
+    __hash__ = object.__hash__
+
+    # numpy functions applied to a traced value: these trace, others are refused
+    _UFUNCS = {np.add: "add", np.subtract: "sub", np.multiply: "mul", np.true_divide: "div",
+               np.negative: "neg", np.exp: "exp", np.log: "log", np.tanh: "tanh",
+               np.sqrt: "sqrt", np.absolute: "abs", np.fabs: "abs", np.log1p: "log1p",
+               np.expm1: "expm1", np.sin: "sin", np.cos: "cos", np.maximum: "maximum",
+               np.minimum: "minimum", np.less: "lt", np.less_equal: "le", np.greater: "gt",
+               np.greater_equal: "ge", np.equal: "eq", np.not_equal: "ne"}
+    _FUNCTIONS = {np.where: where,
+                  np.clip: lambda a, a_min=None, a_max=None: clip(a, a_min, a_max),
+                  np.sum: total, np.mean: average,
+                  np.max: lambda *a, **k: reduce("max", *a, **k),
+                  np.min: lambda *a, **k: reduce("min", *a, **k),
+                  np.argmax: lambda *a, **k: arg("argmax", *a, **k),
+                  np.argmin: lambda *a, **k: arg("argmin", *a, **k)}
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if method == "__call__" and not kwargs and ufunc in self._UFUNCS:
+            return elementwise(self._UFUNCS[ufunc], *inputs)
+        if method == "__call__" and not kwargs and ufunc is np.square:
+            return elementwise("pow", *inputs, y=2)
+        if method == "__call__" and ufunc is np.matmul and not kwargs:
+            return matmul(*inputs)
+        raise at_user(TraceError, f"numpy function {ufunc.__name__} applied to a traced value "
+                                   f"is not supported; use diffc.nn")
+
+    def __array_function__(self, func, types, args, kwargs):
+        if func in self._FUNCTIONS:
+            try:
+                return self._FUNCTIONS[func](*args, **kwargs)
+            except TypeError as e:  # an argument numpy has and diffc has not (out=, dtype=)
+                raise at_user(TraceError, f"numpy function {func.__name__} applied to a "
+                                           f"traced value: {e}; use diffc.nn") from None
+        raise at_user(TraceError, f"numpy function {func.__name__} applied to a traced value "
+                                   f"is not supported; use diffc.nn")
+
     def _refuse(self, what: str):
         raise at_user(TraceError, f"{what} on a traced value cannot be traced: the value is "
                                    f"not known until the compiled function runs (no Python "
                                    f"control flow on traced values)")
 
-    __bool__ = lambda self: self._refuse("truth testing (if/while/and/or/not)")  # noqa: E731
+    __bool__ = lambda self: self._refuse(  # noqa: E731
+        "truth testing (if/while/and/or/not, a comparison as a condition)")
     __len__ = lambda self: self._refuse("len()")  # noqa: E731
     __iter__ = lambda self: self._refuse("iteration")  # noqa: E731
     __index__ = lambda self: self._refuse("use as an index")  # noqa: E731
     __int__ = lambda self: self._refuse("int()")  # noqa: E731
     __float__ = lambda self: self._refuse("float()")  # noqa: E731
     __complex__ = lambda self: self._refuse("complex()")  # noqa: E731
-    __lt__ = __le__ = __gt__ = __ge__ = lambda self, other: self._refuse(  # noqa: E731
-        "comparison (as in `if x > 0:`)")
-    __eq__ = __ne__ = lambda self, other: self._refuse("comparison")  # noqa: E731
-    __hash__ = object.__hash__
     __getitem__ = lambda self, index: self._refuse("indexing")  # noqa: E731
     __array__ = lambda self, *a, **k: self._refuse("conversion to a numpy array")  # noqa: E731
 
     def _unsupported(self, operation: str):
         raise at_user(TraceError, f"{operation} on a traced array is not supported; supported: "
-                                   f"+ - * / ** @ .T .sum .mean and diffc.nn")
+                                   f"+ - * / ** @ abs() comparisons .T .sum .mean .max .min "
+                                   f".clip .astype and diffc.nn")
 
     __floordiv__ = __rfloordiv__ = lambda self, *_: self._unsupported("'//'")  # noqa: E731
     __mod__ = __rmod__ = lambda self, *_: self._unsupported("'%'")  # noqa: E731
     __divmod__ = __rdivmod__ = lambda self, *_: self._unsupported("divmod()")  # noqa: E731
-    __abs__ = lambda self: self._unsupported("abs()")  # noqa: E731
     __round__ = lambda self, *_: self._unsupported("round()")  # noqa: E731
     __trunc__ = __floor__ = __ceil__ = lambda self: self._unsupported(  # noqa: E731
         "rounding (math.trunc, floor, ceil)")
@@ -96,27 +157,12 @@ class Tracer(Traced):
         __rshift__ = __rrshift__ = __invert__ = lambda self, *_: self._unsupported(  # noqa: E731
             "a bitwise operator (& | ^ ~ << >>)")
 
-    # numpy functions applied to a traced value: the arithmetic ones trace, others are refused
-    _UFUNCS = {np.add: "add", np.subtract: "sub", np.multiply: "mul", np.true_divide: "div",
-               np.negative: "neg", np.exp: "exp", np.log: "log", np.tanh: "tanh"}
-
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        if method == "__call__" and not kwargs and ufunc in self._UFUNCS:
-            return elementwise(self._UFUNCS[ufunc], *inputs)
-        if method == "__call__" and ufunc is np.matmul and not kwargs:
-            return matmul(*inputs)
-        raise at_user(TraceError, f"numpy function {ufunc.__name__} applied to a traced value "
-                                   f"is not supported; use diffc.nn")
-
-    def __array_function__(self, func, types, args, kwargs):
-        raise at_user(TraceError, f"numpy function {func.__name__} applied to a traced value "
-                                   f"is not supported; use diffc.nn")
-
     def __getattr__(self, name):
         if name.startswith("__"):
             raise AttributeError(name)
         raise at_user(TraceError, f"traced arrays have no attribute {name!r}; supported: "
-                                  f"+ - * / ** @ .T .sum .mean .shape .dtype and diffc.nn")
+                                  f"+ - * / ** @ .T .sum .mean .max .min .argmax .argmin .clip "
+                                  f".astype .shape .dtype and diffc.nn")
 
 
 def replay(ctx: TraceContext, program: Program, args: list) -> tuple[dict[int, Tracer], list]:
