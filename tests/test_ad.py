@@ -19,7 +19,7 @@ from diffc import SignatureError, TraceError, f32, f64, i32, i64, nn
 from diffc.core.ir import Eqn, Lit, Program, Var, eval_program, verify
 from diffc.core.primitive import PRIMITIVES, Primitive
 from diffc.core.trace import bind
-from diffc.core.types import ArrayType
+from diffc.core.types import ArrayType, bool_
 from diffc.transforms.ad import vjp
 
 RTOL = {f32: 1e-5, f64: 1e-12}
@@ -168,7 +168,36 @@ RULE_CASES |= {  # shape primitives
     "scatter_add": {"rows": _c(("x", ("B", 2, 3)), (("i32", 5), ("B", 2)), shape=(5, 3),
                                axis=0)},
 }
-NOT_DIFFERENTIABLE = {"softmax_cross_entropy_grad", "fused", "sgd_outer", "update_matvec"}
+
+def _reduce(*axes_cases):
+    return {f"{shape}-{axes}": _c((kind, shape), axes=axes) for kind, shape, axes in axes_cases}
+
+
+RULE_CASES |= {  # the language
+    "abs": _unary("away"),
+    "sqrt": _unary("pos"),
+    "log1p": _unary("pos"),
+    "expm1": _unary(),
+    "sin": _unary(),
+    "cos": _unary(),
+    "softplus": _unary(),
+    "erfc": _unary(),
+    "maximum": _binary(),
+    "minimum": _binary(),
+    "select": {"same": _c(("mask", ("B", 3)), ("x", ("B", 3)), ("x", ("B", 3))),
+               "rank0": _c(("mask", (4,)), ("x", ()), ("x", (4,))),
+               "lit": _c(("mask", (2, 3)), ("x", (2, 3)), ("lit", 0.5))},
+    "convert_element_type": RULE_CASES["convert_element_type"] | {
+        "from-mask": _c(("mask", ("B", 4)), dtype=f64), "from-i32": _c((("i32", 9), (5,)),
+                                                                   dtype=f64)},
+    "reduce_max": _reduce(("x", ("B", 4), (1,)), ("x", ("B", 4), (0,)),
+                          ("x", (2, 3, 4), (0, 2)), ("x", (5,), (0,))),
+    "reduce_min": _reduce(("x", ("B", 4), (1,)), ("x", (2, 3, 4), (1,))),
+    "logsumexp": _reduce(("x", ("B", 4), (1,)), ("x", ("B", 4), (0,)), ("x", (2, 3, 4), (0, 2)),
+                         ("x", (5,), (0,))),
+}
+NOT_DIFFERENTIABLE = {"softmax_cross_entropy_grad", "fused", "sgd_outer", "update_matvec",
+                      "lt", "le", "gt", "ge", "eq", "ne", "argmax", "argmin"}
 RULE_IDS = [(name, key) for name, cases in RULE_CASES.items() for key in cases]
 WORST: dict[str, float] = {}  # primitive -> worst relative gradient error seen (f64)
 
@@ -182,6 +211,7 @@ def _operand(rng, kind, shape):
     if kind[0] in ("i32", "i64"):
         return rng.integers(0, kind[1], shape).astype(LABEL_DTYPES[kind[0]].np_dtype)
     return {"x": lambda: rng.standard_normal(shape),
+            "mask": lambda: rng.random(shape) < 0.5,
             "away": lambda: rng.choice([-1, 1], shape) * rng.uniform(0.1, 2.0, shape),
             "pos": lambda: rng.uniform(0.5, 2.0, shape),
             "unit": lambda: rng.uniform(0.0, 1.0, shape)}[kind]()
@@ -195,6 +225,8 @@ def build_rule_program(name: str, case: RuleCase) -> Program:
             atoms.append(Lit(shape, ArrayType(f64, ())))
         elif isinstance(kind, tuple):
             atoms.append(Var(ArrayType(LABEL_DTYPES[kind[0]], shape)))
+        elif kind == "mask":
+            atoms.append(Var(ArrayType(bool_, shape)))
         else:
             atoms.append(Var(ArrayType(f64, shape)))
     prim = PRIMITIVES[name]

@@ -304,3 +304,29 @@ def test_hand_built_gather_is_checked_like_a_call():
     np.testing.assert_array_equal(run(E, np.array([3, 0, 3]))[0], E[:, [3, 0, 3]])
     with pytest.raises(ArgumentError, match=r"^i: labels must lie in \[0, 4\)"):
         run(E, np.array([0, 4, 1]))
+
+
+def test_indices_computed_by_argmax_must_fit_the_axis_they_index():
+    """argmax's indices lie in [0, size of its axis): they may index an axis at least that
+    long (the same dim, or a static size no smaller); otherwise no call-time check could catch
+    an index out of range, so compiling refuses (before, it compiled and read out of bounds)."""
+    @diffc.function
+    def fits(z: f64["B", 5], table: f64[5, 3]) -> f64:
+        return nn.sum(nn.take(table, nn.argmax(z, axis=1)))
+
+    @diffc.function
+    def too_long(z: f64["B", 7], table: f64[5, 3]) -> f64:
+        return nn.sum(nn.take(table, nn.argmax(z, axis=1)))
+
+    @diffc.function
+    def other_symbol(z: f64["B", "K"], table: f64["C", 3]) -> f64:
+        return nn.sum(nn.take(table, nn.argmax(z, axis=1)))
+
+    z = np.random.default_rng(0).standard_normal((4, 5))
+    table = np.arange(15.0).reshape(5, 3)
+    assert fits(z, table) == table[z.argmax(1)].sum()
+    for f, bound in ((too_long, r"\[0, 7\)"), (other_symbol, r"\[0, K\)")):
+        with pytest.raises(diffc.ShapeError, match=rf"gather indexes an axis of size \w+ with "
+                                                   rf"indices computed by argmax, which lie in "
+                                                   rf"{bound}"):
+            f.compile()

@@ -1,184 +1,299 @@
-"""Networks written with the language's shapes, indexing and sizes, trained with train_step and
-fit against numpy trajectories written here: the average of a 2x2 image learned by a loop of
-scalar products, one attention head over sequences of any length (examples/attention.py) and
-an embedding-bag classifier (examples/embedding_bag.py); the examples run and learn."""
-import importlib.util
-import re
-import subprocess
-import sys
-from pathlib import Path
+"""The language (diffc.nn, array methods, operators and numpy functions on traced values): every
+op compiled and eager against numpy, its gradient against jax.grad (f64 to 1e-12, f32 to 1e-5,
+static and symbolic shapes), gradients at ties as JAX's, argmax / argmin, comparisons.
+
+jax is optional (CI does not install it): the tests that compare with it skip without it.
+"""
+import functools
+import math
+import os
 
 import numpy as np
 import pytest
 
 import diffc
-from diffc import f64, nn
+from diffc import f32, f64, i64, nn
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def example(name: str):
-    """An example script imported as a module (its main() does not run)."""
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+RTOL = {f32: 1e-5, f64: 1e-12}
+SIZES = (5, 2)  # the sizes the symbolic rows R take
+rng = np.random.default_rng(0)
 
 
-# ----------------------------------------------------------------------------- rectangles
-
-@diffc.function
-def rectangles(x: f64[4], w: f64[4], target: f64) -> f64:
-    """The seed's network: the pixels of a 2x2 image times 4 weights, summed in a loop."""
-    h = 0.0
-    for i in range(4):
-        h = h + x[i] * w[i]
-    return nn.mse(h, target)
-
-
-def _np_rectangles(X, T, w, lr):
-    """Per-sample SGD on (x . w - t)^2 in numpy: the losses and the final w."""
-    losses = []
-    for x, t in zip(X, T, strict=True):
-        d = x @ w - t
-        losses.append(d * d)
-        w = w - lr * 2 * d * x
-    return np.array(losses), w
-
-
-def test_rectangles_learn_the_average_like_numpy():
-    rng = np.random.default_rng(0)
-    X = rng.random((300, 4))
-    T = X.mean(axis=1)
-    step = diffc.train_step(rectangles, ["w"], optimizer=diffc.SGD(lr=0.5))
-    w = np.zeros(4)
-    losses = [step(X[i], w, T[i]) for i in range(50)]
-    want, w_ref = _np_rectangles(X[:50], T[:50], np.zeros(4), 0.5)
-    np.testing.assert_allclose(losses, want, rtol=1e-12, atol=1e-300)
-    np.testing.assert_allclose(w, w_ref, rtol=1e-12)
-    fitted = step.fit(X, w, T, epochs=3, shuffle=False)
-    want, w_ref = _np_rectangles(np.tile(X, (3, 1)), np.tile(T, 3), w_ref, 0.5)
-    np.testing.assert_allclose(fitted, want, rtol=1e-9, atol=1e-20)
-    np.testing.assert_allclose(w, w_ref, rtol=1e-12)
-    np.testing.assert_allclose(w, 0.25, atol=1e-6)
-
-
-# ----------------------------------------------------------------------------- attention
-
-def _np_attention(Wq, Wk, Wv, queries, keys, values, targets):
-    """The example's loss and its gradients, derived by hand."""
-    q, k, v = queries @ Wq, keys @ Wk, values @ Wv
-    scale = 1 / np.sqrt(q.shape[1])
-    s = q @ k.T * scale
-    e = np.exp(s - s.max(axis=1, keepdims=True))
-    p = e / e.sum(axis=1, keepdims=True)
-    out = p @ v
-    n = len(queries)
-    d_out = 2 * (out - targets) / n
-    dp = d_out @ v.T
-    ds = p * (dp - (dp * p).sum(axis=1, keepdims=True)) * scale
-    return (np.sum((out - targets) ** 2) / n, queries.T @ (ds @ k), keys.T @ (ds.T @ q),
-            values.T @ (p.T @ d_out))
-
-
-def test_attention_trains_like_numpy():
-    """SGD on sequences of changing length (one compiled step for every length)."""
-    mod = example("attention")
-    params = mod.init(np.random.default_rng(1))
-    ref = [p.copy() for p in params]
-    step = diffc.train_step(mod.attention_loss, ["Wq", "Wk", "Wv"], optimizer=diffc.SGD(lr=0.1))
-    rng = np.random.default_rng(2)
-    lengths = set()
-    for _ in range(40):
-        queries, keys, values, targets, _ = mod.sequence(rng)
-        lengths.add(len(queries))
-        loss = step(*params, queries, keys, values, targets)
-        want, *grads = _np_attention(*ref, queries, keys, values, targets)
-        assert loss == pytest.approx(want, rel=1e-10)
-        ref = [p - 0.1 * g for p, g in zip(ref, grads, strict=True)]
-    assert len(lengths) > 5
-    for got, want in zip(params, ref, strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
-
-
-def test_attention_gradients_match_jax():
+@functools.cache
+def jax_modules():
+    """(jax, jax.numpy, jax.scipy.special) in float64 on the CPU, or skip the test."""
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
     jax = pytest.importorskip("jax")
     jax.config.update("jax_enable_x64", True)
-    jnp = jax.numpy
-    mod = example("attention")
-
-    def loss(Wq, Wk, Wv, queries, keys, values, targets):
-        q, k, v = queries @ Wq, keys @ Wk, values @ Wv
-        out = jax.nn.softmax(q @ k.T / jnp.sqrt(q.shape[1]), axis=-1) @ v
-        return jnp.sum((out - targets) ** 2) / queries.shape[0]
-
-    grad = diffc.grad(mod.attention_loss, ["Wq", "Wk", "Wv"])
-    rng = np.random.default_rng(3)
-    params = [p * 10 for p in mod.init(rng)]  # sharper attention than at the start
-    for _ in range(2):
-        data = mod.sequence(rng)[:4]
-        want = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(*params, *data)
-        for g, w in zip(grad(*params, *data), want, strict=True):
-            np.testing.assert_allclose(g, np.asarray(w), rtol=1e-11, atol=1e-13)
+    import jax.numpy as jnp
+    import jax.scipy.special as jsp
+    return jax, jnp, jsp
 
 
-# ----------------------------------------------------------------------------- embedding bag
-
-def _np_bag(E, W, b, tokens, labels, lr):
-    """One SGD step of the example's classifier in numpy (float64): loss and new params."""
-    h = E[tokens].mean(axis=1)
-    z = h @ W.T + b
-    z = z - z.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    n = len(labels)
-    dz = (np.exp(logp) - np.eye(W.shape[0])[labels]) / n
-    dh = dz @ W
-    dE = np.zeros_like(E)
-    np.add.at(dE, tokens, np.repeat(dh[:, None, :] / tokens.shape[1], tokens.shape[1], axis=1))
-    return -logp[np.arange(n), labels].mean(), E - lr * dE, W - lr * dz.T @ h, b - lr * dz.sum(0)
+def _erfc(x):
+    return np.vectorize(math.erfc, otypes=[float])(x)
 
 
-def test_embedding_bag_fits_like_numpy():
-    mod = example("embedding_bag")
-    rng = np.random.default_rng(4)
-    params = mod.init(rng)
-    tokens, labels = mod.documents(rng, 100)
-    ref = [p.astype(np.float64) for p in params]
-    step = diffc.train_step(mod.bag_loss, ["E", "W", "b"], optimizer=diffc.SGD(lr=mod.LR))
-    losses = step.fit(*params, tokens, labels, batch_size=16, shuffle=False)
-    assert len(losses) == 7  # the last batch takes the 4 left over
-    for k, start in enumerate(range(0, 100, 16)):
-        want, *ref = _np_bag(*ref, tokens[start:start + 16], labels[start:start + 16], mod.LR)
-        assert losses[k] == pytest.approx(want, rel=1e-5)
-    for got, want in zip(params, ref, strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+def _np_gelu_tanh(x):
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
 
 
-# ----------------------------------------------------------------------------- the examples run
-
-def _run(name: str, *args: str) -> str:
-    run = subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), *args],
-                         capture_output=True, text=True, timeout=120, check=False)
-    assert run.returncode == 0, run.stderr
-    return run.stdout
+def _logsumexp(x, axis=None, keepdims=False):
+    m = np.max(x, axis=axis, keepdims=True)
+    out = m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
+    return out if keepdims else np.squeeze(out, axis=axis)
 
 
-def test_attention_example_learns():
-    out = _run("attention", "1500")
-    before = re.search(r"before training: loss ([\d.]+), queries attending to their token "
-                       r"(\d+)%", out)
-    after = re.search(r"after training: loss ([\d.]+), queries attending to their token "
-                      r"(\d+)%", out)
-    assert before and after, out
-    assert float(after[1]) < 0.1 * float(before[1]) and int(before[2]) < 30
-    assert int(after[2]) >= 95
+def _elementwise(body, ref, jax_fn, kind="x"):
+    return body, ref, jax_fn, kind, lambda rows: (rows, 3)
 
 
-def test_embedding_bag_example_learns():
-    out = _run("embedding_bag", "6")
-    before = re.search(r"before training: test accuracy ([\d.]+)%", out)
-    accuracies = [float(a) for a in re.findall(r"test accuracy ([\d.]+)%$", out, re.MULTILINE)]
-    assert before and len(accuracies) == 6, out
-    assert float(before[1]) < 40 and accuracies[-1] >= 95
-    found = re.findall(r"\((\d) of 5 found\)", out)
-    assert len(found) == 4 and all(int(n) >= 4 for n in found), out
+def _reduced(body, ref, jax_fn, out, kind="x"):
+    return body, ref, jax_fn, kind, out
+
+
+# name -> (diffc body of x (rows x 3), numpy reference, jax body (jnp, jsp) -> fn, input kind,
+# output shape of the rows): each nn function, method, operator and numpy function
+OPS = {
+    "abs": _elementwise(nn.abs, np.abs, lambda jnp, jsp: jnp.abs, "away"),
+    "abs()": _elementwise(lambda x: abs(x), np.abs, lambda jnp, jsp: jnp.abs, "away"),
+    "np.abs": _elementwise(np.abs, np.abs, lambda jnp, jsp: jnp.abs, "away"),
+    "sqrt": _elementwise(nn.sqrt, np.sqrt, lambda jnp, jsp: jnp.sqrt, "pos"),
+    "np.sqrt": _elementwise(np.sqrt, np.sqrt, lambda jnp, jsp: jnp.sqrt, "pos"),
+    "square": _elementwise(nn.square, np.square, lambda jnp, jsp: jnp.square),
+    "log1p": _elementwise(nn.log1p, np.log1p, lambda jnp, jsp: jnp.log1p, "above-1"),
+    "expm1": _elementwise(nn.expm1, np.expm1, lambda jnp, jsp: jnp.expm1),
+    "sin": _elementwise(nn.sin, np.sin, lambda jnp, jsp: jnp.sin),
+    "cos": _elementwise(nn.cos, np.cos, lambda jnp, jsp: jnp.cos),
+    "leaky_relu": _elementwise(nn.leaky_relu, lambda x: np.where(x >= 0, x, 0.01 * x),
+                               lambda jnp, jsp: lambda x: jnp.where(x >= 0, x, 0.01 * x), "away"),
+    "leaky_relu(0.2)": _elementwise(lambda x: nn.leaky_relu(x, negative_slope=0.2),
+                                    lambda x: np.where(x >= 0, x, 0.2 * x),
+                                    lambda jnp, jsp: lambda x: jnp.where(x >= 0, x, 0.2 * x),
+                                    "away"),
+    "softplus": _elementwise(nn.softplus, lambda x: np.logaddexp(0, x),
+                             lambda jnp, jsp: lambda x: jnp.logaddexp(x, 0.0)),
+    "gelu": _elementwise(nn.gelu, lambda x: 0.5 * x * _erfc(-x / math.sqrt(2)),
+                         lambda jnp, jsp: lambda x: 0.5 * x * jsp.erfc(-x / math.sqrt(2))),
+    "gelu(tanh)": _elementwise(lambda x: nn.gelu(x, approximate="tanh"), _np_gelu_tanh,
+                               lambda jnp, jsp: lambda x: 0.5 * x * (1 + jnp.tanh(
+                                   math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))),
+    "maximum": _elementwise(lambda x: nn.maximum(x, 0.3 - x),
+                            lambda x: np.maximum(x, 0.3 - x),
+                            lambda jnp, jsp: lambda x: jnp.maximum(x, 0.3 - x), "away"),
+    "np.minimum": _elementwise(lambda x: np.minimum(x * 2, 0.5), lambda x: np.minimum(2 * x, 0.5),
+                               lambda jnp, jsp: lambda x: jnp.minimum(2 * x, 0.5), "away"),
+    "clip": _elementwise(lambda x: nn.clip(x, -0.5, 0.8), lambda x: np.clip(x, -0.5, 0.8),
+                         lambda jnp, jsp: lambda x: jnp.clip(x, -0.5, 0.8), "away"),
+    "x.clip": _elementwise(lambda x: x.clip(-1.0, None), lambda x: np.maximum(x, -1.0),
+                           lambda jnp, jsp: lambda x: jnp.clip(x, -1.0, None), "away"),
+    "np.clip": _elementwise(lambda x: np.clip(x, None, 0.5), lambda x: np.minimum(x, 0.5),
+                            lambda jnp, jsp: lambda x: jnp.clip(x, None, 0.5), "away"),
+    "where": _elementwise(lambda x: nn.where(x > 0, x * x, 0.1 * x),
+                          lambda x: np.where(x > 0, x * x, 0.1 * x),
+                          lambda jnp, jsp: lambda x: jnp.where(x > 0, x * x, 0.1 * x), "away"),
+    "np.where": _elementwise(lambda x: np.where(0.2 <= x, np.exp(x), -x),
+                             lambda x: np.where(0.2 <= x, np.exp(x), -x),
+                             lambda jnp, jsp: lambda x: jnp.where(0.2 <= x, jnp.exp(x), -x),
+                             "away"),
+    "astype": _elementwise(lambda x: (x > 0.1).astype(x.dtype) * x + nn.astype(x < 0, x.dtype),
+                           lambda x: (x > 0.1) * x + (x < 0),
+                           lambda jnp, jsp: lambda x: (x > 0.1) * x + (x < 0), "away"),
+    "max": _reduced(lambda x: nn.max(x, axis=1), lambda x: np.max(x, 1),
+                    lambda jnp, jsp: lambda x: jnp.max(x, 1), lambda rows: (rows,)),
+    "x.max(keepdims)": _reduced(lambda x: x.max(-1, keepdims=True), lambda x: x.max(-1)[:, None],
+                                lambda jnp, jsp: lambda x: jnp.max(x, -1, keepdims=True),
+                                lambda rows: (rows, 1)),
+    "np.min": _reduced(lambda x: np.min(x, axis=0), lambda x: np.min(x, 0),
+                       lambda jnp, jsp: lambda x: jnp.min(x, 0), lambda rows: (3,)),
+    "x.min()": _reduced(lambda x: x.min(), np.min, lambda jnp, jsp: jnp.min, lambda rows: ()),
+    "logsumexp": _reduced(lambda x: nn.logsumexp(x, axis=-1), lambda x: _logsumexp(x, -1),
+                          lambda jnp, jsp: lambda x: jsp.logsumexp(x, -1), lambda rows: (rows,)),
+    "logsumexp(keepdims)": _reduced(lambda x: nn.logsumexp(10 * x, (0, 1), keepdims=True),
+                                    lambda x: _logsumexp(10 * x, keepdims=True),
+                                    lambda jnp, jsp: lambda x: jsp.logsumexp(10 * x,
+                                                                             keepdims=True),
+                                    lambda rows: (1, 1)),
+    "sum(keepdims)": _reduced(lambda x: nn.sum(x, 0, keepdims=True), lambda x: x.sum(0)[None],
+                              lambda jnp, jsp: lambda x: jnp.sum(x, 0, keepdims=True),
+                              lambda rows: (1, 3)),
+    "x.mean(keepdims)": _reduced(lambda x: x.mean(axis=(1,), keepdims=True),
+                                 lambda x: x.mean(1)[:, None],
+                                 lambda jnp, jsp: lambda x: jnp.mean(x, 1, keepdims=True),
+                                 lambda rows: (rows, 1)),
+    "np.mean": _reduced(lambda x: np.mean(x, axis=0), lambda x: x.mean(0),
+                        lambda jnp, jsp: lambda x: jnp.mean(x, 0), lambda rows: (3,)),
+}
+
+
+STATIC = 5  # the static rows; the symbolic rows take the sizes SIZES
+
+
+def _inputs(kind, rows):
+    """Inputs of (rows, 3) for an op, exactly representable in float32 (so both dtypes see the
+    same values and share jax's gradient)."""
+    r = np.random.default_rng(rows)
+    x = {"x": lambda: r.standard_normal((rows, 3)),
+         "away": lambda: r.choice([-1, 1], (rows, 3)) * r.uniform(0.15, 2.0, (rows, 3)),
+         "pos": lambda: r.uniform(0.3, 3.0, (rows, 3)),
+         "above-1": lambda: r.uniform(-0.9, 3.0, (rows, 3))}[kind]()
+    return x.astype(np.float32).astype(np.float64)
+
+
+@functools.cache
+def _expected(name, rows):
+    """x, w, sum(w * op(x)) with numpy (and its scale), the gradient with jax: float64."""
+    jax, jnp, jsp = jax_modules()
+    _, ref, jax_body, kind, out = OPS[name]
+    x = _inputs(kind, rows)
+    w = np.random.default_rng(rows + 100).uniform(0.5, 1.5, out(rows))
+    w = w.astype(np.float32).astype(np.float64)
+    terms = w * ref(x)
+    grad = jax.jit(jax.grad(lambda v: jnp.sum(w * jax_body(jnp, jsp)(v))))(x)
+    return x, w, float(np.sum(terms)), float(np.sum(np.abs(terms))), np.asarray(grad)
+
+
+@functools.cache
+def _loss(name, dt):
+    """sum(w * op(x)) + sum(v * op(s)) over x: dt[R, 3] (symbolic) and s: dt[STATIC, 3]
+    (static), w and v of the op's output shapes; its value_and_grad in x and s."""
+    body, _, _, _, out = OPS[name]
+
+    def typed(shape):
+        return dt[shape] if shape else dt
+
+    def loss(x: dt["R", 3], s: dt[STATIC, 3], w: typed(out("R")), v: typed(out(STATIC))) -> dt:
+        return nn.sum(w * body(x)) + nn.sum(v * body(s))
+    function = diffc.function(loss, name=f"loss_{list(OPS).index(name)}_{dt}")
+    return diffc.value_and_grad(function, ["x", "s"])
+
+
+def _close(got, want, scale, dt, what):
+    assert np.all(np.abs(np.asarray(got, np.float64) - want) <= RTOL[dt] * scale + 1e-300), (
+        what, got, want)
+
+
+@pytest.mark.parametrize("dt", [f64, f32], ids=str)
+@pytest.mark.parametrize("name", list(OPS))
+def test_op_matches_numpy_and_jax(name, dt):
+    """Eagerly the op is numpy's (to rounding); compiled over symbolic and static rows,
+    sum(w * op(x)) is numpy's and its gradient jax.grad's (of float64 copies of the inputs)."""
+    body, ref, _, _, out = OPS[name]
+    vg = _loss(name, dt)
+    s, v, s_value, s_scale, s_grad = _expected(name, STATIC)
+    eager = body(s.astype(dt.np_dtype))
+    assert np.shape(eager) == out(STATIC) and np.asarray(eager).dtype == dt.np_dtype
+    _close(eager, ref(s), np.abs(ref(s)), dt, "eager")
+    for rows in SIZES:
+        x, w, value, scale, grad = _expected(name, rows)
+        args = [a.astype(dt.np_dtype) if a.ndim else float(a) for a in (x, s, w, v)]
+        got, (dx, ds) = vg(*args)
+        _close(got, value + s_value, scale + s_scale, dt, "value")
+        for g, want in ((dx, grad), (ds, s_grad)):
+            assert g.dtype == dt.np_dtype
+            _close(g, want, max(np.max(np.abs(want)), 1e-300), dt, "gradient")
+
+
+# ----------------------------------------------------------------------------- ties, as JAX
+
+TIES = {  # name -> (diffc loss of (x, y), jax loss (jnp) of (x, y), x, y): every tie hit
+    "max": (lambda x, y: nn.sum(nn.max(x, axis=1) * y),
+            lambda jnp: lambda x, y: jnp.sum(jnp.max(x, axis=1) * y),
+            [[1.0, 3.0, 3.0], [5.0, 5.0, 5.0]], [1.0, 2.0]),
+    "min-all": (lambda x, y: x.min() * 3.0, lambda jnp: lambda x, y: jnp.min(x) * 3.0,
+                [[1.0, -2.0, 0.0], [-2.0, 4.0, -2.0]], [0.0, 0.0, 0.0]),
+    "maximum": (lambda x, y: nn.sum(nn.maximum(x, y) * x),
+                lambda jnp: lambda x, y: jnp.sum(jnp.maximum(x, y) * x),
+                [[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]], [1.0, 0.0, 3.0]),
+    "minimum": (lambda x, y: nn.sum(nn.minimum(y, x) ** 2),
+                lambda jnp: lambda x, y: jnp.sum(jnp.minimum(y, x) ** 2),
+                [[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]], [1.0, 0.0, 3.0]),
+    "clip": (lambda x, y: nn.sum(nn.clip(x, -1.0, 2.0) * 3.0),
+             lambda jnp: lambda x, y: jnp.sum(jnp.clip(x, -1.0, 2.0) * 3.0),
+             [[-1.0, 2.0, 0.5], [-3.0, 3.0, 2.0]], [0.0, 0.0, 0.0]),
+    "clip-traced-bounds": (lambda x, y: nn.sum(x.clip(y, y + 1.0)),
+                           lambda jnp: lambda x, y: jnp.sum(jnp.clip(x, y, y + 1.0)),
+                           [[-1.0, 2.0, 0.5], [0.0, 3.0, 1.0]], [-1.0, 1.0, 0.5]),
+    "abs-at-0": (lambda x, y: nn.sum(abs(x) * y), lambda jnp: lambda x, y: jnp.sum(
+        jnp.abs(x) * y), [[0.0, -0.0, 1.0], [-1.0, 0.0, 2.0]], [1.0, 2.0, 3.0]),
+    "leaky_relu-at-0": (lambda x, y: nn.sum(nn.leaky_relu(x) * y),
+                        lambda jnp: lambda x, y: jnp.sum(jnp.where(x >= 0, x, 0.01 * x) * y),
+                        [[0.0, -0.0, 1.0], [-1.0, 0.0, 2.0]], [1.0, 2.0, 3.0]),
+    "sqrt-at-0": (lambda x, y: nn.sum(nn.sqrt(x)), lambda jnp: lambda x, y: jnp.sum(jnp.sqrt(x)),
+                  [[0.0, 1.0, 4.0], [9.0, 0.25, 2.0]], [0.0, 0.0, 0.0]),
+}
+
+
+@pytest.mark.parametrize("name", list(TIES))
+def test_gradient_at_ties_is_jax(name):
+    """max / min share the gradient equally among tied elements; maximum / minimum give half to
+    each operand at a tie and clip half at a bound (to the bound the other half); abs has slope
+    1 at 0 (also -0), leaky_relu too; sqrt is inf at 0: all exactly jax.grad's."""
+    jax, jnp, _ = jax_modules()
+    body, jax_body, x, y = TIES[name]
+    x, y = np.array(x), np.array(y)
+
+    def f(x: f64[x.shape], y: f64[y.shape]) -> f64:
+        return body(x, y)
+    vg = diffc.grad(diffc.function(f, name=f"tie_{name.replace('-', '_')}"), ["x", "y"])
+    got = vg(x, y)
+    want = jax.jit(jax.grad(jax_body(jnp), argnums=(0, 1)))(x, y)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, np.asarray(w))
+
+
+# ----------------------------------------------------------------------------- argmax, masks
+
+@functools.cache
+def _indices(dt):
+    @diffc.function(name=f"rows_argmax_{dt}")
+    def rows(x: dt["R", 4]) -> i64["R"]:
+        return x.argmax(axis=-1)
+
+    @diffc.function(name=f"columns_argmin_{dt}")
+    def columns(x: dt["R", 4]) -> i64[4]:
+        return nn.argmin(x, axis=0)
+
+    @diffc.function(name=f"flat_argmax_{dt}")
+    def flat(x: dt["R", 4]) -> i64:
+        return x.argmax()
+    return rows, columns, flat
+
+
+@pytest.mark.parametrize("dt", [f64, f32], ids=str)
+def test_argmax_argmin_are_numpy(dt):
+    """int64 indices along an axis or of the flattened array; ties give the first, a nan the
+    first nan; eagerly numpy's own."""
+    rows, columns, flat = _indices(dt)
+    x = rng.integers(-2, 3, (7, 4)).astype(dt.np_dtype)  # many ties
+    x[3, 2] = x[5, 0] = x[5, 3] = np.nan
+    for v in (x, x[:1], -x[::-1]):
+        v = np.ascontiguousarray(v)
+        got = rows(v)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, np.argmax(v, axis=1))
+        np.testing.assert_array_equal(columns(v), np.argmin(v, axis=0))
+        assert flat(v) == np.argmax(v) and isinstance(flat(v), int)
+        np.testing.assert_array_equal(nn.argmax(v, axis=1), np.argmax(v, axis=1))
+        assert nn.argmin(v) == np.argmin(v)
+
+
+@pytest.mark.parametrize("dt", [f64, f32], ids=str)
+def test_comparisons_are_masks(dt):
+    """< <= > >= == != on traced arrays (reflected too, and with a numpy scalar or a numpy
+    function first) give numpy's masks, nan included (only != holds with a nan); each mask is
+    one bit of the result here."""
+    @diffc.function(name=f"masks_{dt}")
+    def masks(x: dt["R", 3], y: dt[3]) -> dt["R", 3]:
+        bits = [x < y, x <= y, y < x, dt.np_dtype.type(0.5) >= x, np.equal(x, y), x != y]
+        zero = dt.np_dtype.type(0)
+        return sum(nn.where(m, dt.np_dtype.type(2 ** k), zero) if k % 2 else
+                   m.astype(dt) * 2 ** k for k, m in enumerate(bits))
+
+    x = rng.integers(-1, 2, (6, 3)).astype(dt.np_dtype) * 0.5
+    x[0, 0], x[2, 1] = np.nan, 0.5
+    y = np.array([0.5, -0.5, np.nan], dt.np_dtype)
+    with np.errstate(invalid="ignore"):
+        bits = [x < y, x <= y, x > y, 0.5 >= x, x == y, x != y]
+    want = sum(b * 2.0 ** k for k, b in enumerate(bits))
+    np.testing.assert_array_equal(masks(x, y), want)

@@ -9,14 +9,17 @@ infinities of numpy's sign. Where numpy's plain formula overflows or underflows 
 cross-entropy of a softmax) the reference is the stable formula, as said where it is used.
 Primitives run inside the nn functions that use them (transpose, reshape, broadcast_in_dim,
 pick, unpick, dim_size, fused), the SGD kernels of a train step (sgd_outer, update_matvec) as
-one-equation programs; fill reads no values.
+one-equation programs; fill reads no values. The language's ops (abs ... where, comparisons,
+max, min, logsumexp, argmax) are swept at the end.
 """
+import math
+
 import numpy as np
 import pytest
 from models import compile_program
 
 import diffc
-from diffc import f32, f64, i32, nn
+from diffc import f32, f64, i32, i64, nn
 from diffc.core.ir import Eqn, Program, Var
 from diffc.core.primitive import PRIMITIVES
 from diffc.core.types import ArrayType, Param, Signature
@@ -433,3 +436,101 @@ def test_sgd_update_sweep(name, dt):
         got = f(w, a, x, float(lr), *([x_next] if name == "update_matvec" else []))
         for g, r in zip(got, want[:len(got)], strict=True):
             assert_same(g, r, dt)
+
+
+# ----------------------------------------------------------------------------- the language
+
+TRIG_LIMIT = 2.0 ** 50  # sin and cos give nan from here on (diffc/compiler/mathlib.py)
+
+
+def _np_trig(f):
+    return lambda x: np.where(np.abs(x) < TRIG_LIMIT, f(x), np.nan)
+
+
+def _np_gelu(x):
+    erfc = np.vectorize(math.erfc, otypes=[np.float64])
+    return 0.5 * x * erfc(-x / math.sqrt(2))
+
+
+def _np_gelu_tanh(x):
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+LANGUAGE_UNARY = {  # name -> (traced body, numpy reference; stable formulas where numpy has one)
+    "abs": (lambda x: abs(x), np.abs),
+    "sqrt": (lambda x: nn.sqrt(x), np.sqrt),
+    "square": (lambda x: nn.square(x), np.square),
+    "log1p": (lambda x: nn.log1p(x), np.log1p),
+    "expm1": (lambda x: nn.expm1(x), np.expm1),
+    "sin": (lambda x: nn.sin(x), _np_trig(np.sin)),
+    "cos": (lambda x: nn.cos(x), _np_trig(np.cos)),
+    "softplus": (lambda x: nn.softplus(x), lambda x: np.logaddexp(x, 0)),
+    "gelu": (lambda x: nn.gelu(x), _np_gelu),
+    "gelu_tanh": (lambda x: nn.gelu(x, approximate="tanh"), _np_gelu_tanh),
+    "leaky_relu": (lambda x: nn.leaky_relu(x), lambda x: np.where(x >= 0, x, 0.01 * x)),
+    "clip": (lambda x: nn.clip(x, -1.0, 2.0), lambda x: np.clip(x, -1.0, 2.0)),
+    "where": (lambda x: nn.where(x > 0.5, x, -x), lambda x: np.where(x > 0.5, x, -x)),
+}
+
+
+@pytest.mark.parametrize("dt", FLOATS, ids=str)
+@pytest.mark.parametrize("name", list(LANGUAGE_UNARY))
+def test_language_unary_sweep(name, dt):
+    """gelu(-inf) is nan (-inf * 0) in numpy's formula, as in torch and jax."""
+    x = SPECIALS[dt]
+    with np.errstate(all="ignore"):
+        want = LANGUAGE_UNARY[name][1](x)
+    f = compiled(LANGUAGE_UNARY[name][0], dt["N"], result=dt["N"])
+    assert_same(f(x), want, dt, zero_signs=True)
+
+
+def _comparison(ufunc):
+    """The comparison as a float mask, traced (numpy's ufunc on traced values) or in numpy."""
+    return lambda a, b: ufunc(a, b).astype(a.dtype)
+
+
+LANGUAGE_BINARY = {  # name -> (traced body, numpy reference)
+    "maximum": (lambda a, b: nn.maximum(a, b), np.maximum),
+    "minimum": (lambda a, b: np.minimum(a, b), np.minimum),
+    "where": (lambda a, b: nn.where(a != a, b, a), lambda a, b: np.where(a != a, b, a)),
+    **{f.__name__: (_comparison(f), _comparison(f)) for f in (
+        np.less, np.less_equal, np.greater, np.greater_equal, np.equal, np.not_equal)},
+}
+
+
+@pytest.mark.parametrize("dt", FLOATS, ids=str)
+@pytest.mark.parametrize("name", list(LANGUAGE_BINARY))
+def test_language_binary_sweep(name, dt):
+    """Every pair of special values: maximum / minimum propagate nan and, between equal
+    operands (-0 and +0), give the second as numpy; comparisons are false with a nan (!= is
+    true)."""
+    f = compiled(LANGUAGE_BINARY[name][0], dt["N"], dt["N"], result=dt["N"])
+    a, b = (v.ravel() for v in np.meshgrid(SPECIALS[dt], SPECIALS[dt], indexing="ij"))
+    with np.errstate(all="ignore"):
+        want = LANGUAGE_BINARY[name][1](a, b)
+    assert_same(f(a, b), want, dt, zero_signs=True)
+
+
+def _np_logsumexp(x):
+    """Shifted by the max where it is finite (so rows of -inf give -inf, with inf inf)."""
+    m = x.max(-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    return (m + np.log(np.exp(x - m).sum(-1, keepdims=True)))[..., 0]
+
+
+@pytest.mark.parametrize("dt", FLOATS, ids=str)
+def test_language_reduction_sweep(dt):
+    """max, min, logsumexp and argmax over rows holding special values: nan wins max and min
+    (argmax: the first nan), logsumexp neither overflows (the largest float twice) nor is nan
+    where a row is -inf."""
+    rows = _reduction_rows(dt)
+    rows = np.concatenate([rows, np.full((1, 4), -np.inf, dt.np_dtype)])
+    largest = compiled(lambda x: x.max(-1), dt["N", 4], result=dt["N"])
+    smallest = compiled(lambda x: nn.min(x, axis=1), dt["N", 4], result=dt["N"])
+    lse = compiled(lambda x: nn.logsumexp(x, -1), dt["N", 4], result=dt["N"])
+    where = compiled(lambda x: x.argmax(-1), dt["N", 4], result=i64["N"])
+    with np.errstate(all="ignore"):
+        assert_same(largest(rows), rows.max(-1), dt, zero_signs=True)
+        assert_same(smallest(rows), rows.min(-1), dt, zero_signs=True)
+        assert_same(lse(rows), _np_logsumexp(rows.astype(np.float64)), dt)
+    np.testing.assert_array_equal(where(rows), rows.argmax(-1))

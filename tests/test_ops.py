@@ -18,7 +18,7 @@ from diffc.compiler import pipeline
 from diffc.core.errors import DTypeError, ShapeError
 from diffc.core.ir import Eqn, Lit, Program, Var, eval_program
 from diffc.core.primitive import PRIMITIVES
-from diffc.core.types import ArrayType, Param, Signature, f32, f64, i32, i64
+from diffc.core.types import ArrayType, DType, Param, Signature, bool_, f32, f64, i32, i64
 
 RTOL = {f32: 1e-5, f64: 1e-12}
 FLOATS = [f32, f64]
@@ -30,7 +30,8 @@ LIT = 1.5  # the value of a literal operand
 class Case:
     """One example of a primitive: operands as (kind, shape), the output shapes its shape rule
     must give, a numpy reference (float64 operands, **params) and optionally the magnitude each
-    output's error is measured against (where cancellation makes |ref| unfair)."""
+    output's error is measured against (where cancellation makes |ref| unfair). Outputs have the
+    case's float dtype unless `out_dtype` says otherwise (masks, indices)."""
 
     inputs: tuple
     out: tuple
@@ -38,6 +39,7 @@ class Case:
     params: dict | Callable = field(default_factory=dict)  # or dtype -> dict
     scale: Callable | None = None
     binders: tuple = ()  # extra program inputs (kind, shape) that only bind symbolic dims
+    out_dtype: DType | None = None
 
 
 def _np_softmax(z):
@@ -390,6 +392,78 @@ CASES |= {
 }
 
 
+# ----------------------------------------------------------------------------- the language
+
+def _math(f):
+    """A Python math function on arrays (the reference for libm-free kernels)."""
+    return np.vectorize(f, otypes=[float])
+
+
+def _compare(op):
+    """Ties ("few" values), a literal, a rank-0 operand: masks out."""
+    return [Case((("few", ("B", 3)), ("few", ("B", 3))), (("B", 3),), op, out_dtype=bool_),
+            Case((("lit", ()), ("few", (2, 3))), ((2, 3),), op, out_dtype=bool_),
+            Case((("few", ()), ("few", (5,))), ((5,),), op, out_dtype=bool_)]
+
+
+def _extremum(op):
+    """numpy's max / min over trailing, leading, middle and all axes, with ties."""
+    return [Case((("x", ("B", 4)),), (("B",),), op, {"axes": (1,)}),
+            Case((("x", ("B", 4)),), ((4,),), op, {"axes": (0,)}),
+            Case((("few", (2, 3, 4)),), ((3,),), op, {"axes": (0, 2)}),
+            Case((("x", (2, 3, 4)),), ((2, 4),), op, {"axes": (1,)}),
+            Case((("x", (5,)),), ((),), op, {"axes": (0,)})]
+
+
+def _arg(op):
+    """numpy's argmax / argmin along one axis or all, ties ("few") at their first position."""
+    return [Case((("x", ("B", 4)),), (("B",),), op, {"axis": 1}, out_dtype=i64),
+            Case((("few", ("B", 4)),), ((4,),), op, {"axis": 0}, out_dtype=i64),
+            Case((("few", (2, 3, 4)),), ((2, 4),), op, {"axis": 1}, out_dtype=i64),
+            Case((("x", ("B", 3)),), ((),), op, {"axis": None}, out_dtype=i64)]
+
+
+def _logsumexp_ref(x, axes):
+    return np.log(np.sum(np.exp(x), axis=axes))
+
+
+def _from_ints(kind, shape):
+    return Case(((kind, shape),), (shape,), lambda x, dtype: x.astype(np.float64),
+                lambda dt: {"dtype": dt})
+
+
+LANGUAGE = {
+    "abs": _unary(np.abs),
+    "sqrt": _unary(_math(math.sqrt), "pos"),
+    "log1p": _unary(_math(math.log1p), "unit"),
+    "expm1": _unary(_math(math.expm1)),
+    "sin": _unary(_math(math.sin)),
+    "cos": _unary(_math(math.cos)),
+    "softplus": _unary(lambda x: np.logaddexp(0.0, x)),
+    "erfc": _unary(_math(math.erfc)),
+    "maximum": _binary(np.maximum) + [Case((("few", ("B", 3)), ("few", ("B", 3))), (("B", 3),),
+                                           np.maximum)],
+    "minimum": _binary(np.minimum) + [Case((("few", ("B", 3)), ("few", ("B", 3))), (("B", 3),),
+                                           np.minimum)],
+    **{name: _compare(op) for name, op in [("lt", np.less), ("le", np.less_equal),
+                                           ("gt", np.greater), ("ge", np.greater_equal),
+                                           ("eq", np.equal), ("ne", np.not_equal)]},
+    "select": [
+        Case((("mask", ("B", 3)), ("x", ("B", 3)), ("x", ("B", 3))), (("B", 3),), np.where),
+        Case((("mask", (4,)), ("x", ()), ("lit", ())), ((4,),), np.where),
+        Case((("mask", (2, 3)), ("lit", ()), ("x", (2, 3))), ((2, 3),), np.where),
+    ],
+    "reduce_max": _extremum(lambda x, axes: np.max(x, axis=axes)),
+    "reduce_min": _extremum(lambda x, axes: np.min(x, axis=axes)),
+    "logsumexp": [Case((("x", s),), (o,), _logsumexp_ref, {"axes": a}) for s, o, a in [
+        (("B", 4), ("B",), (1,)), (("B", 4), (4,), (0,)), ((2, 3, 4), (3,), (0, 2)),
+        ((5,), (), (0,)), ((2, "B", 3), (2,), (1, 2))]],
+    "argmax": _arg(lambda x, axis: np.argmax(x, axis=axis)),
+    "argmin": _arg(lambda x, axis: np.argmin(x, axis=axis)),
+}
+CASES["convert_element_type"] += [_from_ints("mask", ("B", 3)), _from_ints(("i32", 1000), (5,)),
+                                  _from_ints(("i64", 1000), ("B",))]
+CASES |= LANGUAGE
 CASE_IDS = [(name, i) for name in CASES for i in range(len(CASES[name]))]
 
 
@@ -410,7 +484,13 @@ def _other(dt):
 def _type(kind, shape, dt) -> ArrayType:
     if isinstance(kind, tuple):  # (integer dtype name, number of classes)
         return ArrayType({"i32": i32, "i64": i64}[kind[0]], shape)
+    if kind == "mask":
+        return ArrayType(bool_, shape)
     return ArrayType(_other(dt) if kind == "other" else dt, shape)
+
+
+def _out_dtype(case: Case, dt) -> DType:
+    return case.out_dtype or dt
 
 
 def _value(rng, kind, shape, dt):
@@ -419,10 +499,13 @@ def _value(rng, kind, shape, dt):
         return rng.integers(0, kind[1], shape).astype(_type(kind, (), dt).dtype.np_dtype)
     if kind == "other":  # normal, in the other float dtype
         return np.asarray(2 * rng.standard_normal(shape), _other(dt).np_dtype)
+    if kind == "mask":
+        return np.asarray(rng.random(shape) < 0.5)
     x = {"x": lambda: 2 * rng.standard_normal(shape),
          "pos": lambda: rng.uniform(0.2, 4.0, shape),
          "unit": lambda: rng.uniform(0.0, 1.0, shape),
          "sparse": lambda: np.where(rng.random(shape) < 0.4, 0.0, rng.standard_normal(shape)),
+         "few": lambda: rng.integers(-2, 3, shape) * 0.5,  # ties likely
          "lit": lambda: np.float64(LIT)}[kind]()
     return np.asarray(x, dt.np_dtype)
 
@@ -443,7 +526,7 @@ def _built(name: str, index: int, dt) -> tuple:
     binders = tuple(Var(_type(k, s, dt)) for k, s in case.binders)
     atoms = tuple(Lit(LIT, ArrayType(dt, ())) if k == "lit" else Var(_type(k, s, dt))
                   for k, s in case.inputs)
-    outs = tuple(Var(ArrayType(dt, s)) for s in case.out)
+    outs = tuple(Var(ArrayType(_out_dtype(case, dt), s)) for s in case.out)
     inputs = binders + tuple(a for a in atoms if isinstance(a, Var))
     program = Program(inputs, [Eqn(PRIMITIVES[name], atoms, _params(case, dt), outs)], outs)
     signature = Signature(tuple(Param(f"x{i}", v.type) for i, v in enumerate(inputs)),
@@ -491,9 +574,9 @@ def test_every_primitive_has_cases():
 
 
 def test_every_primitive_has_a_lowering():
-    """Elementwise primitives have an emitter (scalar.py), the others a kernel (kernels.py)."""
+    """Elementwise primitives have an emitter (emitters.py), the others a kernel (kernels.py)."""
+    from diffc.compiler.emitters import EMITTERS
     from diffc.compiler.kernels import KERNELS
-    from diffc.compiler.scalar import EMITTERS
     missing = [name for name, p in PRIMITIVES.items()
                if name not in (EMITTERS if p.elementwise else KERNELS)]
     assert missing == []
@@ -507,12 +590,13 @@ def test_every_primitive_has_a_symbolic_case():
 @pytest.mark.parametrize("dt", FLOATS, ids=str)
 @pytest.mark.parametrize("name,index", CASE_IDS)
 def test_impl_matches_numpy(name, index, dt):
+    want = _out_dtype(CASES[name][index], dt).np_dtype
     for size, _, operands, params, refs in _examples(name, index, dt):
         out = PRIMITIVES[name].impl(*operands, **params)
         outs = out if isinstance(out, tuple) else (out,)
         assert len(outs) == len(refs)
         for k, (got, (ref, scale)) in enumerate(zip(outs, refs, strict=True)):
-            assert np.asarray(got).dtype == dt.np_dtype, f"output {k}: {np.asarray(got).dtype}"
+            assert np.asarray(got).dtype == want, f"output {k}: {np.asarray(got).dtype}"
             assert_close(got, ref, RTOL[dt], scale, f"impl output {k}, B={size}")
 
 
@@ -522,7 +606,7 @@ def test_shape_rule(name, index, dt):
     case = CASES[name][index]
     types = [_type(k, s, dt) for k, s in case.inputs]
     out = PRIMITIVES[name].shape_rule(*types, **_params(case, dt))
-    expected = tuple(ArrayType(dt, s) for s in case.out)
+    expected = tuple(ArrayType(_out_dtype(case, dt), s) for s in case.out)
     assert (out if isinstance(out, tuple) else (out,)) == expected
     for size, _, _, _, refs in _examples(name, index, dt):  # the references agree with it
         assert [np.shape(r) for r, _ in refs] == [_resolve(s, size) for s in case.out]
@@ -532,6 +616,7 @@ def test_shape_rule(name, index, dt):
 @pytest.mark.parametrize("name,index", CASE_IDS)
 def test_compiled_matches_eval_and_numpy(name, index, dt):
     program, compiled = _built(name, index, dt)
+    out_dtype = _out_dtype(CASES[name][index], dt)
     for size, binders, operands, _, refs in _examples(name, index, dt):
         values = binders + [x for (k, _), x in zip(CASES[name][index].inputs, operands,
                                                    strict=True) if k != "lit"]
@@ -540,9 +625,9 @@ def test_compiled_matches_eval_and_numpy(name, index, dt):
         assert len(native) == len(evaluated) == len(refs)
         for k, (got, ev, (ref, scale)) in enumerate(zip(native, evaluated, refs, strict=True)):
             if np.ndim(ref):
-                assert got.dtype == dt.np_dtype, f"output {k}: {got.dtype}"
+                assert got.dtype == out_dtype.np_dtype, f"output {k}: {got.dtype}"
             else:
-                assert isinstance(got, float), f"output {k}: {type(got)}"
+                assert isinstance(got, type(out_dtype.np_dtype.type(0).item())), type(got)
             where = f"output {k}, B={size}"
             assert_close(got, ev, RTOL[dt], scale if scale is not None else np.abs(ref),
                          f"compiled vs eval_program, {where}")
@@ -626,6 +711,18 @@ BAD = [
      ShapeError),
     ("update_matvec", [_t(f32, 3, 4), _t(f32, 3), _t(f32, 4), _t(f64), _t(f32, 4)], {},
      DTypeError),
+    # the language
+    ("reduce_max", [_t(f32, 2, 3)], {"axes": (2,)}, ShapeError),
+    ("reduce_max", [_t(f32, 2, 3)], {"axes": (1, 1)}, ShapeError),
+    ("reduce_max", [_t(i32, 3)], {"axes": (0,)}, DTypeError),
+    ("reduce_min", [_t(f64, "B", 3)], {"axes": (2,)}, ShapeError),
+    ("reduce_min", [_t(bool_, 3)], {"axes": (0,)}, DTypeError),
+    ("logsumexp", [_t(f32, 2, 3)], {"axes": (-1,)}, ShapeError),
+    ("logsumexp", [_t(i64, 3)], {"axes": (0,)}, DTypeError),
+    ("argmax", [_t(f32, 2, 3)], {"axis": 2}, ShapeError),
+    ("argmax", [_t(i32, 2, 3)], {"axis": 0}, DTypeError),
+    ("argmin", [_t(f64, 4)], {"axis": 1}, ShapeError),
+    ("argmin", [_t(bool_, 4)], {"axis": None}, DTypeError),
 ]
 
 BAD += [  # shape primitives
@@ -670,10 +767,24 @@ ELEMENTWISE = [n for n, p in PRIMITIVES.items() if p.elementwise]
 
 @pytest.mark.parametrize("name", ELEMENTWISE)
 def test_elementwise_rule_rejects(name):
+    """Integer (or mask) operands, mixed float dtypes, unequal shapes; a conversion to a
+    non-float dtype; a non-mask condition."""
+    if name == "convert_element_type":
+        for dtype in (i32, i64, bool_):
+            with pytest.raises(DTypeError, match=dtype.name):
+                PRIMITIVES[name].shape_rule(_t(f32, 3), dtype=dtype)
+        return
     arity = len(CASES[name][0].inputs)
-    ints = [_t(i32, 3)] * arity
-    with pytest.raises(DTypeError):
-        PRIMITIVES[name].shape_rule(*ints, **_params(CASES[name][0], f32))
+    for bad in (i32, bool_):
+        with pytest.raises(DTypeError):
+            PRIMITIVES[name].shape_rule(*[_t(bad, 3)] * arity, **_params(CASES[name][0], f32))
+    if name == "select":
+        with pytest.raises(DTypeError, match=r"mask.*f32\[3\]"):
+            PRIMITIVES[name].shape_rule(_t(f32, 3), _t(f32, 3), _t(f32, 3))
+        with pytest.raises(DTypeError):
+            PRIMITIVES[name].shape_rule(_t(bool_, 3), _t(f32, 3), _t(f64, 3))
+        with pytest.raises(ShapeError):
+            PRIMITIVES[name].shape_rule(_t(bool_, 4), _t(f32, 3), _t(f32, 3))
     if arity == 2:
         with pytest.raises(DTypeError):
             PRIMITIVES[name].shape_rule(_t(f32, 3), _t(f64, 3))
@@ -718,12 +829,28 @@ SWEEPS = {  # op -> dtype -> inputs; reference: numpy in float64 (correctly roun
     "sigmoid": {f64: np.r_[np.linspace(-745, 700, 100001), _logspace(-320, 0)],  # to the
                 f32: np.r_[np.linspace(-104, 80, 100001), _logspace(-45, 0)]},  # subnormals
 }
+TRIG_EXACT = 2.0 ** 20 * math.pi / 2  # sin and cos are exact to a few ulp up to here
+SWEEPS |= {  # the language's transcendentals, down to the subnormals where they reach them
+    "log1p": {f64: np.r_[np.abs(_logspace(-320, 300)), np.linspace(-1, 1, 100001)[1:]],
+              f32: np.r_[np.abs(_logspace(-45, 37)), np.linspace(-1, 1, 100001)[1:]]},
+    "expm1": {f64: np.r_[np.linspace(-50, 709.7, 100001), _logspace(-320, 0)],
+              f32: np.r_[np.linspace(-20, 88.7, 100001), _logspace(-45, 0)]},
+    "sin": {f64: np.r_[np.linspace(-10, 10, 100001), _logspace(-320, np.log10(TRIG_EXACT))],
+            f32: np.r_[np.linspace(-10, 10, 100001), _logspace(-45, np.log10(TRIG_EXACT))]},
+    "softplus": {f64: np.r_[np.linspace(-745, 800, 100001), _logspace(-320, 2)],
+                 f32: np.r_[np.linspace(-103, 100, 100001), _logspace(-45, 2)]},
+    "erfc": {f64: np.r_[np.linspace(-6, 26.5, 100001), _logspace(-320, 1)],
+             f32: np.r_[np.linspace(-4, 9.1, 100001), _logspace(-45, 1)]},
+}
+SWEEPS["cos"] = SWEEPS["sin"]
 POWERS = [2, 3, -1, -2, 0.5, 1.5, -2.5, 1 / 3]
 
 
 def _sweep_ref(name, x):
     with np.errstate(over="ignore"):
-        return {"exp": np.exp, "log": np.log, "tanh": np.tanh, "sigmoid": _sigmoid}[name](x)
+        return {"exp": np.exp, "log": np.log, "tanh": np.tanh, "sigmoid": _sigmoid,
+                "log1p": np.log1p, "expm1": np.expm1, "sin": np.sin, "cos": np.cos,
+                "softplus": lambda x: np.logaddexp(0.0, x), "erfc": _math(math.erfc)}[name](x)
 
 
 def _assert_accurate(out, ref, dt):
@@ -747,6 +874,21 @@ def test_pow_sweep(y, dt):
     _assert_accurate(_run("pow", x, y=y), x.astype(np.float64) ** y, dt)
 
 
+@pytest.mark.parametrize("dt", FLOATS, ids=str)
+@pytest.mark.parametrize("name", ["sin", "cos"])
+def test_trig_beyond_the_exact_range(name, dt):
+    """Past 2**20 * pi/2 the reduction by pi/2 rounds: the absolute error stays below
+    |x| * 2**-52 (1e-8 at 1e8), and from 2**50 on (where that passes 0.1) the result is nan."""
+    x = np.r_[_logspace(np.log10(TRIG_EXACT), np.log10(2.0 ** 50) - 1e-9, 20000),
+              [2.0 ** 50, -(2.0 ** 50), 1e16, 1e30, -1e30]].astype(dt.np_dtype)
+    out = _run(name, x).astype(np.float64)
+    ref = {"sin": np.sin, "cos": np.cos}[name](x.astype(np.float64))
+    near = np.abs(x) < 2.0 ** 50
+    assert np.all(np.abs(out[near] - ref[near]) <= np.abs(x[near]) * 2.0 ** -52 +
+                  (6e-8 if dt is f32 else 0.0))
+    assert np.all(np.isnan(out[~near]))
+
+
 TINY = {f64: 5e-324, f32: 1e-45}
 SPECIAL = [0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0]
 SPECIAL_BY_OP = {  # op -> dtype -> extra inputs: overflow, underflow, subnormals, signs
@@ -758,7 +900,14 @@ SPECIAL_BY_OP = {  # op -> dtype -> extra inputs: overflow, underflow, subnormal
     "sigmoid": {f64: [1000.0, -1000.0, 36.0, -36.0, -720.0, -740.0],
                 f32: [100.0, -100.0, 17.0, -17.0, -95.0]},
     "pow": {f64: [-2.0, 4.0, -8.0, 1e300, 1e-300], f32: [-2.0, 4.0, -8.0, 1e30, 1e-30]},
+    "log1p": {f64: [-0.5, -1 + 2 ** -53, -1.5, 1e300, 1e-310, -1e-310],
+              f32: [-0.5, -1 + 2 ** -24, -1.5, 1e30, 1e-40, -1e-40]},
+    "expm1": {f64: [709.78, 709.79, -40.0, -800.0, 1e-310], f32: [88.72, 88.73, -20.0, -200.0]},
+    "sin": {f64: [np.pi, 1e5, -1e6, 3e-320], f32: [3.1415927, 1e5, -1e6, 3e-40]},
+    "softplus": {f64: [745.0, -745.0, 800.0, -40.0, 1e300], f32: [104.0, -104.0, 100.0, -20.0]},
+    "erfc": {f64: [26.5, 27.3, 28.5, -30.0, 1e300, 1e-310], f32: [9.19, 9.2, 10.0, -30.0]},
 }
+SPECIAL_BY_OP["cos"] = SPECIAL_BY_OP["sin"]
 
 
 def _assert_special(out, ref, dt):
@@ -777,12 +926,12 @@ def _special_inputs(name, dt):
 
 
 @pytest.mark.parametrize("dt", FLOATS, ids=str)
-@pytest.mark.parametrize("name", ["exp", "log", "tanh", "sigmoid"])
+@pytest.mark.parametrize("name", ["exp", "log", "tanh", "sigmoid", "log1p", "expm1", "sin", "cos",
+                                  "softplus", "erfc"])
 def test_special_values(name, dt):
     x = _special_inputs(name, dt)
     with np.errstate(all="ignore"):  # sigmoid: 1 / (1 + exp(-x)) would give 0 for exp(x) in
-        ref = {"exp": np.exp, "log": np.log, "tanh": np.tanh,  # the subnormals (x = -720)
-               "sigmoid": _sigmoid}[name](x)
+        ref = _sweep_ref(name, x.astype(np.float64)).astype(dt.np_dtype)  # the subnormals
     _assert_special(_run(name, x), ref, dt)
 
 
@@ -820,14 +969,14 @@ CONVERT_INPUTS = np.r_[
 @pytest.mark.parametrize("source, target", [(f64, f32), (f32, f64)], ids=["f64-f32", "f32-f64"])
 def test_convert_element_type_rounds_like_numpy(source, target, square):
     """Narrowing rounds to nearest (ties to even, overflow to inf, subnormals kept), widening is
-    exact: the bits of numpy's astype, also where fusion groups the conversion with the
-    multiplication after it (a group computes in one dtype: its output's)."""
+    exact: the bits of numpy's astype, also where fusion puts the conversion in one loop with
+    the multiplications before and after it (each computed in its own dtype)."""
     program = _convert_program(source, target, square)
     if square:
         fused = [e.params["body"] for e in pipeline.optimize(program).eqns
                  if e.prim.name == "fused"]
         assert [[e.prim.name for e in body.eqns] for body in fused] == [
-            ["convert_element_type", "mul"]]
+            ["mul", "convert_element_type", "mul"]]
     compiled = compile_program(program, Signature((Param("x", program.inputs[0].type),),
                                                   program.outputs[0].type),
                                f"convert_{source.name}_{target.name}_{square}")

@@ -67,16 +67,25 @@ def softmax_chain(x: f64[6]) -> f64:
     return nn.sum(x * x)
 
 
+@diffc.function
+def language(W: f64[3, 4], x: f64[B, 4], t: f64[B, 3]) -> f64:
+    h = nn.where(x > 0, x, 0.1 * x)  # masks in fused loops, a GEMM epilogue and the backward
+    z = nn.leaky_relu(nn.dense(W, h))
+    r = abs(z - t)
+    return nn.mean(nn.where(r < 1, r * r, r)) + nn.sum(nn.logsumexp(z, -1)) + z.max() + \
+        nn.sum(nn.clip(nn.sin(x), -0.5, 0.5)) + nn.sum(nn.astype(nn.argmax(z, 1), f64))
+
+
 def _cases():
     """(name, program, number of leading inputs that may be negative; the rest are > 0)."""
     out = []
-    for f in (mlp, mlp_batch, redundant, dense_layer, transposed, softmax_chain):
+    for f in (mlp, mlp_batch, redundant, dense_layer, transposed, softmax_chain, language):
         out.append((f.name, f.program, len(f.program.inputs)))
         out.append((f"vg_{f.name}", diffc.value_and_grad(f).program, len(f.program.inputs)))
     optimizers = [diffc.SGD(lr=0.1), diffc.SGD(lr=0.1, momentum=0.9, nesterov=True,
                                               weight_decay=0.01), diffc.Adam(weight_decay=0.1)]
     for f, params in ((mlp, ["W1", "W2", "b2"]), (mlp_batch, ["W1", "b1", "W2", "b2"]),
-                      (dense_layer, ["W", "b"])):
+                      (dense_layer, ["W", "b"]), (language, ["W"])):
         for k, opt in enumerate(optimizers):
             step = diffc.train_step(f, params, opt)
             out.append((f"step{k}_{f.name}", step.program, len(f.program.inputs)))

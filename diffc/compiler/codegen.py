@@ -15,9 +15,10 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ..core.ir import Lit, Program, Var
-from ..core.types import ArrayType, DType
+from ..core.types import ArrayType, DType, bool_
 from ..passes.memory import MemoryPlan, plan_memory
 from ..runtime.abi import NUMPY_DATA_OFFSET, Abi, Arg, c_name, packed_name
+from .emitters import value_type
 from .kernels import KERNELS, lower_elementwise
 from .loops import I64, for_range
 from .target import Target
@@ -27,10 +28,8 @@ ALIGN = 64
 
 
 def llvm_type(dtype: DType) -> ir.Type:
-    """The LLVM type of a dtype's elements."""
-    if dtype.is_float:
-        return ir.FloatType() if dtype.itemsize == 4 else ir.DoubleType()
-    return ir.IntType(8 * dtype.itemsize)
+    """The LLVM type of a dtype's elements in memory (a mask: one byte, 0 or 1, as numpy)."""
+    return ir.IntType(8) if dtype == bool_ else value_type(dtype)
 
 
 def function_type(args: list[Arg], result=None) -> ir.FunctionType:
@@ -40,18 +39,24 @@ def function_type(args: list[Arg], result=None) -> ir.FunctionType:
 
 
 class Operand:
-    """An equation's input or output inside a kernel: a typed pointer, or a literal."""
+    """An equation's input or output inside a kernel: a typed pointer, or a literal. Loads give
+    and stores take values of the computing type (`value_type`): masks are bytes in memory."""
 
     def __init__(self, type: ArrayType, ptr=None, const=None):
         self.type, self.ptr, self.const = type, ptr, const
         self.elt = llvm_type(type.dtype)
+        self.mask = type.dtype == bool_
 
     def load(self, b: ir.IRBuilder, index):
         if self.const is not None:
             return self.const
-        return b.load(b.gep(self.ptr, [index], inbounds=True, source_etype=self.elt), typ=self.elt)
+        value = b.load(b.gep(self.ptr, [index], inbounds=True, source_etype=self.elt),
+                       typ=self.elt)
+        return b.icmp_unsigned("!=", value, ir.Constant(self.elt, 0)) if self.mask else value
 
     def store(self, b: ir.IRBuilder, index, value) -> None:
+        if self.mask:
+            value = b.zext(value, self.elt)
         b.store(value, b.gep(self.ptr, [index], inbounds=True, source_etype=self.elt))
 
 
@@ -61,7 +66,7 @@ class Kernel:
     def __init__(self, b, eqn, inputs, outputs, dims, target: Target):
         self.b, self.eqn, self.params = b, eqn, eqn.params
         self.inputs, self.outputs, self.dims = inputs, outputs, dims
-        self.ty = outputs[0].elt
+        self.ty = value_type(outputs[0].type.dtype)
         self.target = target
 
     def dim(self, d):
@@ -158,7 +163,7 @@ def _kernel_function(module, name: str, eqn, symbols, arg_of: list[int],
         arg.add_attribute("noalias")
     pointers = iter(fn.args[i] for i in arg_of)
     outputs = [Operand(v.type, next(pointers)) for v in eqn.outputs]
-    inputs = [Operand(a.type, const=ir.Constant(llvm_type(a.type.dtype), a.value))
+    inputs = [Operand(a.type, const=ir.Constant(value_type(a.type.dtype), a.value))
               if isinstance(a, Lit) else Operand(a.type, next(pointers)) for a in eqn.inputs]
     dims = dict(zip(symbols, fn.args[n_args:], strict=True))
     b = ir.IRBuilder(fn.append_basic_block("entry"))

@@ -2,8 +2,9 @@
 registers, or a GEMM whose epilogue finishes its results in vector registers.
 
 Input: a `Kernel` (codegen.py) for a fused equation. Output: code that writes its outputs.
-Invariant: the body's elementwise equations go through the same emitters (scalar.py) as
-unfused ones, so fusion changes where values live, not how they are computed.
+Invariant: the body's elementwise equations go through the same emitters (emitters.py) as
+unfused ones, each in its own dtype (a body may convert between dtypes and hold masks), so
+fusion changes where values live, not how they are computed.
 """
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from llvmlite import ir
 from ..core.ir import Lit
 from ..core.linalg import matmul_p, outer_p
 from ..core.structural import broadcast_in_dim_p
-from .gemm import Gemm
+from .emitters import EMITTERS, value_type
+from .gemm import Gemm, vector_type
 from .gemm import run as run_gemm
 from .loops import I64, for_range, loop_nest
-from .scalar import EMITTERS
 from .shapes import INDEXED
 
 
@@ -52,8 +53,8 @@ def lower_fused(k) -> None:
             src = k.offset(x.type.shape, [it[d] for d in e.params["broadcast_dimensions"]])
             return operand[id(x)].load(b, src)
 
-        env = _emit_body(b, k.ty, body.eqns, dict(scalars), lambda a: operand[id(a)].load(b, at),
-                         indexed)
+        env = _emit_body(b, value_type, body.eqns, dict(scalars),
+                         lambda a: operand[id(a)].load(b, at), indexed)
         for v, out in zip(body.outputs, k.outputs, strict=True):
             out.store(b, at, env[id(v)])
 
@@ -69,19 +70,23 @@ def _gemm_with_epilogue(k) -> None:
 
     def finish(i, j, value):
         flat = b.add(b.mul(i, gemm.n), j)
+        lanes = value.type.count if isinstance(value.type, ir.VectorType) else 1
+
+        def typed(dtype):  # a value of dtype as finished here: one lane or a vector
+            return vector_type(value_type(dtype), lanes)
 
         def load(a):  # rank 0: the same in every lane; else C-shaped
-            op = operand[id(a)]
-            return gemm.splat(op.load(b, _c(I64, 0)), value.type) if a.type.ndim == 0 else \
-                gemm.load(op, flat, value.type)
+            op, typ = operand[id(a)], typed(a.type.dtype)
+            return gemm.splat(op.load(b, _c(I64, 0)), typ) if a.type.ndim == 0 else \
+                gemm.load(op, flat, typ)
 
         def indexed(e):  # broadcast_in_dim of a row or column vector (or of C's shape)
             x, dims = e.inputs[0], e.params["broadcast_dimensions"]
+            op, typ = operand[id(x)], typed(x.type.dtype)
             at = {(0,): None, (1,): j, (0, 1): flat}[dims]
-            return gemm.splat(operand[id(x)].load(b, i), value.type) if at is None else \
-                gemm.load(operand[id(x)], at, value.type)
+            return gemm.splat(op.load(b, i), typ) if at is None else gemm.load(op, at, typ)
 
-        env = _emit_body(b, value.type, rest, {id(head.outputs[0]): value}, load, indexed)
+        env = _emit_body(b, typed, rest, {id(head.outputs[0]): value}, load, indexed)
         for v, out in outputs:
             gemm.store(out, i, j, env[id(v)])
 
@@ -90,13 +95,14 @@ def _gemm_with_epilogue(k) -> None:
     run_gemm(gemm)
 
 
-def _emit_body(b, ty, eqns, env: dict, load, indexed) -> dict:
+def _emit_body(b, type_of, eqns, env: dict, load, indexed) -> dict:
     """The values of a fused body's equations at one element (or one vector of elements), in
-    registers: `load(var)` reads an input there, `indexed(eqn)` computes an equation that reads
-    a smaller input at a mapped index. `env` holds the values known (var id -> value)."""
+    registers: `type_of(dtype)` is the LLVM type of a value of dtype there, `load(var)` reads an
+    input, `indexed(eqn)` computes an equation that reads a smaller input at a mapped index.
+    `env` holds the values known (var id -> value)."""
     def read(a):
         if isinstance(a, Lit):
-            return ir.Constant(ty, a.value)
+            return ir.Constant(type_of(a.type.dtype), a.value)
         if id(a) not in env:
             env[id(a)] = load(a)
         return env[id(a)]
@@ -107,6 +113,7 @@ def _emit_body(b, ty, eqns, env: dict, load, indexed) -> dict:
         elif e.prim.indexed:
             result = indexed(e)
         else:
-            result = EMITTERS[e.prim.name](b, ty, *map(read, e.inputs), **e.params)
+            result = EMITTERS[e.prim.name](b, type_of(e.outputs[0].type.dtype),
+                                           *map(read, e.inputs), **e.params)
         env[id(e.outputs[0])] = result
     return env

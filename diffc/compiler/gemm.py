@@ -17,9 +17,9 @@ edge falls back to a scalar loop unless it is narrower than a vector. A^T B^T us
 Each finished value of C (a vector of a row's columns, or a scalar) goes through `finish`: a
 plain matmul stores it; a fused one (kernels.lower_fused) applies its epilogue first.
 Invariants: every element of C is finished exactly once (chunked dot tiles store partial sums
-there before, so they need a C that is no input's buffer); vector loads are unaligned-safe
-(element alignment); accumulations use FMA (`llvm.fma`), so results equal the scalar loop's up
-to rounding order.
+in an output of C's type before, so they need one that is no input's buffer); vector loads are
+unaligned-safe (element alignment); accumulations use FMA (`llvm.fma`), so results equal the
+scalar loop's up to rounding order.
 """
 from __future__ import annotations
 
@@ -106,7 +106,9 @@ class Gemm:
         depth_dim = a.type.shape[0] if self.ta else a.type.shape[1]
         self.static = [d if isinstance(d, int) else None for d in (*out_type.shape, depth_dim)]
         self.m, self.n, self.depth = (k.dim(d) for d in (*out_type.shape, depth_dim))
-        self.elt = k.ty
+        self.elt = a.elt  # C's elements: A's (a fused GEMM's outputs may also be masks)
+        # where chunked dot tiles keep partial sums: an output of C's type (None: no chunks)
+        self.partial = next((out for out in k.outputs if out.type == out_type), None)
         self.itemsize = out_type.dtype.itemsize
         self.width = full_vector(self.elt, k.target).count
         self.finish = finish or (lambda i, j, value: self.store(k.outputs[0], i, j, value))
@@ -120,11 +122,15 @@ class Gemm:
         return b.add(b.mul(j, self.depth), p) if self.tb else b.add(b.mul(p, self.n), j)
 
     def load(self, operand, index, typ):
-        """operand[index] (typ is the element type), or the vector of typ starting there."""
+        """operand[index] (typ is a scalar type), or the vector of typ starting there; a mask's
+        bytes become i1s."""
         if not isinstance(typ, ir.VectorType):
             return operand.load(self.b, index)
-        ptr = self.b.gep(operand.ptr, [index], inbounds=True, source_etype=self.elt)
-        return self.b.load(ptr, typ=typ, align=self.itemsize)
+        memory = ir.VectorType(operand.elt, typ.count)
+        ptr = self.b.gep(operand.ptr, [index], inbounds=True, source_etype=operand.elt)
+        value = self.b.load(ptr, typ=memory, align=operand.type.dtype.itemsize)
+        return self.b.icmp_unsigned("!=", value, ir.Constant(memory, 0)) if operand.mask else \
+            value
 
     def store(self, operand, i, j, value) -> None:
         """C-shaped operand[i, j] = value (a scalar, or a vector of columns j, j+1, ...)."""
@@ -132,8 +138,10 @@ class Gemm:
         if not isinstance(value.type, ir.VectorType):
             operand.store(self.b, index, value)
             return
-        ptr = self.b.gep(operand.ptr, [index], inbounds=True, source_etype=self.elt)
-        self.b.store(value, ptr, align=self.itemsize)
+        if operand.mask:
+            value = self.b.zext(value, ir.VectorType(operand.elt, value.type.count))
+        ptr = self.b.gep(operand.ptr, [index], inbounds=True, source_etype=operand.elt)
+        self.b.store(value, ptr, align=operand.type.dtype.itemsize)
 
     def splat(self, scalar, typ):
         """A value of typ with every lane equal to scalar."""
@@ -216,7 +224,7 @@ def _chunk_size(g: Gemm, rows_per_step: int) -> int | None:
     size = L1_SHARE // (rows_per_step * g.itemsize) // g.width * g.width
     depth = g.static[2]
     c_is_input = any(out.ptr is op.ptr for out in g.k.outputs for op in g.k.inputs)
-    if depth is None or depth % g.width or depth <= size or c_is_input:
+    if depth is None or depth % g.width or depth <= size or c_is_input or g.partial is None:
         return None
     return size
 
@@ -285,7 +293,7 @@ def _dot_step(g: Gemm, rows, cols, p, typ, sums) -> list:
 def _chunk_sums(g: Gemm, chunk: Chunk, i, j, total) -> None:
     """Add a chunk's sums to those of the chunks before (in C); store them, or finish them
     after the last chunk."""
-    b, out = g.b, g.k.outputs[0]
+    b, out = g.b, g.partial
     before = g.load(out, b.add(b.mul(i, g.n), j), total.type)
     first = b.icmp_signed("==", chunk.index, _c(0))
     total = b.fadd(total, b.select(first, ir.Constant(total.type, None), before))

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from . import reductions
+from .emitters import EMITTERS
 from .fused import lower_fused
 from .gemm import full_vector, lower_matmul
 from .loops import I64, for_range, loop_nest
-from .scalar import EMITTERS, emit_exp, emit_log, intrinsic
+from .scalar import emit_exp, emit_log, intrinsic
 from .shapes import lower_concatenate, lower_gather, lower_scatter_add, lower_slice, lower_unslice
 
 REDUCE = ("reassoc", "contract")
@@ -347,4 +349,10 @@ KERNELS = {
     "concatenate": lower_concatenate,
     "gather": lower_gather,
     "scatter_add": lower_scatter_add,
+    # reductions.py
+    "reduce_max": reductions.lower_reduce_max,
+    "reduce_min": reductions.lower_reduce_min,
+    "logsumexp": reductions.lower_logsumexp,
+    "argmax": reductions.lower_argmax,
+    "argmin": reductions.lower_argmin,
 }

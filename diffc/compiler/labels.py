@@ -6,10 +6,15 @@ Invariant: every equation that indexes with labels counts (the primitive's `labe
 gather, ...), the gradient-only ones too (`unpick`, `scatter_add`, ...), and labels are followed
 back through equations that only move values (`moves`) to every input they come from: an
 unchecked label would index out of bounds. Constant indices into symbolic dims (a slice's
-`constant_indices`) count like constant labels. Fused bodies count as their equations.
+`constant_indices`) count like constant labels. Labels computed in the program (argmax's, whose
+primitive gives an `index_bound`) must provably lie inside the axis they index, else compiling
+is a ShapeError: no call-time check could catch them. Fused bodies count as their equations.
 """
 from __future__ import annotations
 
+import math
+
+from ..core.errors import ShapeError
 from ..core.ir import Eqn, Lit
 
 
@@ -41,10 +46,29 @@ def _label_uses(program):
         labels = [e.inputs[1]]
         while labels:
             label = labels.pop()
-            if id(label) in producer and producer[id(label)].prim.moves:
-                labels.extend(producer[id(label)].inputs)
+            made_by = producer.get(id(label))
+            if made_by is not None and made_by.prim.moves:
+                labels.extend(made_by.inputs)
+            elif made_by is not None:
+                _check_computed(made_by, classes, e)
             else:
                 yield label, classes
+
+
+def _check_computed(made_by: Eqn, classes, user: Eqn) -> None:
+    """Labels computed by made_by must provably index inside an axis of `classes`."""
+    bound = made_by.prim.index_bound and made_by.prim.index_bound(
+        *[a.type for a in made_by.inputs], **made_by.params)
+    if bound is not None and (tuple(bound) == (classes,) or (
+            all(isinstance(d, int) for d in bound) and isinstance(classes, int) and
+            math.prod(bound) <= classes)):
+        return
+    what = (f"lie in [0, {' * '.join(map(str, bound))})" if bound is not None else
+            "have no known range")
+    raise ShapeError(f"{user.source}: {user.prim.name} indexes an axis of size {classes} with "
+                     f"indices computed by {made_by.prim.name}, which {what}: they cannot be "
+                     f"checked before the code runs; index with an input (checked at call "
+                     f"time) or with indices provably inside the axis")
 
 
 def label_bounds(program) -> dict[int, tuple]:

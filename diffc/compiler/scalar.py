@@ -1,4 +1,4 @@
-"""Scalar code for elementwise primitives, one emitter per op, and libm-free exp/log/tanh.
+"""Scalar code for elementwise primitives: libm-free exp/log/tanh, sigmoid, pow, conversion.
 
 Input: an IRBuilder, the LLVM float type of the result, operand values (scalars or vectors
 alike) and the equation's params. Output: the result value.
@@ -215,33 +215,17 @@ def emit_pow(b: ir.IRBuilder, ty, x, *, y):
     return b.select(b.fcmp_ordered("==", x, _c(ty, -math.inf)), _c(ty, far), result)
 
 
-def _bits(ty) -> int:
-    """The width of a float type's (or float vector type's) elements."""
-    element = ty.element if isinstance(ty, ir.VectorType) else ty
-    return 64 if isinstance(element, ir.DoubleType) else 32
+def _element(ty):
+    """A type's elements (ty itself for a scalar type)."""
+    return ty.element if isinstance(ty, ir.VectorType) else ty
 
 
 def emit_convert(b: ir.IRBuilder, ty, x, *, dtype):
-    """x as `ty` (the output's type, of `dtype`): widened exactly, or rounded to nearest."""
-    if _bits(x.type) == _bits(ty):
+    """x as `ty` (the output's float type, of `dtype`): a float widened exactly or rounded to
+    nearest; a mask (i1) as 0 or 1; an integer rounded to nearest."""
+    source, target = _element(x.type), _element(ty)
+    if isinstance(source, ir.IntType):
+        return b.uitofp(x, ty) if source.width == 1 else b.sitofp(x, ty)
+    if isinstance(source, type(target)):
         return x
-    return b.fpext(x, ty) if _bits(ty) > _bits(x.type) else b.fptrunc(x, ty)
-
-
-EMITTERS = {
-    "neg": lambda b, ty, x: b.fneg(x),
-    "exp": emit_exp,
-    "log": emit_log,
-    "tanh": emit_tanh,
-    "sigmoid": emit_sigmoid,
-    # numpy's maximum(x, 0): +0 for -0, nan for nan
-    "relu": lambda b, ty, x: b.select(b.fcmp_ordered("<=", x, _c(ty, 0.0)), _c(ty, 0.0), x),
-    "step": lambda b, ty, x: b.select(b.fcmp_ordered(">", x, _c(ty, 0.0)), _c(ty, 1.0),
-                                      _c(ty, 0.0)),
-    "pow": emit_pow,
-    "add": lambda b, ty, x, y: b.fadd(x, y),
-    "sub": lambda b, ty, x, y: b.fsub(x, y),
-    "mul": lambda b, ty, x, y: b.fmul(x, y),
-    "div": lambda b, ty, x, y: b.fdiv(x, y),
-    "convert_element_type": emit_convert,
-}
+    return b.fpext(x, ty) if isinstance(target, ir.DoubleType) else b.fptrunc(x, ty)

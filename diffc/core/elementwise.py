@@ -1,31 +1,48 @@
-"""The elementwise primitives, one table row each, and the operation that applies them with
-numpy's broadcasting (`elementwise`); `mean`, which divides a sum by sizes.
+"""The elementwise primitives, one table row each, and the operations that apply them with
+numpy's broadcasting: `elementwise`, `where`, `astype`; `mean`, which divides a sum by sizes.
 
 Invariants: an elementwise primitive takes operands of one floating dtype whose non-scalar
 operands share one shape (rank-0 operands broadcast implicitly; any other broadcasting is an
 explicit `broadcast_in_dim`, made by `elementwise`); Python numbers become constants of their
-partner's dtype. Reverse rules are written with the operations users write.
+floating partner's dtype. Comparisons give masks (`bool_`), which `select` (numpy's `where`)
+and `convert_element_type` (`astype`) read; masks have no gradient. Reverse rules are written
+with the operations users write. At ties maximum and minimum share the gradient equally between
+their operands, and abs has slope 1 at 0 (JAX's conventions).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .errors import ShapeError
+from .errors import DTypeError, ShapeError
 from .primitive import PRIMITIVES, float_dtype, primitive
 from .sizes import Size
-from .structural import broadcast_shapes, broadcast_to, dim_size_p, normalize_axes, reduce_sum
-from .trace import bind, constant, context, refuse_captured, type_of
-from .types import ArrayType
+from .structural import (
+    broadcast_shapes,
+    broadcast_to,
+    convert_element_type_p,
+    dim_size_p,
+    normalize_axes,
+    reduce_sum,
+)
+from .trace import at_user, bind, constant, context, refuse_captured, type_of
+from .types import ArrayType, DType, bool_, dtype_of_numpy, f64
 
 
-def _elementwise_rule(name: str):
+def _one_shape(name: str, types) -> tuple:
+    shapes = {t.shape for t in types if t.ndim > 0}
+    if len(shapes) > 1:
+        raise ShapeError(f"{name} needs operands of one shape (or scalars), got "
+                         f"{', '.join(str(t) for t in types)}")
+    return shapes.pop() if shapes else ()
+
+
+def _elementwise_rule(name: str, mask: bool = False):
+    """Floating operands of one dtype and shape; the result a float, or a mask."""
     def rule(*types: ArrayType, **params) -> ArrayType:
         dtype = float_dtype(name, *types)
-        shapes = {t.shape for t in types if t.ndim > 0}
-        if len(shapes) > 1:
-            raise ShapeError(f"{name} needs operands of one shape (or scalars), got "
-                             f"{', '.join(str(t) for t in types)}")
-        return ArrayType(dtype, shapes.pop() if shapes else ())
+        return ArrayType(bool_ if mask else dtype, _one_shape(name, types))
     return rule
 
 
@@ -33,6 +50,15 @@ def _sigmoid(x):
     """1 / (1 + exp(-x)) without overflow: exp(x) / (1 + exp(x)) for x < 0."""
     e = np.exp(-np.abs(x))
     return np.where(x < 0, e, x.dtype.type(1)) / (1 + e)
+
+
+def _softplus(x):
+    """log1p(exp(-|x|)) + max(x, 0): no overflow, and exp(x) (not 0) far below 0."""
+    return np.log1p(np.exp(-np.abs(x))) + np.maximum(x, x.dtype.type(0))
+
+
+def _erfc(x):
+    return np.vectorize(math.erfc, otypes=[np.float64])(x).astype(x.dtype)
 
 
 def _pow(x, *, y):
@@ -62,15 +88,55 @@ ELEMENTWISE = [
     ("sub", 2, np.subtract, lambda g, x, y, *, out: (g, -g), True),
     ("mul", 2, np.multiply, lambda g, x, y, *, out: (g * y, g * x), True),
     ("div", 2, np.divide, lambda g, x, y, *, out: (g / y, -(g * out) / y), True),
+    ("abs", 1, np.abs, lambda g, x, *, out: (where(compare("ge", x, 0.0), g, -g),), True),
+    ("sqrt", 1, np.sqrt, lambda g, x, *, out: (g * (0.5 / out),), True),
+    ("log1p", 1, np.log1p, lambda g, x, *, out: (g / (1.0 + x),), False),
+    ("expm1", 1, np.expm1, lambda g, x, *, out: (g * (out + 1.0),), False),
+    ("sin", 1, np.sin, lambda g, x, *, out: (g * elementwise("cos", x),), False),
+    ("cos", 1, np.cos, lambda g, x, *, out: (-(g * elementwise("sin", x)),), False),
+    ("softplus", 1, _softplus, lambda g, x, *, out: (g * elementwise("sigmoid", x),), False),
+    ("erfc", 1, _erfc,  # d/dx erfc(x) = -2/sqrt(pi) exp(-x*x)
+     lambda g, x, *, out: (g * (-2 / math.sqrt(math.pi) * elementwise("exp", -(x * x))),),
+     False),
+    ("maximum", 2, np.maximum, lambda g, x, y, *, out: _tie_vjp(g, x, y, "gt"), True),
+    ("minimum", 2, np.minimum, lambda g, x, y, *, out: _tie_vjp(g, x, y, "lt"), True),
 ]
 
 for _name, _arity, _impl, _vjp, _epilogue in ELEMENTWISE:
     primitive(_name, _impl, _elementwise_rule(_name), _vjp, elementwise=True, epilogue=_epilogue)
 
+# comparisons: masks, no gradient (nothing differentiable reads a mask's value)
+COMPARISONS = {"lt": ("<", np.less), "le": ("<=", np.less_equal), "gt": (">", np.greater),
+               "ge": (">=", np.greater_equal), "eq": ("==", np.equal), "ne": ("!=", np.not_equal)}
+for _name, (_symbol, _impl) in COMPARISONS.items():
+    primitive(_name, _impl, _elementwise_rule(f"comparison '{_symbol}'", mask=True), None,
+              elementwise=True, epilogue=True)
+
+
+def _tie_vjp(g, x, y, wins: str):
+    """maximum (wins="gt") or minimum ("lt"): the chosen operand's gradient, half each at a tie."""
+    half = where(compare("eq", x, y), g * 0.5, 0.0)
+    loses = "lt" if wins == "gt" else "gt"
+    return where(compare(wins, x, y), g, half), where(compare(loses, x, y), g, half)
+
+
+def _select_rule(mask: ArrayType, x: ArrayType, y: ArrayType) -> ArrayType:
+    if mask.dtype != bool_:
+        raise DTypeError(f"where needs a boolean mask (a comparison such as x > 0) first, got "
+                         f"{mask}")
+    return ArrayType(float_dtype("where", x, y), _one_shape("where", (mask, x, y)))
+
+
+# numpy's where(mask, x, y)
+select_p = primitive("select", np.where, _select_rule,
+                     lambda g, mask, x, y, *, out: (None, where(mask, g, 0.0),
+                                                    where(mask, 0.0, g)),
+                     elementwise=True, epilogue=True)
+
 
 def elementwise(name: str, *xs, **params):
     """The elementwise primitive `name` with numpy broadcasting; Python numbers become
-    constants."""
+    constants of the first floating operand's dtype (float64 if there is none)."""
     if any(isinstance(x, Size) for x in xs):
         return _with_sizes(name, xs, params)
     types = [type_of(x) for x in xs]
@@ -83,8 +149,9 @@ def elementwise(name: str, *xs, **params):
     if ctx is not None:
         for x in xs:
             refuse_captured(x)
+    floats = [t.dtype for t in arrays if t.dtype.is_float]
     shape = broadcast_shapes(*arrays)
-    operands = [constant(x, arrays[0].dtype, ctx) if t is None else
+    operands = [constant(x, floats[0] if floats else f64, ctx) if t is None else
                 x if t.ndim == 0 or t.shape == shape else broadcast_to(x, shape)
                 for x, t in zip(xs, types, strict=True)]
     return bind(PRIMITIVES[name], *operands, **params)
@@ -121,3 +188,45 @@ def size_value(s: Size, dtype):
         return bind(dim_size_p, s.args[0], axis=s.params["axis"], dtype=dtype)
     return elementwise(s.op, *[size_value(a, dtype) if isinstance(a, Size) else a
                                for a in s.args], **s.params)
+def compare(name: str, x, y):
+    """The comparison `name` ("lt", "le", "gt", "ge", "eq", "ne") of x and y: a mask."""
+    return elementwise(name, x, y)
+
+
+def where(mask, x, y):
+    """numpy's where(mask, x, y): x where mask holds, else y; mask a comparison's result (a
+    Python or numpy bool is a constant mask), x and y floats or numbers (two numbers: of a numpy
+    scalar's dtype if one is, else float64)."""
+    if isinstance(mask, bool | np.bool_):
+        mask = np.asarray(mask)
+    if type_of(x) is None and type_of(y) is None:
+        dtype = next((v.dtype for v in (x, y) if isinstance(v, np.generic)), np.float64)
+        x, y = np.asarray(x, dtype), np.asarray(y, dtype)
+    return elementwise("select", mask, x, y)
+
+
+def astype(x, dtype):
+    """numpy's x.astype(dtype) to f32 or f64 (a diffc dtype or a numpy one), from a float, an
+    integer or a mask; differentiable from floats only."""
+    target = dtype if isinstance(dtype, DType) else _numpy_dtype(dtype)
+    if target is None or not target.is_float:
+        raise at_user(DTypeError, f"astype converts to f32 or f64, got {dtype!r}")
+    t = type_of(x)
+    if t is None:
+        raise at_user(DTypeError, f"astype converts an array, got {x!r}")
+    return x if t.dtype == target else bind(convert_element_type_p, x, dtype=target)
+
+
+def _numpy_dtype(dtype) -> DType | None:
+    try:
+        return dtype_of_numpy(np.dtype(dtype))
+    except TypeError:
+        return None
+
+
+def clip(x, lo=None, hi=None):
+    """numpy's clip(x, lo, hi) = minimum(maximum(x, lo), hi); None leaves that side open. At a
+    bound the gradient is shared with the bound (half each), as JAX's clip."""
+    if lo is not None:
+        x = elementwise("maximum", x, lo)
+    return x if hi is None else elementwise("minimum", x, hi)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import DTypeError, ShapeError
-from .types import ArrayType, DType
+from .types import ArrayType, DType, i32, i64
 
 
 @dataclass(eq=False)
@@ -37,6 +37,8 @@ class Primitive:
     constant_indices: Callable | None = None  # operand types, **params -> ((i, dim), ...):
     #                                           constant indices i into symbolic dims, each
     #                                           needing dim > i (checked at call time)
+    index_bound: Callable | None = None  # operand types, **params -> the dims whose product
+    #                                      bounds its integer output: 0 <= out < product
 
     def __repr__(self) -> str:
         return f"Primitive({self.name})"
@@ -89,7 +91,7 @@ def check_axes(t: ArrayType, axes: tuple[int, ...]) -> tuple[int, ...]:
 
 def label_rule(what: str, x: ArrayType, y: ArrayType) -> None:
     """y holds one integer label per row of x (x's shape without its last axis)."""
-    if y.dtype.is_float:
+    if y.dtype not in (i32, i64):
         raise DTypeError(f"{what}: labels must be integers (i32/i64), got {y}")
     if y.shape != x.shape[:-1]:
         raise ShapeError(f"{what}: integer labels of shape {x.shape[:-1]} expected for {x}, "

@@ -119,19 +119,23 @@ fill_p = primitive("fill", lambda *, shape, dtype, value: np.full(shape, value, 
 
 
 def _convert_element_type_rule(x: ArrayType, *, dtype: DType) -> ArrayType:
-    if not (x.dtype.is_float and dtype.is_float):
-        raise DTypeError(f"convert_element_type converts between floating dtypes, got {x} to "
-                         f"{dtype.name}")
+    if not dtype.is_float:
+        raise DTypeError(f"astype converts to f32 or f64, got {x} to {dtype.name}")
     return ArrayType(dtype, x.shape)
 
 
-# x in another floating dtype, rounded to nearest (or widened exactly): the only primitive whose
-# output dtype differs from its input's (fusion keeps a group to one output dtype)
+def _convert_element_type_vjp(g, x, *, out, dtype):
+    x_dtype = type_of(x).dtype
+    if not x_dtype.is_float:  # from integers or a mask: piecewise constant
+        return (None,)
+    return (bind(convert_element_type_p, g, dtype=x_dtype),)
+
+
+# x in a floating dtype: another float rounded to nearest (or widened exactly), a mask as 0 or
+# 1, an integer rounded to nearest; the only elementwise primitive with operands of any dtype
 convert_element_type_p = primitive(
     "convert_element_type", lambda x, *, dtype: x.astype(dtype.np_dtype),
-    _convert_element_type_rule,
-    lambda g, x, *, out, dtype: (bind(convert_element_type_p, g, dtype=type_of(x).dtype),),
-    elementwise=True)
+    _convert_element_type_rule, _convert_element_type_vjp, elementwise=True)
 
 
 # ----------------------------------------------------------------------------- operations

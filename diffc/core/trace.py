@@ -102,8 +102,8 @@ def type_of(x) -> ArrayType | None:
     if isinstance(x, np.ndarray):
         dtype = dtype_of_numpy(x.dtype)
         if dtype is None:
-            raise at_user(DTypeError, f"expected an array of f32, f64, i32 or i64, got dtype "
-                                      f"{x.dtype}")
+            raise at_user(DTypeError, f"expected an array of f32, f64, i32, i64 or bool, got "
+                                      f"dtype {x.dtype}")
         return ArrayType(dtype, x.shape)
     raise at_user(TraceError, f"expected a traced array, a numpy array or a number, got "
                               f"{describe(x)}")

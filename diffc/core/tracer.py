@@ -12,13 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 from . import shapes
-from .elementwise import elementwise, mean, size_value
+from .elementwise import astype, clip, compare, elementwise, size_value, where
 from .errors import DTypeError, ShapeError, TraceError
 from .indexing import getitem
 from .ir import Lit, Program, Var
 from .linalg import matmul
+from .reductions import arg, average, reduce, total
 from .sizes import Size
-from .structural import reduce_sum, transpose
+from .structural import transpose
 from .trace import TraceContext, Traced, at_user, describe, is_number
 from .types import ArrayType, Signature, def_location
 
@@ -35,11 +36,11 @@ class Tracer(Traced):
     def __repr__(self) -> str:
         return f"Tracer({self.var.type})"
 
-    def sum(self, axis=None):
-        return reduce_sum(self, axis)
+    def sum(self, axis=None, keepdims=False):
+        return total(self, axis, keepdims)
 
-    def mean(self, axis=None):
-        return mean(self, axis)
+    def mean(self, axis=None, keepdims=False):
+        return average(self, axis, keepdims)
 
     __add__ = lambda self, other: elementwise("add", self, other)  # noqa: E731
     __radd__ = lambda self, other: elementwise("add", other, self)  # noqa: E731
@@ -118,7 +119,8 @@ class Tracer(Traced):
                                    f"function runs; {instead}")
 
     __bool__ = lambda self: self._refuse(  # noqa: E731
-        "truth testing (if/while/and/or/not, or max()/min() of arrays)",
+        "truth testing (if/while/and/or/not on a value or a comparison, or max()/min() of "
+        "arrays)",
         "compute both branches and select with nn.where(mask, a, b); for max(0, x) write "
         "nn.relu(x), for max(a, b) nn.maximum(a, b)")
     __index__ = lambda self: self._refuse(  # noqa: E731
@@ -129,22 +131,81 @@ class Tracer(Traced):
         "float()", "keep computing with the array (a diffc function returns a scalar result "
                    "as a Python float)")
     __complex__ = lambda self: self._refuse("complex()", "diffc computes in real numbers")  # noqa
-    __lt__ = __le__ = __gt__ = __ge__ = __eq__ = __ne__ = lambda self, other: self._refuse(  # noqa
-        "comparison", "compute both branches and select with nn.where(mask, a, b); for "
-                      "max(0, x) write nn.relu(x), for max(a, b) nn.maximum(a, b)")
-    __hash__ = object.__hash__
     __array__ = lambda self, *a, **k: self._refuse(  # noqa: E731
         "conversion to a numpy array", "use diffc.nn's functions and the array's operators")
 
     def _unsupported(self, operation: str):
         raise at_user(TraceError, f"{operation} on a traced array is not supported; supported: "
-                                   f"+ - * / ** @, indexing, .T .reshape .sum .mean and "
-                                   f"diffc.nn")
+                                   f"+ - * / ** @ abs() comparisons, indexing, .T .reshape "
+                                   f".sum .mean .max .min .clip .astype and diffc.nn")
+
+    # ---------------------------------------------------- comparisons, reductions, conversions
+    def max(self, axis=None, keepdims=False):
+        return reduce("max", self, axis, keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        return reduce("min", self, axis, keepdims)
+
+    def argmax(self, axis=None):
+        return arg("argmax", self, axis)
+
+    def argmin(self, axis=None):
+        return arg("argmin", self, axis)
+
+    def clip(self, lo=None, hi=None):
+        return clip(self, lo, hi)
+
+    def astype(self, dtype):
+        return astype(self, dtype)
+
+    __abs__ = lambda self: elementwise("abs", self)  # noqa: E731
+    __lt__ = lambda self, other: compare("lt", self, other)  # noqa: E731
+    __le__ = lambda self, other: compare("le", self, other)  # noqa: E731
+    __gt__ = lambda self, other: compare("gt", self, other)  # noqa: E731
+    __ge__ = lambda self, other: compare("ge", self, other)  # noqa: E731
+    __eq__ = lambda self, other: compare("eq", self, other)  # noqa: E731
+    __ne__ = lambda self, other: compare("ne", self, other)  # noqa: E731
+    __hash__ = object.__hash__
+
+    # numpy functions applied to a traced value: these trace, others are refused
+    _UFUNCS = {np.add: "add", np.subtract: "sub", np.multiply: "mul", np.true_divide: "div",
+               np.negative: "neg", np.exp: "exp", np.log: "log", np.tanh: "tanh",
+               np.sqrt: "sqrt", np.absolute: "abs", np.fabs: "abs", np.log1p: "log1p",
+               np.expm1: "expm1", np.sin: "sin", np.cos: "cos", np.maximum: "maximum",
+               np.minimum: "minimum", np.less: "lt", np.less_equal: "le", np.greater: "gt",
+               np.greater_equal: "ge", np.equal: "eq", np.not_equal: "ne"}
+    _FUNCTIONS = {np.where: where,
+                  np.clip: lambda a, a_min=None, a_max=None: clip(a, a_min, a_max),
+                  np.sum: total, np.mean: average,
+                  np.max: lambda *a, **k: reduce("max", *a, **k),
+                  np.min: lambda *a, **k: reduce("min", *a, **k),
+                  np.argmax: lambda *a, **k: arg("argmax", *a, **k),
+                  np.argmin: lambda *a, **k: arg("argmin", *a, **k)}
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if method == "__call__" and not kwargs and ufunc in self._UFUNCS:
+            return elementwise(self._UFUNCS[ufunc], *inputs)
+        if method == "__call__" and not kwargs and ufunc is np.square:
+            return elementwise("pow", *inputs, y=2)
+        if method == "__call__" and ufunc is np.matmul and not kwargs:
+            return matmul(*inputs)
+        raise at_user(TraceError, f"numpy function {ufunc.__name__} applied to a traced value "
+                                   f"is not supported; use diffc.nn")
+
+    def __array_function__(self, func, types, args, kwargs):
+        if func in self._FUNCTIONS:
+            try:
+                return self._FUNCTIONS[func](*args, **kwargs)
+            except TypeError as e:  # an argument numpy has and diffc has not (out=, dtype=)
+                raise at_user(TraceError, f"numpy function {func.__name__} applied to a "
+                                           f"traced value: {e}; use diffc.nn") from None
+        raise at_user(TraceError, f"numpy function {func.__name__} applied to a traced value "
+                                   f"is not supported; use diffc.nn")
+
 
     __floordiv__ = __rfloordiv__ = lambda self, *_: self._unsupported("'//'")  # noqa: E731
     __mod__ = __rmod__ = lambda self, *_: self._unsupported("'%'")  # noqa: E731
     __divmod__ = __rdivmod__ = lambda self, *_: self._unsupported("divmod()")  # noqa: E731
-    __abs__ = lambda self: self._unsupported("abs()")  # noqa: E731
     __round__ = lambda self, *_: self._unsupported("round()")  # noqa: E731
     __trunc__ = __floor__ = __ceil__ = lambda self: self._unsupported(  # noqa: E731
         "rounding (math.trunc, floor, ceil)")
@@ -152,28 +213,13 @@ class Tracer(Traced):
         __rshift__ = __rrshift__ = __invert__ = lambda self, *_: self._unsupported(  # noqa: E731
             "a bitwise operator (& | ^ ~ << >>)")
 
-    # numpy functions applied to a traced value: the arithmetic ones trace, others are refused
-    _UFUNCS = {np.add: "add", np.subtract: "sub", np.multiply: "mul", np.true_divide: "div",
-               np.negative: "neg", np.exp: "exp", np.log: "log", np.tanh: "tanh"}
-
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        if method == "__call__" and not kwargs and ufunc in self._UFUNCS:
-            return elementwise(self._UFUNCS[ufunc], *inputs)
-        if method == "__call__" and ufunc is np.matmul and not kwargs:
-            return matmul(*inputs)
-        raise at_user(TraceError, f"numpy function {ufunc.__name__} applied to a traced value "
-                                   f"is not supported; use diffc.nn")
-
-    def __array_function__(self, func, types, args, kwargs):
-        raise at_user(TraceError, f"numpy function {func.__name__} applied to a traced value "
-                                   f"is not supported; use diffc.nn")
-
     def __getattr__(self, name):
         if name.startswith("__"):
             raise AttributeError(name)
         raise at_user(TraceError, f"traced arrays have no attribute {name!r}; supported: "
-                                  f"+ - * / ** @, indexing, .T .reshape .transpose .squeeze "
-                                  f".take .sum .mean .shape .dtype and diffc.nn")
+                                  f"+ - * / ** @ abs() comparisons, indexing, .T .reshape "
+                                  f".transpose .squeeze .take .sum .mean .max .min .argmax "
+                                  f".argmin .clip .astype .shape .dtype and diffc.nn")
 
 
 def replay(ctx: TraceContext, program: Program, args: list) -> tuple[dict[int, Tracer], list]:

@@ -2,7 +2,8 @@
 
 Input: the annotations of a user function (`f32`, `f64[128, 784]`, `Array[f32, "B", 784]`).
 Output: `DType`, `ArrayType` (a dtype and a shape of static `int` or symbolic `str` dims; rank 0
-for scalars) and `Signature` (named parameter types plus the result type).
+for scalars) and `Signature` (named parameter types plus the result type). `bool_` is the dtype
+of masks (comparisons) inside traced code only: no annotation may use it.
 Invariants: types are immutable and hashable; they print in the annotation syntax (`f32[B,784]`).
 Dims are exactly `int` or `str` (subclasses such as IntEnum members or numpy scalars are
 converted), and a type's static dims fit in `MAX_BYTES` (anything larger is a ShapeError).
@@ -48,7 +49,8 @@ f32 = DType("f32", np.dtype(np.float32), True, "float")
 f64 = DType("f64", np.dtype(np.float64), True, "double")
 i32 = DType("i32", np.dtype(np.int32), False, "int32_t")
 i64 = DType("i64", np.dtype(np.int64), False, "int64_t")
-DTYPES = (f32, f64, i32, i64)
+bool_ = DType("bool", np.dtype(np.bool_), False, "uint8_t")  # one byte holding 0 or 1, as numpy
+DTYPES = (f32, f64, i32, i64, bool_)
 
 
 def dtype_of_numpy(np_dtype) -> DType | None:
@@ -126,10 +128,11 @@ Array = _ArrayAnnotation()
 
 
 def as_type(annotation) -> ArrayType | None:
-    """The ArrayType an annotation stands for, or None if it is not a diffc type."""
-    if isinstance(annotation, ArrayType):  # made directly: its dims are checked as `f64[...]`'s
-        return annotation.dtype[annotation.shape]
-    if isinstance(annotation, DType):
+    """The ArrayType an annotation stands for, or None if it is not a diffc type (masks are
+    values of traced code only: a bool parameter or result is not one)."""
+    if isinstance(annotation, ArrayType) and annotation.dtype != bool_:
+        return annotation.dtype[annotation.shape]  # made directly: checked as `f64[...]`'s
+    if isinstance(annotation, DType) and annotation != bool_:
         return ArrayType(annotation, ())
     return None
 

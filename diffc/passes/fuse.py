@@ -3,12 +3,12 @@
 A group is a chain of elementwise equations (plus `indexed` ones: `broadcast_in_dim`, `outer`,
 transposes, slices and gathers, whose inputs are read through an index map, so they start a
 group rather than join one that computes their inputs) whose outputs all have the group's
-shape and dtype (so a `convert_element_type` to another dtype starts a new group); its kernel
-is one loop nest, so intermediate values live in registers and are never stored. A group may
-also start with a `matmul` whose results the rest of the group (primitives flagged `epilogue`
-only: bias, relu, an SGD update) finishes while they are in registers. Values a group computes
-that anything outside it reads become the fused equation's outputs.
-One forward walk: an equation joins an open group it reads from if the types agree; a group is
+shape (each in its own dtype: a comparison's mask or a conversion stays inside the group); its
+kernel is one loop nest, so intermediate values live in registers and are never stored. A group
+may also start with a `matmul` whose results the rest of the group (primitives flagged
+`epilogue` only: bias, relu, an SGD update) finishes while they are in registers. Values a
+group computes that anything outside it reads become the fused equation's outputs.
+One forward walk: an equation joins an open group it reads from if the shapes agree; a group is
 closed (emitted) just before the first equation outside it that reads one of its values, or at
 the end. Emitting a group at its close keeps every producer before its consumers.
 """
@@ -81,10 +81,10 @@ class _Groups:
         self.group_of.update((id(v), gi) for v in e.outputs)
 
     def join(self, e: Eqn, read: set[int]) -> int:
-        """The group e joins: among those it reads, of its shape and dtype (a GEMM's only if e
-        may be its epilogue), the others merged into it; closes the rest."""
-        out = e.outputs[0].type  # a group computes one shape in one dtype
-        same = [gi for gi in sorted(read) if self.groups[gi][0].outputs[0].type == out
+        """The group e joins: among those it reads, of its shape (a GEMM's only if e may be its
+        epilogue; none if e is indexed), the others merged into it; closes the rest."""
+        shape = e.outputs[0].type.shape  # a group computes over one shape
+        same = [gi for gi in sorted(read) if self.groups[gi][0].outputs[0].type.shape == shape
                 and (not self.headed(gi) or e.prim.epilogue) and not e.prim.indexed]
         heads = [gi for gi in same if self.headed(gi)]
         gi = heads[0] if heads else same[0] if same else self.start()

@@ -8,6 +8,8 @@ too (`softmax(z) * sum(y) - y`, never a division by an underflowed probability).
 `RULES`, keyed by the root's primitive:
 
     log(softmax(z))                                  -> log_softmax(z)
+    log(add(1, x))                                   -> log1p(x)       a literal 1, either side
+    log(reduce_sum(exp(z), axes))                    -> logsumexp(z, axes)
     neg(log(pick(softmax(z), y)))                    -> softmax_cross_entropy(z, y)  labels
     neg(reduce_sum(mul(y, log_softmax(z)), last))    -> softmax_cross_entropy(z, y)  targets
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..core.ir import Eqn, Program, Var
+from ..core.ir import Eqn, Lit, Program, Var
 from ..core.primitive import PRIMITIVES
 
 Producers = dict[int, Eqn]  # id of a var -> the (rewritten) equation computing it
@@ -43,6 +45,24 @@ def _log_of_softmax(e: Eqn, producer: Producers) -> Match | None:
     if softmax is None:
         return None
     return "log_softmax", softmax.inputs, {}, (softmax,)
+
+
+def _log_of_one_plus(e: Eqn, producer: Producers) -> Match | None:
+    add = _made_by(producer, e.inputs[0], "add")
+    if add is None:
+        return None
+    for one, x in (add.inputs, add.inputs[::-1]):
+        if isinstance(one, Lit) and one.value == 1 and x.type == add.outputs[0].type:
+            return "log1p", (x,), {}, (add,)
+    return None
+
+
+def _log_of_sum_of_exp(e: Eqn, producer: Producers) -> Match | None:
+    total = _made_by(producer, e.inputs[0], "reduce_sum")
+    exp = total and _made_by(producer, total.inputs[0], "exp")
+    if exp is None:
+        return None
+    return "logsumexp", exp.inputs, {"axes": total.params["axes"]}, (total, exp)
 
 
 def _cross_entropy_of_labels(e: Eqn, producer: Producers) -> Match | None:
@@ -69,7 +89,7 @@ def _cross_entropy_of_targets(e: Eqn, producer: Producers) -> Match | None:
 
 
 RULES: dict[str, tuple[Callable[[Eqn, Producers], Match | None], ...]] = {
-    "log": (_log_of_softmax,),
+    "log": (_log_of_softmax, _log_of_one_plus, _log_of_sum_of_exp),
     "neg": (_cross_entropy_of_labels, _cross_entropy_of_targets),
 }
 

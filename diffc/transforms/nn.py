@@ -5,20 +5,25 @@ primitives, on numpy arrays it runs their numpy implementations (the eager refer
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from ..core import elementwise as _elementwise
+from ..core import reductions as _reductions
 from ..core import shapes
-from ..core.elementwise import elementwise, mean
-from ..core.errors import ShapeError
+from ..core.elementwise import compare, elementwise
+from ..core.errors import ShapeError, TraceError
 from ..core.linalg import matmul, matmul_p
 from ..core.softmax import log_softmax_p, pick_p, softmax_cross_entropy_p, softmax_p
 from ..core.structural import reduce_sum
-from ..core.trace import at_user, bind, type_of
+from ..core.trace import at_user, bind, is_number, type_of
 
 __all__ = ["dense", "relu", "sigmoid", "tanh", "exp", "log", "softmax", "log_softmax",
-           "cross_entropy", "softmax_cross_entropy", "mse", "sum", "mean"]
-
-_sum = sum
+           "cross_entropy", "softmax_cross_entropy", "mse", "sum", "mean",
+           "abs", "sqrt", "square", "log1p", "expm1", "sin", "cos", "softplus", "leaky_relu",
+           "gelu", "maximum", "minimum", "clip", "where", "astype", "max", "min", "logsumexp",
+           "argmax", "argmin"]
 
 
 def relu(x):
@@ -51,9 +56,10 @@ def log_softmax(x):
     return bind(log_softmax_p, x)
 
 
-def sum(x, axis=None):  # noqa: A001 - numpy's name, on purpose
-    """numpy's sum: over `axis` (an int, a tuple, or None for all), the reduced axes dropped."""
-    return reduce_sum(x, axis)
+def sum(x, axis=None, keepdims=False):  # noqa: A001 - numpy's name, on purpose
+    """numpy's sum: over `axis` (an int, a tuple, or None for all), the reduced axes dropped
+    (kept as size 1 with keepdims)."""
+    return _reductions.total(x, axis, keepdims)
 
 
 def dense(W, x, b=None):
@@ -168,3 +174,119 @@ def take(x, indices, axis=0):
     """numpy's take along `axis` with an i32/i64 index array (or an int); indices must lie in
     [0, size of the axis): compiled code checks them before it runs (ArgumentError)."""
     return shapes.take(x, indices, axis)
+# ----------------------------------------------------------------------------- the language
+
+def abs(x):  # noqa: A001 - numpy's name, on purpose
+    """|x|; its derivative at 0 is 1 (JAX's convention)."""
+    return elementwise("abs", x)
+
+
+def sqrt(x):
+    return elementwise("sqrt", x)
+
+
+def square(x):
+    return elementwise("pow", x, y=2)
+
+
+def log1p(x):
+    """log(1 + x), accurate for tiny x."""
+    return elementwise("log1p", x)
+
+
+def expm1(x):
+    """exp(x) - 1, accurate for tiny x."""
+    return elementwise("expm1", x)
+
+
+def sin(x):
+    """sin(x); accurate for |x| up to about 1.6e6 (see compiler/mathlib.py beyond)."""
+    return elementwise("sin", x)
+
+
+def cos(x):
+    """cos(x); accurate for |x| up to about 1.6e6 (see compiler/mathlib.py beyond)."""
+    return elementwise("cos", x)
+
+
+def softplus(x):
+    """log(1 + exp(x)), computed stably."""
+    return elementwise("softplus", x)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """x where x >= 0, else negative_slope * x (slope 1 at 0, as JAX)."""
+    if not is_number(negative_slope):
+        raise at_user(TraceError, f"leaky_relu: negative_slope must be a number, got "
+                                   f"{negative_slope!r}")
+    return where(compare("ge", x, 0.0), x, negative_slope * x)
+
+
+def gelu(x, approximate="none"):
+    """x * Phi(x), Phi the standard normal CDF, as 0.5 * x * erfc(-x / sqrt(2)) (accurate far
+    below 0 too); approximate="tanh": 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x**3))),
+    as torch."""
+    if approximate == "tanh":
+        inner = math.sqrt(2 / math.pi) * (x + 0.044715 * elementwise("pow", x, y=3))
+        return 0.5 * x * (1.0 + tanh(inner))
+    if approximate != "none":
+        raise at_user(TraceError, f"gelu: approximate must be 'none' or 'tanh', got "
+                                   f"{approximate!r}")
+    return 0.5 * x * elementwise("erfc", x * -math.sqrt(0.5))
+
+
+def maximum(a, b):
+    """numpy's maximum; at ties each operand gets half the gradient (as JAX)."""
+    return elementwise("maximum", a, b)
+
+
+def minimum(a, b):
+    """numpy's minimum; at ties each operand gets half the gradient (as JAX)."""
+    return elementwise("minimum", a, b)
+
+
+def clip(x, lo=None, hi=None):
+    """numpy's clip: minimum(maximum(x, lo), hi), so at a bound x gets half the gradient (as
+    JAX); None leaves a side open."""
+    return _elementwise.clip(x, lo, hi)
+
+
+def where(mask, a, b):
+    """numpy's where: a where mask (a comparison such as x > 0) holds, else b."""
+    return _elementwise.where(mask, a, b)
+
+
+def astype(x, dtype):
+    """x converted to f32 or f64, from floats (differentiable), integers or masks."""
+    return _elementwise.astype(x, dtype)
+
+
+def mean(x, axis=None, keepdims=False):
+    """numpy's mean: over `axis`, the reduced axes dropped (kept as size 1 with keepdims); a
+    symbolic axis divides by its size at run time."""
+    return _reductions.average(x, axis, keepdims)
+
+
+def max(x, axis=None, keepdims=False):  # noqa: A001 - numpy's name, on purpose
+    """numpy's max; tied maxima share the gradient equally (as JAX)."""
+    return _reductions.reduce("max", x, axis, keepdims)
+
+
+def min(x, axis=None, keepdims=False):  # noqa: A001 - numpy's name, on purpose
+    """numpy's min; tied minima share the gradient equally (as JAX)."""
+    return _reductions.reduce("min", x, axis, keepdims)
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    """log(sum(exp(x), axis)) computed stably (shifted by the max); its gradient is softmax."""
+    return _reductions.reduce("logsumexp", x, axis, keepdims)
+
+
+def argmax(x, axis=None):
+    """numpy's argmax: int64 indices along one axis, or in the flattened array (None)."""
+    return _reductions.arg("argmax", x, axis)
+
+
+def argmin(x, axis=None):
+    """numpy's argmin: int64 indices along one axis, or in the flattened array (None)."""
+    return _reductions.arg("argmin", x, axis)
