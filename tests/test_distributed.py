@@ -10,6 +10,7 @@ a one-process communicator.
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from models import SMALL_NETS, SMALL_PARAMS, init
+from test_datasets import fake_mnist
 
 import diffc
 from diffc import f32, f64
@@ -30,6 +32,7 @@ from diffc.transforms.optim import train_program, update_program
 from diffc.transforms.parallel import weighted_grad_program
 
 WORKER = Path(__file__).with_name("mpi_worker.py")
+EXAMPLE = Path(__file__).parents[1] / "examples" / "distributed_mlp.py"
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
 TOLERANCE = {"f64": 1e-12, "f32": 1e-5}  # relative: norm of the difference / norm
 
@@ -54,22 +57,27 @@ def mpiexec():
     return MPIEXEC
 
 
+def launch(command: list, timeout: float) -> tuple[subprocess.CompletedProcess, float]:
+    """Run mpiexec's command (in its own session) and the seconds it took; a run past the
+    timeout is a hang: mpiexec and its ranks are killed and the test fails."""
+    start = time.perf_counter()
+    with subprocess.Popen([str(c) for c in command], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            pytest.fail(f"{' '.join(map(str, command))} did not end within {timeout} s")
+    seconds = time.perf_counter() - start
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr), seconds
+
+
 def run_worker(mpiexec, processes: int, scenario: str, folder: Path, timeout: float = 90):
     """Run the worker's scenario on `processes` ranks: (the finished run, every rank's results
     (None for a rank that wrote none), seconds taken)."""
-    start = time.perf_counter()
-    command = [str(mpiexec), "-n", str(processes), sys.executable, str(WORKER), scenario,
-               str(folder)]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True) as process:
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:  # a hang: end mpiexec and its ranks, then fail
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-            pytest.fail(f"mpiexec -n {processes} {scenario} did not end within {timeout} s")
-    done = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
-    seconds = time.perf_counter() - start
+    done, seconds = launch([mpiexec, "-n", processes, sys.executable, WORKER, scenario, folder],
+                           timeout)
     results = []
     for r in range(processes):
         path = folder / f"rank{r}.json"
@@ -138,6 +146,26 @@ def test_a_failing_rank_ends_the_job(mpiexec, tmp_path, how):
         assert "KeyboardInterrupt" in done.stderr
         assert "rank 1 of 2 stopped fit(comm=...)" in done.stderr
         assert "MPI_Abort" in done.stderr
+
+
+def test_example_trains_like_one_process(mpiexec, tmp_path):
+    """examples/distributed_mlp.py on 2 ranks (on a small fake MNIST) prints the accuracy that
+    the same training in one process reaches, and params identical on both ranks."""
+    fake_mnist(tmp_path / "mnist", 150, 40)
+    done, _ = launch([mpiexec, "-n", 2, sys.executable, EXAMPLE, tmp_path / "mnist", "--epochs",
+                      2, "--batch-size", 16, "--compare"], timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "MNIST: 150 training and 40 test images; 2 processes, global batch 16" in out
+    assert "params identical on all 2 ranks: yes" in out
+    epochs = re.findall(r"^epoch +\d+  loss (\d+\.\d{4})  test accuracy (\d+\.\d\d%)$", out,
+                        re.MULTILINE)
+    assert len(epochs) == 2
+    loss, accuracy = epochs[-1]
+    alone = re.search(r"in one process: test accuracy (\S+), loss (\S+); largest relative param "
+                      r"difference (\S+)$", out, re.MULTILINE)
+    assert alone is not None, out
+    assert alone[1] == accuracy and alone[2] == loss and float(alone[3]) < 1e-5
 
 
 # ------------------------------------------------------------------ in one process
