@@ -70,10 +70,9 @@ def fit_distributed(step, comm, sharded, args, kwargs, options: dict, progress_b
         else None
     losses = np.zeros(total)
     with step._lock:
-        for a in setup.params + step._state:  # every rank starts where rank 0 is
-            comm.Bcast(a, root=0)
-        start = step._state[0][0]
         try:
+            for a in setup.params + step._state:  # every rank starts where rank 0 is
+                comm.Bcast(a, root=0)
             _train(step, setup, comm, options, losses, bar)
         except _Agreed as e:  # every rank raises: the callback's own error where it raised
             raise e.error from None
@@ -82,7 +81,7 @@ def fit_distributed(step, comm, sharded, args, kwargs, options: dict, progress_b
                 abort(comm, e)
             raise
         finally:
-            step.fit_losses = losses[:int(step._state[0][0] - start)]
+            step.fit_losses = losses[:setup.done]
             if bar is not None:
                 bar.close()
     return step.fit_losses
@@ -99,8 +98,8 @@ def _train(step, setup, comm, options: dict, losses: np.ndarray, bar) -> None:
                  if options["shuffle"] else np.arange(setup.n)).astype(np.int64)
         for s in range(per_epoch):
             rows = order[s * batch:(s + 1) * batch]
-            done = epoch * per_epoch + s + 1
-            losses[done - 1] = loss = setup.loop.step(setup.mine(rows), len(rows), step._lr)
+            losses[setup.done] = loss = setup.loop.step(setup.mine(rows), len(rows), step._lr)
+            setup.done = done = setup.done + 1  # steps complete in order
             if bar is not None and (time.perf_counter() - begin - shown > 0.1 or
                                     done == len(losses)):
                 shown = time.perf_counter() - begin
@@ -159,23 +158,7 @@ class _Setup:
         self.loop = ParallelLoop(comm, grad, update, values, data, param_indices, step._state,
                                  symbol, batch if self.sharded else -(-batch // comm.Get_size()))
         self.loop.check()
-        fixed = [i for i in range(len(values)) if i not in data and i not in param_indices]
-        self.shared = {
-            "the optimizer": step.record.options["optimizer"],
-            "the step's signature": str(step.record.entry),
-            "the step's program": _digest(step.ir, json.dumps(step.record.options,
-                                                              sort_keys=True, default=str)),
-            "lr": step.lr, "sharded": self.sharded,
-            **{k: options[k] for k in ("batch_size", "epochs", "shuffle", "seed", "drop_last")},
-            "the callback (given, callback_every)": (options["callback"] is not None,
-                                                     options["callback_every"]),
-            "the fixed arguments": _digest(*(np.ascontiguousarray(values[i]).tobytes()
-                                             for i in fixed))}
-        if not self.sharded:
-            self.shared["the number of samples"] = n
-            self.shared["the data (a sample of its rows)"] = _digest(*(
-                np.ascontiguousarray(values[i][np.linspace(0, n - 1, min(n, 64)).astype(int)])
-                .tobytes() for i in data))
+        self.shared = _shared(step, values, n, data, param_indices, self.sharded, options)
 
     def place(self, rows: list[int], comm) -> None:
         """The global data set (every rank's `rows`), the batch and this rank's place."""
@@ -184,6 +167,7 @@ class _Setup:
         self.offset = sum(rows[:self.rank]) if self.sharded else 0
         self.batch = min(32 if self.batch_size is None else self.batch_size, self.n)
         self.per_epoch = self.n // self.batch if self.drop_last else -(-self.n // self.batch)
+        self.done = 0  # the steps completed
 
     def mine(self, rows: np.ndarray) -> np.ndarray:
         """This rank's part of a global batch (`rows` of the data set), as indices into its
@@ -194,26 +178,49 @@ class _Setup:
         return rows[lo:hi]
 
 
-def _parts(step, param_indices: list[int]) -> tuple:
-    """The step's weighted gradient and update programs, compiled (once per step)."""
+def _shared(step, values: list, n: int, data: list[int], params: list[int], sharded: bool,
+            options: dict) -> dict:
+    """What every rank's fit(comm=...) call must have in common, by what an error calls it:
+    the step (optimizer, signature, program, lr), fit's options, the fixed arguments' values
+    and, where every rank has the whole data, its length and a sample of its rows."""
+    fixed = [i for i in range(len(values)) if i not in data and i not in params]
+    shared = {
+        "the optimizer": step.record.options["optimizer"],
+        "the step's signature": str(step.record.entry),
+        "the step's program": _digest(step.ir, json.dumps(step.record.options, sort_keys=True,
+                                                          default=str)),
+        "lr": step.lr, "sharded": sharded,
+        **{k: options[k] for k in ("batch_size", "epochs", "shuffle", "seed", "drop_last")},
+        "the callback (given, callback_every)": (options["callback"] is not None,
+                                                 options["callback_every"]),
+        "the fixed arguments": _digest(*(np.ascontiguousarray(values[i]).tobytes()
+                                         for i in fixed))}
+    if not sharded:
+        sample = np.linspace(0, n - 1, min(n, 64)).astype(np.int64)
+        shared["the number of samples"] = n
+        shared["the data (a sample of its rows)"] = _digest(*(values[i][sample].tobytes()
+                                                              for i in data))
+    return shared
+
+
+def _parts(step, params: list[int]) -> tuple:
+    """The step's weighted gradient and update programs, compiled (once per step). The
+    gradient takes the step's arguments and the weight; the update the params, a gradient
+    (`d<name>`) per param, then lr and the state, as the step's entry does."""
     parts = _PARTS.get(step)
     if parts is None:
         f, sig = step.function, step.function.signature
-        dtype = sig.params[param_indices[0]].type.dtype
-        grad = weighted_grad_program(f.program, param_indices, dtype)
-        weight = Param("weight", grad.inputs[-1].type)
-        grad_fn = CompiledFunction.from_program(dce(grad), Signature(sig.params + (weight,),
-                                                                     sig.result),
-                                                f"parallel_grad_{f.name}")
-        types = [sig.params[i].type for i in param_indices]
-        entry = step.record.entry.params
-        update = update_program(types, step.optimizer)
-        update_sig = Signature(tuple(sig.params[i] for i in param_indices) + tuple(
-            Param(f"d{sig.params[i].name}", t) for i, t in zip(param_indices, types,
-                                                                 strict=True)) +
-            entry[len(sig.params):], sig.result)
-        update_fn = CompiledFunction.from_program(update, update_sig, f"parallel_update_{f.name}")
-        parts = _PARTS[step] = (grad_fn.native, update_fn.native)
+        types = [sig.params[i].type for i in params]
+        grad = weighted_grad_program(f.program, params, types[0].dtype)
+        grad_sig = Signature(sig.params + (Param("weight", grad.inputs[-1].type),), sig.result)
+        grads = tuple(Param(f"d{sig.params[i].name}", t) for i, t in zip(params, types,
+                                                                            strict=True))
+        update_sig = Signature(tuple(sig.params[i] for i in params) + grads +
+                               step.record.entry.params[len(sig.params):], sig.result)
+        parts = _PARTS[step] = (
+            CompiledFunction.from_program(dce(grad), grad_sig, f"parallel_grad_{f.name}").native,
+            CompiledFunction.from_program(update_program(types, step.optimizer), update_sig,
+                                          f"parallel_update_{f.name}").native)
     return parts
 
 
