@@ -101,6 +101,7 @@ def mismatches():
     wider = problem(f64, hidden=17)[0]
     out.append(refused("shapes", lambda: fit(net=_small_batch_net(f64, 17) if other else
                                              SMALL_NETS[f64], sizes=wider if other else params)))
+    out.append(refused("same_shards", lambda: fit(sharded=True)))
     out.append(refused("bad_input", lambda: fit(data=(X.astype(np.float32) if other else X, y))))
     out.append(refused("per_sample", lambda: diffc.train_step(MLP[f64], ["W1", "b1", "W2", "b2"])
                        .fit(*init(np.random.default_rng(0), [784, 128, 10], np.float64),

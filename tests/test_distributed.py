@@ -107,13 +107,17 @@ def test_trajectories_equal_single_process(mpiexec, tmp_path, processes):
 def test_mismatched_setups_error_on_every_rank(mpiexec, tmp_path):
     done, results, _ = run_worker(mpiexec, 3, "mismatches", tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    expected = {"rows": "the number of samples must be the same on every rank",
+    expected = {"rows": "the number of samples (every rank passes the whole data set, without "
+                        "sharded=True) must be the same on every rank, got rank 0: 37, rank 1: "
+                        "37, rank 2: 36",
                 "data": "the data (a sample of its rows) must be the same",
                 "batch_size": "batch_size must be the same on every rank, got rank 0: 12, "
                               "rank 1: 12, rank 2: 8",
                 "seed": "seed must be the same",
                 "optimizer": "the optimizer must be the same",
                 "shapes": "the step's signature must be the same",
+                "same_shards": "sharded: True, but every rank passed the same data (37 "
+                               "samples, the same rows)",
                 "bad_input": "refused on 1 of 3 ranks: rank 2: ArgumentError: X: expected f64",
                 "per_sample": "no batch to split across processes"}
     for rank, rows in enumerate(results):

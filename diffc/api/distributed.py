@@ -63,8 +63,8 @@ def fit_distributed(step, comm, sharded, args, kwargs, options: dict, progress_b
         if comm.Get_size() > 1:
             abort(comm, e)
         raise
-    rows = agree(comm, setup and setup.shared, setup and setup.rows, error)  # or raises
-    setup.place(rows, comm)
+    owns = agree(comm, setup and setup.shared, setup and setup.own, error)  # or raises
+    setup.place(owns, comm)
     total = options["epochs"] * setup.per_epoch
     bar = progress_bar(total, setup.batch) if options["progress"] and comm.Get_rank() == 0 \
         else None
@@ -132,7 +132,8 @@ def _call_back(comm, callback, step: int, epoch: int, loss: float) -> None:
 class _Setup:
     """One rank's checked fit(comm=...) call: its arguments checked as single-process fit
     checks them, its step loop built and checked, what the ranks must agree on (`shared`) and
-    its number of samples (`rows`); then, from every rank's `rows`, where its rows lie."""
+    what is its own (`own`: its number of samples and a hash of a sample of its data); then,
+    from every rank's `own`, where its rows lie."""
 
     def __init__(self, step, comm, sharded, args, kwargs, options: dict):
         if not isinstance(sharded, bool | np.bool_):
@@ -158,11 +159,24 @@ class _Setup:
         self.loop = ParallelLoop(comm, grad, update, values, data, param_indices, step._state,
                                  symbol, batch if self.sharded else -(-batch // comm.Get_size()))
         self.loop.check()
-        self.shared = _shared(step, values, n, data, param_indices, self.sharded, options)
+        sample = np.linspace(0, n - 1, min(n, 64)).astype(np.int64)
+        self.own = (n, _digest(*(values[i][sample].tobytes() for i in data)))
+        self.shared = _shared(step, values, data, param_indices, self.sharded, options)
+        if not self.sharded:
+            self.shared["the number of samples (every rank passes the whole data set, "
+                        "without sharded=True)"] = n
+            self.shared["the data (a sample of its rows)"] = self.own[1]
 
-    def place(self, rows: list[int], comm) -> None:
-        """The global data set (every rank's `rows`), the batch and this rank's place."""
+    def place(self, owns: list, comm) -> None:
+        """The global data set (from every rank's `own`), the batch and this rank's place.
+        Shards that are all alike are refused (on every rank: every rank sees them)."""
+        rows = [n for n, _ in owns]
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        if self.sharded and self.size > 1 and len({digest for _, digest in owns}) == 1:
+            raise ArgumentError(f"sharded: True, but every rank passed the same data ({rows[0]} "
+                                f"samples, the same rows): pass each rank its own shard "
+                                f"(diffc.distributed.shard(X, comm)), or the whole data set "
+                                f"without sharded=True")
         self.n = sum(rows) if self.sharded else self.rows
         self.offset = sum(rows[:self.rank]) if self.sharded else 0
         self.batch = min(32 if self.batch_size is None else self.batch_size, self.n)
@@ -178,13 +192,13 @@ class _Setup:
         return rows[lo:hi]
 
 
-def _shared(step, values: list, n: int, data: list[int], params: list[int], sharded: bool,
+def _shared(step, values: list, data: list[int], params: list[int], sharded: bool,
             options: dict) -> dict:
     """What every rank's fit(comm=...) call must have in common, by what an error calls it:
-    the step (optimizer, signature, program, lr), fit's options, the fixed arguments' values
-    and, where every rank has the whole data, its length and a sample of its rows."""
+    the step (optimizer, signature, program, lr), fit's options and the fixed arguments'
+    values."""
     fixed = [i for i in range(len(values)) if i not in data and i not in params]
-    shared = {
+    return {
         "the optimizer": step.record.options["optimizer"],
         "the step's signature": str(step.record.entry),
         "the step's program": _digest(step.ir, json.dumps(step.record.options, sort_keys=True,
@@ -195,12 +209,6 @@ def _shared(step, values: list, n: int, data: list[int], params: list[int], shar
                                                  options["callback_every"]),
         "the fixed arguments": _digest(*(np.ascontiguousarray(values[i]).tobytes()
                                          for i in fixed))}
-    if not sharded:
-        sample = np.linspace(0, n - 1, min(n, 64)).astype(np.int64)
-        shared["the number of samples"] = n
-        shared["the data (a sample of its rows)"] = _digest(*(values[i][sample].tobytes()
-                                                              for i in data))
-    return shared
 
 
 def _parts(step, params: list[int]) -> tuple:

@@ -54,7 +54,8 @@ def flat_views(types: list[ArrayType], dtype) -> tuple[np.ndarray, list[np.ndarr
 def agree(comm, shared: dict | None, own, error: BaseException | None) -> list:
     """Compare every rank's setup in one allgather: a rank's error, or an entry of `shared`
     that differs across ranks, is the same ArgumentError on every rank (so no rank goes on to
-    wait for the others). Returns every rank's `own` (what may differ: its number of rows)."""
+    wait for the others). Returns every rank's `own` (what may differ, such as its number of
+    samples)."""
     mine = ("error", f"{type(error).__name__}: {error}") if error is not None else (
         "ok", (shared, own))
     gathered = comm.allgather(mine)
