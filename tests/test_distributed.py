@@ -110,7 +110,8 @@ def test_mismatched_setups_error_on_every_rank(mpiexec, tmp_path):
     expected = {"rows": "the number of samples (every rank passes the whole data set, without "
                         "sharded=True) must be the same on every rank, got rank 0: 37, rank 1: "
                         "37, rank 2: 36",
-                "data": "the data (a sample of its rows) must be the same",
+                "data": "the data (a hash of 64 of its rows; shards need sharded=True) "
+                        "must be the same on every rank",
                 "batch_size": "batch_size must be the same on every rank, got rank 0: 12, "
                               "rank 1: 12, rank 2: 8",
                 "seed": "seed must be the same",

@@ -165,7 +165,8 @@ class _Setup:
         if not self.sharded:
             self.shared["the number of samples (every rank passes the whole data set, "
                         "without sharded=True)"] = n
-            self.shared["the data (a sample of its rows)"] = self.own[1]
+            self.shared["the data (a hash of 64 of its rows; shards need sharded=True)"] = \
+                self.own[1]
 
     def place(self, owns: list, comm) -> None:
         """The global data set (from every rank's `own`), the batch and this rank's place.
