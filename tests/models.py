@@ -54,7 +54,7 @@ def compile_program(program, signature, name, target=None):
     return run
 
 
-def _small_batch_net(dt, hidden=16):
+def small_batch_net(dt, hidden=16):
     def small_loss(W1: dt[hidden, 12], b1: dt[hidden], W2: dt[5, hidden], b2: dt[5], gain: dt,
                    X: dt["B", 12], labels: i32["B"]) -> dt:
         h = nn.tanh(nn.dense(W1, X, b1) * gain)
@@ -63,5 +63,5 @@ def _small_batch_net(dt, hidden=16):
 
 
 # a small batched network with a fixed scalar argument (`gain`): the multi-process tests' net
-SMALL_NETS = {dt: _small_batch_net(dt) for dt in (f32, f64)}
+SMALL_NETS = {dt: small_batch_net(dt) for dt in (f32, f64)}
 SMALL_PARAMS = ["W1", "b1", "W2", "b2"]

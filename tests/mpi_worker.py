@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from models import MLP, SMALL_NETS, SMALL_PARAMS, _small_batch_net, init  # noqa: E402
+from models import MLP, SMALL_NETS, SMALL_PARAMS, small_batch_net, init  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 import diffc  # noqa: E402
@@ -99,7 +99,7 @@ def mismatches():
     out.append(refused("optimizer", lambda: fit(
         optimizer=diffc.Adam(0.01) if other else diffc.SGD(0.1))))
     wider = problem(f64, hidden=17)[0]
-    out.append(refused("shapes", lambda: fit(net=_small_batch_net(f64, 17) if other else
+    out.append(refused("shapes", lambda: fit(net=small_batch_net(f64, 17) if other else
                                              SMALL_NETS[f64], sizes=wider if other else params)))
     out.append(refused("same_shards", lambda: fit(sharded=True)))
     out.append(refused("bad_input", lambda: fit(data=(X.astype(np.float32) if other else X, y))))
