@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from models import MLP, SMALL_NETS, SMALL_PARAMS, small_batch_net, init  # noqa: E402
+from models import MLP, SMALL_NETS, SMALL_PARAMS, init, small_batch_net  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 import diffc  # noqa: E402
