@@ -4,7 +4,7 @@ The package is built in layers, each folder importing only those below it (docs/
 core (types, IR, primitives, tracing) -> transforms (AD, optimizers, nn) -> passes -> runtime
 (calling, caching, exporting and loading native code) -> compiler -> api (the user's objects).
 """
-from . import nn
+from . import distributed, nn
 from .api.function import CompiledFunction, Function, function
 from .api.grad import GradFunction, check_grad, grad, value_and_grad
 from .api.load import load
@@ -25,4 +25,5 @@ from .transforms.optim import SGD, Adam
 __all__ = ["nn", "Array", "f32", "f64", "i32", "i64", "function", "Function", "CompiledFunction",
            "GradFunction", "eval_program", "verify", "grad", "value_and_grad", "check_grad",
            "train_step", "TrainStep", "SGD", "Adam", "load", "DiffcError", "SignatureError",
-           "ShapeError", "DTypeError", "TraceError", "ArgumentError", "__version__"]
+           "ShapeError", "DTypeError", "TraceError", "ArgumentError", "__version__",
+           "distributed"]

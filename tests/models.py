@@ -59,3 +59,16 @@ def traced(body, types, result, name):
     names = body.__code__.co_varnames[:body.__code__.co_argcount]
     body.__annotations__ = dict(zip(names, types, strict=True), **{"return": result})
     return diffc.function(body, name=name)
+
+
+def small_batch_net(dt, hidden=16):
+    def small_loss(W1: dt[hidden, 12], b1: dt[hidden], W2: dt[5, hidden], b2: dt[5], gain: dt,
+                   X: dt["B", 12], labels: i32["B"]) -> dt:
+        h = nn.tanh(nn.dense(W1, X, b1) * gain)
+        return nn.softmax_cross_entropy(nn.dense(W2, h, b2), labels)
+    return diffc.function(small_loss, name=f"small_loss_{dt}_{hidden}")
+
+
+# a small batched network with a fixed scalar argument (`gain`): the multi-process tests' net
+SMALL_NETS = {dt: small_batch_net(dt) for dt in (f32, f64)}
+SMALL_PARAMS = ["W1", "b1", "W2", "b2"]

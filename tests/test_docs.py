@@ -54,15 +54,19 @@ def blocks(path: Path) -> list[tuple[str, str, int, str | None]]:
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     """A scratch folder like a clone after the README's set-up: examples, benchmarks,
-    pyproject.toml and a .venv/bin/python (and `python` on PATH) that run this Python."""
+    pyproject.toml and a .venv/bin/python (and `python` on PATH) that run this Python (and
+    .venv/bin/mpiexec, this virtualenv's, where the mpi extra is installed)."""
     for folder in ("examples", "benchmarks"):
         shutil.copytree(ROOT / folder, tmp_path / folder,
                         ignore=shutil.ignore_patterns("out", "build", "__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
     (tmp_path / ".venv" / "bin").mkdir(parents=True)
-    for name in ("python", "python3"):
+    tools = {name: sys.executable for name in ("python", "python3")}
+    if (Path(sys.executable).parent / "mpiexec").exists():  # the mpi extra's
+        tools["mpiexec"] = Path(sys.executable).parent / "mpiexec"
+    for name, target in tools.items():
         wrapper = tmp_path / ".venv" / "bin" / name
-        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+        wrapper.write_text(f'#!/bin/sh\nexec "{target}" "$@"\n')
         wrapper.chmod(0o755)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PATH", f"{tmp_path / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}")
@@ -149,6 +153,7 @@ def public_names() -> set[str]:
     names |= {f"diffc.datasets.{n}" for n, v in vars(diffc.datasets).items()
               if not n.startswith("_") and isinstance(v, types.FunctionType)
               and v.__module__ == "diffc.datasets"}
+    names |= {f"diffc.distributed.{n}" for n in diffc.distributed.__all__}
     return names | {"diffc.__version__"}
 
 

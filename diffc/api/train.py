@@ -27,6 +27,7 @@ from ..runtime.native import empty
 from ..runtime.record import Record
 from ..transforms.ad import vjp
 from ..transforms.optim import SGD, STEP_COUNT, Adam, train_program
+from .distributed import fit_distributed
 from .function import CompiledFunction
 from .grad import as_function, wrt_names
 
@@ -126,7 +127,8 @@ class TrainStep(CompiledFunction):
 
     def fit(self, *args, batch_size: int | None = None, epochs: int = 1, shuffle: bool = True,
             seed: int = 0, progress: bool = False, drop_last: bool = False, callback=None,
-            callback_every: int | None = None, **kwargs) -> np.ndarray:
+            callback_every: int | None = None, comm=None, sharded: bool = False,
+            **kwargs) -> np.ndarray:
         """Train over a data set in native code; returns the loss of every step (float64).
 
         The data arguments carry a leading sample axis of length N. In a batched function (data
@@ -145,12 +147,23 @@ class TrainStep(CompiledFunction):
         propagates: the params, the optimizer state and `steps` then agree (each step's native
         call updates all three), and `fit_losses` holds the losses of the steps this call
         completed. Calls from other threads wait until fit ends.
+
+        `comm` (an mpi4py communicator, in a program run by `mpiexec -n P`) trains
+        data-parallel: every rank runs this call with the same arguments, each step's batch is
+        split across the ranks and their gradients summed with one all-reduce; the params stay
+        identical on every rank and equal, up to rounding, to a single-process fit on the same
+        data. Every rank passes the whole data set, or with `sharded=True` only its own part
+        (`diffc.distributed.shard`): the parts in rank order are the data set.
+        docs/distributed.md says more (api/distributed.py runs it).
         """
-        native = self._native or self.compile()._native
-        values = native.invoker.bind(args, kwargs, len(self.signature.params))
-        every = _check_callback(callback, callback_every, drop_last)
-        n, batch, dims = self._check_fit(native.invoker, values, batch_size, epochs, seed,
-                                         shuffle, progress, drop_last)
+        if comm is not None or sharded is not False:  # data-parallel: api/distributed.py
+            return fit_distributed(self, comm, sharded, args, kwargs, dict(
+                batch_size=batch_size, epochs=epochs, shuffle=shuffle, seed=seed,
+                progress=progress, drop_last=drop_last, callback=callback,
+                callback_every=callback_every), _Progress)
+        native, values, n, batch, dims, every = self._fit_checks(
+            args, kwargs, batch_size, epochs, shuffle, seed, progress, drop_last, callback,
+            callback_every)
         per_epoch = n // batch if drop_last else -(-n // batch)
         losses = empty(epochs * per_epoch, self.signature.result.dtype.np_dtype,
                        f"epochs: the losses of {epochs} epochs of {per_epoch} steps")
@@ -188,6 +201,17 @@ class TrainStep(CompiledFunction):
     @property
     def _batch_symbol(self) -> str | None:
         return self.record.options["batch_symbol"]
+
+    def _fit_checks(self, args, kwargs, batch_size, epochs, shuffle, seed, progress, drop_last,
+                    callback, callback_every) -> tuple:
+        """fit's arguments checked (nothing runs before): (native program, argument values,
+        samples, batch, dims, steps between callbacks)."""
+        native = self._native or self.compile()._native
+        values = native.invoker.bind(args, kwargs, len(self.signature.params))
+        every = _check_callback(callback, callback_every, drop_last)
+        n, batch, dims = self._check_fit(native.invoker, values, batch_size, epochs, seed,
+                                         shuffle, progress, drop_last)
+        return native, values, n, batch, dims, every
 
     def _check_fit(self, invoker, values: list, batch_size, epochs, seed, shuffle,
                    progress, drop_last) -> tuple[int, int, tuple]:

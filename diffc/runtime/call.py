@@ -280,6 +280,19 @@ class Invoker:
             self._entry(*values, *outs_args, *dims, self.workspace.address(dims))
             return [o if o.ndim else o.item() for o in outs]
 
+    def call_into(self, values: list, outs: list, dims: tuple) -> None:
+        """Run with the caller's output arrays and no checks: for a loop that checked its
+        arguments once (`check`, the dims' `workspace.size`) and reuses their buffers.
+        The caller guarantees: `values` passed `check` for `dims`, and each of `outs` is a
+        plain, writable, C-contiguous ndarray of its output's dtype and shape for `dims`
+        (views into one buffer are fine) overlapping no input."""
+        if self._pass is not None:
+            values = [self._pass(a) if plan[2] else a
+                      for a, plan in zip(values, self._plans, strict=True)]
+            outs = [self._pass(o) for o in outs]
+        with self.lock:
+            self._entry(*values, *outs, *dims, self.workspace.address(dims))
+
 
 class NativeProgram:
     """Native code in the process and how to call it: the one call path of JIT-compiled and

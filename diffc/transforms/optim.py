@@ -24,7 +24,7 @@ from ..core.ir import Lit, Program, Var
 from ..core.structural import convert_element_type_p, reshape_p
 from ..core.trace import TraceContext, bind, is_finite_number, is_number
 from ..core.tracer import Tracer, replay
-from ..core.types import ArrayType, f64
+from ..core.types import ArrayType, DType, f64
 
 STEP_COUNT = ArrayType(f64, (1,))  # the type of a train step's update count
 
@@ -112,29 +112,55 @@ def _check_hyper(optimizer, *names: str) -> None:
 def train_program(grad_program: Program, param_indices: list[int], optimizer) -> Program:
     """Append the step count's and the optimizer's update of each param to a (loss, *grads)
     program."""
-    params = [grad_program.inputs[i] for i in param_indices]
-    dtypes = {p.type.dtype for p in params}
+    dtype = _param_dtype([grad_program.inputs[i].type for i in param_indices])
+    ctx = TraceContext()
+    inputs = [Var(v.type) for v in grad_program.inputs]
+    args = [Tracer(ctx, v) for v in inputs]
+    _, (loss, *grads) = replay(ctx, grad_program, args)
+    params = [(inputs[i], args[i]) for i in param_indices]
+    state_inputs, updates = _append_update(ctx, params, grads, optimizer, dtype)
+    return Program(tuple(inputs) + state_inputs, ctx.eqns,
+                   (loss if isinstance(loss, Lit) else loss.var,), updates)
+
+
+def update_program(param_types: list[ArrayType], optimizer) -> Program:
+    """The update alone, as `train_program` appends it: inputs are the params, one gradient
+    per param, then `lr`, `step_count` and the optimizer state; no outputs, the same updates.
+    (Data-parallel training applies it to gradients summed across processes.)"""
+    dtype = _param_dtype(param_types)
+    ctx = TraceContext()
+    params = [Var(t) for t in param_types]
+    grads = [Var(t) for t in param_types]
+    state_inputs, updates = _append_update(
+        ctx, [(p, Tracer(ctx, p)) for p in params], [Tracer(ctx, g) for g in grads], optimizer,
+        dtype)
+    return Program(tuple(params) + tuple(grads) + state_inputs, ctx.eqns, (), updates)
+
+
+def _param_dtype(types: list[ArrayType]) -> DType:
+    """The one dtype the params share, or a SignatureError."""
+    dtypes = {t.dtype for t in types}
     if len(dtypes) != 1:
         raise SignatureError(f"train_step: params must share one dtype, got "
                              f"{sorted(d.name for d in dtypes)}")
-    dtype = dtypes.pop()
-    ctx = TraceContext()
-    inputs = [Var(v.type) for v in grad_program.inputs]
+    return dtypes.pop()
+
+
+def _append_update(ctx: TraceContext, params: list, grads: list, optimizer, dtype) -> tuple:
+    """Trace the count's and each param's update into ctx. params: (input var, its traced
+    value) pairs; grads: their traced gradients. Returns the new inputs (lr, step_count, the
+    state arrays: per param, per state slot) and the updates."""
     lr, count = Var(ArrayType(dtype, ())), Var(STEP_COUNT)
-    states = [[Var(p.type) for _ in optimizer.state_names] for p in params]
-    args = [Tracer(ctx, v) for v in inputs]
-    _, (loss, *grads) = replay(ctx, grad_program, args)
+    states = [[Var(p.type) for _ in optimizer.state_names] for p, _ in params]
     new_count = Tracer(ctx, count) + 1.0
     t = bind(reshape_p, new_count, shape=())
     if dtype != STEP_COUNT.dtype:
         t = bind(convert_element_type_p, t, dtype=dtype)
     updates = []
-    for i, g, state in zip(param_indices, grads, states, strict=True):
-        new_p, new_state = optimizer.update(args[i], g, [Tracer(ctx, s) for s in state],
+    for (p, value), g, state in zip(params, grads, states, strict=True):
+        new_p, new_state = optimizer.update(value, g, [Tracer(ctx, s) for s in state],
                                             Tracer(ctx, lr), t)
-        updates.append((inputs[i], new_p.var))
+        updates.append((p, new_p.var))
         updates.extend((s, n.var) for s, n in zip(state, new_state, strict=True))
     updates.append((count, new_count.var))
-    all_inputs = tuple(inputs) + (lr, count) + tuple(s for st in states for s in st)
-    return Program(all_inputs, ctx.eqns, (loss if isinstance(loss, Lit) else loss.var,),
-                   tuple(updates))
+    return (lr, count) + tuple(s for st in states for s in st), tuple(updates)
