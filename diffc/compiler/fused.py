@@ -23,7 +23,8 @@ def _c(ty, value):
 
 
 def lower_fused(k) -> None:
-    """One loop nest over the group's shape; body values live in registers, never in memory.
+    """One loop nest over the group's shape (this part's elements, or outermost indices, if the
+    kernel is split); body values live in registers, never in memory.
 
     Full-shape inputs are read at the current element, rank-0 inputs once; `broadcast_in_dim`
     and `outer` read their (smaller) inputs at the mapped index.
@@ -36,9 +37,11 @@ def lower_fused(k) -> None:
     flat = not any(e.prim.indexed for e in body.eqns)
     operand = {id(v): op for v, op in zip(body.inputs, k.inputs, strict=True)}
     scalars = {id(v): operand[id(v)].load(b, _c(I64, 0)) for v in body.inputs if v.type.ndim == 0}
-    loop = for_range(b, k.size(shape)) if flat else loop_nest(b, [k.dim(d) for d in shape])
+    start, count = k.span(k.size(shape) if flat else k.dim(shape[0]))  # this part's (split.py)
+    loop = for_range(b, count) if flat else loop_nest(b, [count] + [k.dim(d) for d in shape[1:]])
     with loop as it:
-        at = it.index if flat else k.offset(shape, it)
+        it = b.add(start, it.index) if flat else (b.add(start, it[0]),) + it[1:]
+        at = it if flat else k.offset(shape, it)
 
         def indexed(e):
             if e.prim is outer_p:
