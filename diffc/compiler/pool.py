@@ -8,10 +8,11 @@ Input: a `Target` (Linux on x86_64 or aarch64: `supported`). Output: an LLVM mod
 which runs task(ctx, p) once for every p < parts and returns when all have run, and the
 globals `diffc_pool_threads` (the thread count, the caller included) and `diffc_pool_min_work`
 (regions of less `work` run inline), which the runtime writes. Compiled programs call it through
-their hook (codegen.py); it needs libc's pthread_create, clock_gettime, sched_yield and syscall.
+their hook (codegen.py); it calls libc (pthread_create, pthread_setname_np, pthread_detach,
+pthread_sigmask, clock_gettime, sched_yield, syscall).
 
 The protocol. Workers are created on the first region that wants them (pthread_create, all
-signals blocked) and live as long as the process. A region is published in one 64-bit `state`
+signals blocked, named WORKER_NAME) and live as long as the process. A region is published in one 64-bit `state`
 word: generation (bits 32-63), thread count T (16-31), open (15), workers joined (0-14). Part
 p belongs to the block of thread t = the t-th of T equal runs of parts; each thread takes the
 parts of its own block from that block's atomic counter, then takes what is left of the others'
@@ -46,6 +47,7 @@ MIN_WORK_SYMBOL = "diffc_pool_min_work"
 SYMBOLS = (PARALLEL_SYMBOL, THREADS_SYMBOL, MIN_WORK_SYMBOL)
 
 MAX_THREADS = 256  # threads beyond these are not used
+WORKER_NAME = "diffc-worker"
 SPIN_NS = 500_000  # how long a worker stays hot after a region before it parks
 OPEN, JOINED = 1 << 15, (1 << 15) - 1
 SLOT_WORDS = 16  # one 128-byte slot per thread: next (0), end (1), wake (8), sleeping (9)
@@ -82,6 +84,8 @@ class _Pool:
         self.pthread_create = ir.Function(m, ir.FunctionType(I32, [PTR, PTR, PTR, PTR]),
                                           "pthread_create")
         self.pthread_detach = ir.Function(m, ir.FunctionType(I32, [I64]), "pthread_detach")
+        self.pthread_setname = ir.Function(m, ir.FunctionType(I32, [I64, PTR]),
+                                           "pthread_setname_np")
         self.pthread_sigmask = ir.Function(m, ir.FunctionType(I32, [I32, PTR, PTR]),
                                            "pthread_sigmask")
         self.clock_gettime = ir.Function(m, ir.FunctionType(I32, [I32, PTR]), "clock_gettime")
@@ -255,6 +259,7 @@ def _start(pool: _Pool, worker) -> ir.Function:
     rc = b.call(pool.pthread_create, [tid, ir.Constant(PTR, None), worker, index])
     b.cbranch(b.icmp_signed("==", rc, _c(0, I32)), made, done)
     b.position_at_end(made)
+    b.call(pool.pthread_setname, [b.load(tid, typ=I64), _name(pool.module)])
     b.call(pool.pthread_detach, [b.load(tid, typ=I64)])
     b.store(b.add(started, _c(1)), pool.started)
     b.branch(test)
@@ -262,6 +267,16 @@ def _start(pool: _Pool, worker) -> ir.Function:
     usable = b.add(b.load(pool.started, typ=I64), _c(1))
     b.ret(b.select(b.icmp_signed("<", usable, want), usable, want))
     return fn
+
+
+def _name(module):
+    """The workers' thread name (as ps and /proc show it)."""
+    text = bytearray(WORKER_NAME.encode() + b"\0")
+    name = ir.GlobalVariable(module, ir.ArrayType(ir.IntType(8), len(text)), "pool.name")
+    name.initializer = ir.Constant(name.value_type, text)
+    name.global_constant = True
+    name.linkage = "internal"
+    return name
 
 
 def _parallel(pool: _Pool, run, start) -> None:

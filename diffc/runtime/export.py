@@ -156,8 +156,8 @@ def _threads_comment(abi: Abi) -> list[str]:
         "   number of threads is then yours to choose, and results (outputs, updated arrays,",
         "   losses) are bit-identical for every choice. If calls run concurrently, it must",
         "   allow concurrent calls. */",
-        f"extern void (*{abi.parallel_hook})(void (*task)(void *ctx, int64_t part), void *ctx,",
-        "                                  int64_t parts, int64_t work);",
+        f"extern void (*{abi.parallel_hook})(",
+        "    void (*task)(void *ctx, int64_t part), void *ctx, int64_t parts, int64_t work);",
     ]
 
 
