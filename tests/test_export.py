@@ -16,8 +16,8 @@ import pytest
 
 import diffc
 import diffc.compiler.llvm
-from diffc.compiler import pipeline
 from diffc import ArgumentError, f32, f64, i32, i64, nn
+from diffc.compiler import pipeline
 from diffc.runtime import cache
 from diffc.runtime.load import FORMAT
 

@@ -140,5 +140,6 @@ def _add_fit(module, abi, program: Program, spec: FitSpec, target: Target):
                                                  target, module.get_global(abi.parallel_hook))
     else:
         step_abi, step_entry = abi, module.get_global(abi.entry)
-    build_fit(module, abi.fit_entry, step_abi, step_entry, spec, rewrites, target)
+    build_fit(module, abi.fit_entry, step_abi, step_entry, spec, rewrites, target,
+              module.get_global(abi.parallel_hook))
     return step_abi, rewrites

@@ -12,20 +12,20 @@ their hook (codegen.py); it calls libc (pthread_create, pthread_setname_np, pthr
 pthread_sigmask, clock_gettime, sched_yield, syscall).
 
 The protocol. Workers are created on the first region that wants them (pthread_create, all
-signals blocked, named WORKER_NAME) and live as long as the process. A region is published in one 64-bit `state`
-word: generation (bits 32-63), thread count T (16-31), open (15), workers joined (0-14). Part
-p belongs to the block of thread t = the t-th of T equal runs of parts; each thread takes the
-parts of its own block from that block's atomic counter, then takes what is left of the others'
-blocks, so a late worker costs nothing and a hot one works on the same rows every region (its
-cache keeps them). A worker joins by incrementing `joined` while the region is open; the caller
-runs its block, closes the region (clearing `open`: no one joins any more) and waits until every
-worker that joined has left, so the region's context is never read after the caller returns.
-Between regions a worker spins (pause) on `state` for SPIN_NS after its last region, then parks
-on its own futex word; the caller wakes only the sleepers it needs (a `sleeping` flag, checked
-with sequentially consistent accesses on both sides, so a wake is never missed). A caller that
-finds the pool busy (another thread's region) or a region too small runs it inline: the parts
-are the same whichever thread runs them, so so are the results. A forked child has no workers
-and runs its regions on its calling thread alone.
+signals blocked, named WORKER_NAME) and live as long as the process. A region is published in
+one 64-bit `state` word: generation (bits 32-63), thread count T (16-31), open (15), workers
+joined (0-14). Part p belongs to the block of thread t = the t-th of T equal runs of parts;
+each thread takes the parts of its own block from that block's atomic counter, then takes what
+is left of the others' blocks, so a late worker costs nothing and a hot one works on the same
+rows every region (its cache keeps them). A worker joins by incrementing `joined` while the
+region is open; the caller runs its block, closes the region (clearing `open`: no one joins any
+more) and waits until every worker that joined has left, so the region's context is never read
+after the caller returns. Between regions a worker spins (pause) on `state` for SPIN_NS after
+its last region, then parks on its own futex word; the caller wakes only the sleepers it needs
+(a `sleeping` flag, checked with sequentially consistent accesses on both sides, so a wake is
+never missed). A caller that finds the pool busy (another thread's region) or a region too
+small runs it inline: the parts are the same whichever thread runs them, so are the results. A
+forked child has no workers and runs its regions on its calling thread alone.
 """
 from __future__ import annotations
 
