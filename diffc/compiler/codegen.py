@@ -61,31 +61,38 @@ class Operand:
 
 class Kernel:
     """What a lowering function works with: builder, equation, operands, dims, target, and for
-    a kernel split into parts (split.py), its Split and which of its units this part computes:
-    [first, end), and `last`, whether it is the last part (which also takes the remainder)."""
+    a kernel split into parts (split.py), its Split and the part it computes. A split lowering
+    must ask for its part (`span` or `units`): codegen checks that it did."""
 
     def __init__(self, b, eqn, inputs, outputs, dims, target: Target, split=None, part=None):
         self.b, self.eqn, self.params = b, eqn, eqn.params
         self.inputs, self.outputs, self.dims = inputs, outputs, dims
         self.ty = outputs[0].elt
         self.target = target
-        self.split = split
+        self.split, self.asked = split, False
         if split is not None:
-            self.first, self.end, self.last = split.span(b, self.dim, *part)
+            self._units = split.span(b, self.dim, *part)
+
+    def units(self):
+        """(first, end, last) of a split kernel's part: its units [first, end) of the split
+        loop, and whether it is the last part (which also takes the remainder)."""
+        self.asked = True
+        return self._units
 
     def span(self, extent):
         """(start, count) of the range(extent) this kernel computes: its part's units of the
         split loop (the last part up to extent), or all of it when it runs whole."""
         if self.split is None:
             return ir.Constant(I64, 0), extent
-        b, unit = self.b, ir.Constant(I64, self.split.unit)
-        start = b.mul(self.first, unit)
-        return start, b.sub(b.select(self.last, extent, b.mul(self.end, unit)), start)
+        (first, end, last), b = self.units(), self.b
+        unit = ir.Constant(I64, self.split.unit)
+        start = b.mul(first, unit)
+        return start, b.sub(b.select(last, extent, b.mul(end, unit)), start)
 
     def in_last_part(self, only_last: bool):
         """A context in which code runs only in the last part (if `only_last` and split)."""
         if only_last and self.split is not None:
-            return self.b.if_then(self.last)
+            return self.b.if_then(self._units[2])
         return contextlib.nullcontext()
 
     def dim(self, d):
@@ -210,7 +217,12 @@ def _kernel_function(module, name: str, eqn, symbols, arg_of: list[int], target:
     lower = lower_elementwise if eqn.prim.elementwise else KERNELS[eqn.prim.name]
     lower(kernel)
     b.ret_void()
-    return fn if split is None else _split_kernel(module, name, fn, split, n_args, symbols, hook)
+    if split is None:
+        return fn
+    if not kernel.asked:  # every part would compute the whole equation
+        raise AssertionError(f"{eqn.prim.name}: split (split.py), but its lowering never asks "
+                             f"for its part (Kernel.span / Kernel.units)")
+    return _split_kernel(module, name, fn, split, n_args, symbols, hook)
 
 
 def _internal(module, name: str, args: list, pointers: int) -> ir.Function:

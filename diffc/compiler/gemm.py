@@ -215,9 +215,9 @@ def _part(g: Gemm, tiles: list[Tiles], axis: int) -> list[tuple[Tiles, bool]]:
     split = g.k.split
     if split is None or split.axis != axis:
         return [(t, False) for t in tiles]
-    main, b = tiles[0], g.b
-    start = b.add(main.start, b.mul(g.k.first, _c(main.size * main.lanes)))
-    mine = Tiles(start, b.sub(g.k.end, g.k.first), main.size, main.lanes)
+    (first, end, _), main, b = g.k.units(), tiles[0], g.b
+    start = b.add(main.start, b.mul(first, _c(main.size * main.lanes)))
+    mine = Tiles(start, b.sub(end, first), main.size, main.lanes)
     return [(mine, False)] + [(t, True) for t in tiles[1:]]
 
 

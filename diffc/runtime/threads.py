@@ -18,7 +18,7 @@ import os
 
 from ..core.errors import ArgumentError
 
-MIN_WORK = 32768  # about the multiply-adds below which a region runs inline (measured)
+MIN_WORK = 65536  # the work (~multiply-adds) below which a region gains nothing on 2 threads
 ENV_THREADS, ENV_MIN_WORK = "DIFFC_NUM_THREADS", "DIFFC_PARALLEL_MIN_WORK"
 
 _count: int | None = None  # set_num_threads' count (None: the default)
