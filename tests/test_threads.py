@@ -164,6 +164,50 @@ def test_the_pool_works_and_is_idle_without_a_call():
     assert busy < 0.01, f"{busy:.3f} s of CPU in an idle second"
 
 
+FORK_SCRIPT = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import diffc
+from test_threads import batch_run
+diffc.set_num_threads(2)
+first = batch_run(diffc.f64, 2, diffc.SGD(lr=0.05))
+read, write = os.pipe()
+child = os.fork()
+if child == 0:  # the pool's workers are not in the child: its regions run on one thread
+    again = batch_run(diffc.f64, 2, diffc.SGD(lr=0.05))
+    same = again[0].tobytes() == first[0].tobytes() and all(
+        a.tobytes() == b.tobytes() for a, b in zip(again[1], first[1]))
+    os.write(write, json.dumps(same).encode())
+    os._exit(0)
+os.close(write)
+_, status = os.waitpid(child, 0)
+print(json.dumps({"status": status, "same": json.loads(os.read(read, 100))}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+def test_a_forked_child_trains_like_its_parent():
+    """A child forked after the pool started (its workers stay in the parent) trains to the
+    same bits, on its own thread, without hanging."""
+    folder = os.path.dirname(os.path.abspath(__file__))
+    done = subprocess.run([sys.executable, "-c", FORK_SCRIPT, folder], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"status": 0, "same": True}
+
+
+def test_a_bad_min_work_is_refused_by_name():
+    script = ("import diffc\n@diffc.function\ndef f(x: diffc.f64[2]) -> diffc.f64:\n"
+              "    return x.sum()\ntry:\n    f.compile()\nexcept diffc.ArgumentError as e:\n"
+              "    print(e)\n")
+    environ = dict(os.environ, DIFFC_PARALLEL_MIN_WORK="-1", DIFFC_CACHE="0")
+    done = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "DIFFC_PARALLEL_MIN_WORK: expected an int >= 0, got '-1'"
+
+
 # ----------------------------------------------------------------------------- the pool
 
 @pytest.fixture(scope="module")
@@ -321,6 +365,29 @@ int main(void) {
 def hooknet(W1: f64[64, 256], b1: f64[64], W2: f64[10, 64], b2: f64[10], X: f64["B", 256],
             labels: i32["B"]) -> f64:
     return nn.softmax_cross_entropy(nn.dense(W2, nn.relu(nn.dense(W1, X, b1)), b2), labels)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler: no .so to load")
+def test_loaded_code_runs_on_the_pool(tmp_path, dispatcher):
+    """An export loaded in a process that started the pool gets it in its hook, and trains
+    to the bits of the step it was exported from."""
+    step = diffc.train_step(hooknet, ["W1", "b1", "W2", "b2"], diffc.SGD(lr=0.1))
+    step.export(str(tmp_path / "hooknet"))
+    loaded = diffc.load(str(tmp_path / "hooknet"))
+    native = loaded.native
+    hook = native.addresses[native.native.abi.parallel_hook]
+    assert ctypes.c_void_p.from_address(hook).value == ctypes.cast(dispatcher,
+                                                                   ctypes.c_void_p).value
+    rng = np.random.default_rng(5)
+    params = init(rng, [256, 64, 10], np.float64)
+    x, labels = rng.random((200, 256)), rng.integers(0, 10, 200).astype(np.int32)
+    diffc.set_num_threads(2)
+    results = []
+    for s in (step, loaded):
+        p = [a.copy() for a in params]
+        results.append((s.fit(*p, x, labels, batch_size=40, seed=1), p))
+    assert same_bits(results[0][0], results[1][0])
+    assert all(same_bits(a, b) for a, b in zip(results[0][1], results[1][1], strict=True))
 
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
