@@ -6,9 +6,13 @@ outputs, dims, workspace), and `diffc_<name>_py` the same taking numpy array obj
 data pointers (it reads the data pointer from numpy's stable PyArrayObject layout), so Python
 calls skip `.ctypes`. LLVM types are made from the abi's argument lists and the dtypes.
 The workspace-size function returns -1 when any value of the program (or the workspace) would
-hold more than 2**63 - 1 bytes for the given dims: the caller refuses those dims.
+hold more than 2**63 - 1 bytes for the given dims: the caller refuses those dims. A kernel with
+a Split (split.py) runs its parts through the module's parallel hook `diffc_<name>_parallel`
+(`add_hook`), one pointer variable for all of the module's entries.
 Invariants: buffers of distinct values never overlap (kernel pointer args are noalias); the
-entry writes outputs and then applies `updates` (param <- value) after every read of a param.
+entry writes outputs and then applies `updates` (param <- value) after every read of a param;
+the parts of a split kernel write disjoint elements, each computed by the same code whatever
+part (and thread) it falls in.
 """
 from __future__ import annotations
 
