@@ -296,6 +296,21 @@ def test_python_threads_training_different_steps_at_once():
         assert all(same_bits(a, b) for a, b in zip(got[1], expected[1], strict=True))
 
 
+def test_the_pool_is_built_for_linux_on_x86_64_and_aarch64_only():
+    import llvmlite.binding as llvm
+
+    from diffc.compiler import pool
+    from diffc.compiler.llvm import compile_module
+    from diffc.compiler.target import Target
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+    arm = Target("aarch64-unknown-linux-gnu", "generic", "+neon")
+    assert pool.supported(arm)
+    assert "llvm.aarch64.hint" in compile_module(pool.build(arm), arm).llvm_ir
+    for triple in ("x86_64-apple-darwin", "x86_64-pc-windows-msvc", "riscv64-unknown-linux-gnu"):
+        assert not pool.supported(Target(triple, "generic", ""))
+
+
 # ----------------------------------------------------------------------------- C programs
 
 C_PROGRAM = r"""
