@@ -25,7 +25,7 @@ from .codegen import PTR, function_type, llvm_type, product
 from .kernels import vector_dot
 from .loops import I64, for_range
 from .pool import PARALLEL, TASK
-from .split import MAX_PARTS, PART_WORK
+from .split import count_parts
 from .target import Target
 
 NEXT = "next"  # the next sample's row of a data input (cross-step fusion)
@@ -134,11 +134,11 @@ class _FitLoop:
 
     def gather(self, i: int, src, stage, start, size, width) -> None:
         """Rows perm[start:start + size] (of `width` values) of src into stage, in parts of
-        whole rows (at most MAX_PARTS, one per row, none smaller than PART_WORK / 4 values)
-        through the hook."""
+        whole rows (split.count_parts, a copy counting a quarter multiply-add) through the
+        hook."""
         b = self.b
         work = b.mul(size, width)
-        parts = _clamp(b, b.udiv(work, _c(PART_WORK // 4)), size)  # a copy: 1/4 multiply-add
+        parts = count_parts(b, size, b.udiv(work, _c(4)))  # a copy: a quarter multiply-add
         perm = b.gep(self.perm, [start], source_etype=I64)
         values = [b.ptrtoint(p, I64) for p in (src, stage, perm)] + [size, width, parts]
         context = self.contexts[i]
@@ -181,13 +181,6 @@ def _gather_task(module: ir.Module, name: str, elt) -> ir.Function:
 
 def _c(value):
     return ir.Constant(I64, value)
-
-
-def _clamp(b, value, most):
-    """value clamped to [1, min(most, MAX_PARTS)]."""
-    most = b.select(b.icmp_signed("<", most, _c(MAX_PARTS)), most, _c(MAX_PARTS))
-    value = b.select(b.icmp_signed("<", value, most), value, most)
-    return b.select(b.icmp_signed("<", value, _c(1)), _c(1), value)
 
 
 def _dim(d, dims):

@@ -14,8 +14,9 @@ Invariants: the number of parts is a function of the sizes only, never of the th
 a part runs the same code on whichever thread runs it, so results are bit-identical for every
 number of threads; parts write disjoint outputs and read no other part's outputs.
 `work` estimates the kernel's multiply-adds: the pool runs smaller regions inline
-(DIFFC_PARALLEL_MIN_WORK), and no part gets less than PART_WORK (so small kernels have one part
-and never reach the pool).
+(DIFFC_PARALLEL_MIN_WORK), no part gets less than PART_WORK (so small kernels have one part and
+never reach the pool), and the number of parts is a power of two (`count_parts`), so that 2,
+4, ... threads get equal blocks of them.
 """
 from __future__ import annotations
 
@@ -56,10 +57,7 @@ class Split:
         return b.mul(_product(b, dim, self.work), _c(self.cost))
 
     def parts(self, b, dim):
-        """min(units, work / PART_WORK, MAX_PARTS), at least 1."""
-        by_work = b.udiv(self.work_value(b, dim), _c(PART_WORK))
-        parts = _min(b, _min(b, self.units(b, dim), by_work), _c(MAX_PARTS))
-        return b.select(b.icmp_signed("<", parts, _c(1)), _c(1), parts)
+        return count_parts(b, self.units(b, dim), self.work_value(b, dim))
 
     def span(self, b, dim, part, parts):
         """(first unit, end unit, whether it is the last part) of part `part` of `parts`."""
@@ -67,6 +65,14 @@ class Split:
         first = b.udiv(b.mul(part, units), parts)
         end = b.udiv(b.mul(b.add(part, _c(1)), units), parts)
         return first, end, b.icmp_unsigned("==", b.add(part, _c(1)), parts)
+
+
+def count_parts(b, units, work):
+    """The power of two at most min(units, work / PART_WORK, MAX_PARTS), at least 1: equal
+    blocks of parts for 2, 4, ... threads (an odd count would leave one thread a part more)."""
+    parts = _min(b, _min(b, units, b.udiv(work, _c(PART_WORK))), _c(MAX_PARTS))
+    parts = b.select(b.icmp_signed("<", parts, _c(1)), _c(1), parts)
+    return b.shl(_c(1), b.sub(_c(63), b.ctlz(parts, ir.Constant(ir.IntType(1), 1))))
 
 
 def split_of(eqn, target: Target) -> Split | None:
