@@ -1,7 +1,6 @@
 """Threads: `set_num_threads` / `get_num_threads`, results bit-identical for every thread count,
-the worker pool itself (every part once, on several threads, for concurrent callers), an idle
-pool costs no CPU, Python threads training at once, and exported code on a C program's own
-threads.
+an idle pool costs no CPU, a forked child, Python threads training at once, loaded code on the
+pool and exported code on a C program's own threads (the pool itself: test_pool.py).
 
 The test session runs every region of more than one part on the pool (conftest.py sets
 DIFFC_PARALLEL_MIN_WORK=0), so the small networks here run threaded.
@@ -17,16 +16,13 @@ import time
 
 import numpy as np
 import pytest
-from models import BATCH_NETS, MLP, init
+from models import BATCH_NETS, MLP, init, pool_dispatcher
 
 import diffc
 from diffc import ArgumentError, f32, f64, i32, nn
 
 COUNTS = (1, 2, 3)
 HAVE_PROC = os.path.isdir("/proc/self/task")
-TASK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
-PARALLEL = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                            ctypes.c_int64)
 
 
 @pytest.fixture(autouse=True)
@@ -208,70 +204,6 @@ def test_a_bad_min_work_is_refused_by_name():
     assert done.stdout.strip() == "DIFFC_PARALLEL_MIN_WORK: expected an int >= 0, got '-1'"
 
 
-# ----------------------------------------------------------------------------- the pool
-
-@pytest.fixture(scope="module")
-def dispatcher():
-    @diffc.function(name="hook_owner")
-    def twice(x: f64[4]) -> f64[4]:
-        return x * 2.0
-
-    native = twice.compile().native
-    hook = native.addresses[native.native.abi.parallel_hook]
-    address = ctypes.c_void_p.from_address(hook).value
-    return PARALLEL(address)
-
-
-class Recorder:
-    """A task recording which thread ran each part (optionally taking `pause` seconds)."""
-
-    def __init__(self, pause: float = 0.0):
-        self.pause, self.runs, self.lock = pause, [], threading.Lock()
-        self.task = TASK(self.run)
-
-    def run(self, ctx, part):
-        if self.pause:
-            time.sleep(self.pause)
-        with self.lock:
-            self.runs.append((ctx or 0, part, threading.get_native_id()))
-
-
-@pytest.mark.parametrize("count, parts", [(2, 1), (2, 2), (2, 7), (3, 16), (5, 3), (1, 9)])
-def test_pool_runs_every_part_once_on_the_threads_asked_for(dispatcher, count, parts):
-    diffc.set_num_threads(count)
-    recorder = Recorder(pause=0.03)  # long enough for a worker to join (on a busy machine)
-    dispatcher(recorder.task, None, parts, 10 ** 9)
-    assert sorted(p for _, p, _ in recorder.runs) == list(range(parts))
-    used = {t for _, _, t in recorder.runs}
-    assert (len(used) >= 2 if min(count, parts) >= 2 else used == {threading.get_native_id()})
-    assert len(used) <= min(count, parts)
-
-
-def test_pool_serves_concurrent_callers(dispatcher):
-    """Python threads calling the pool at once (one runs on it, the others inline)."""
-    diffc.set_num_threads(2)
-    recorder, calls, errors = Recorder(), 30, []
-
-    def call(caller):
-        try:
-            for c in range(calls):
-                dispatcher(recorder.task, caller * calls + c + 1, 9, 10 ** 9)
-        except BaseException as e:  # reported below: a thread's exception is otherwise lost
-            errors.append(e)
-
-    callers = [threading.Thread(target=call, args=(i,)) for i in range(4)]
-    for t in callers:
-        t.start()
-    for t in callers:
-        t.join()
-    assert errors == []
-    by_call: dict[int, list[int]] = {}
-    for ctx, part, _ in recorder.runs:
-        by_call.setdefault(ctx, []).append(part)
-    assert sorted(by_call) == list(range(1, 4 * calls + 1))
-    assert all(sorted(parts) == list(range(9)) for parts in by_call.values())
-
-
 def test_python_threads_training_different_steps_at_once():
     """Three Python threads fitting their own steps while the pool serves one of them at a
     time: each gets what it gets alone."""
@@ -294,21 +226,6 @@ def test_python_threads_training_different_steps_at_once():
     for got, expected in zip(results, alone, strict=True):
         assert same_bits(got[0], expected[0])
         assert all(same_bits(a, b) for a, b in zip(got[1], expected[1], strict=True))
-
-
-def test_the_pool_is_built_for_linux_on_x86_64_and_aarch64_only():
-    import llvmlite.binding as llvm
-
-    from diffc.compiler import pool
-    from diffc.compiler.llvm import compile_module
-    from diffc.compiler.target import Target
-    llvm.initialize_all_targets()
-    llvm.initialize_all_asmprinters()
-    arm = Target("aarch64-unknown-linux-gnu", "generic", "+neon")
-    assert pool.supported(arm)
-    assert "llvm.aarch64.hint" in compile_module(pool.build(arm), arm).llvm_ir
-    for triple in ("x86_64-apple-darwin", "x86_64-pc-windows-msvc", "riscv64-unknown-linux-gnu"):
-        assert not pool.supported(Target(triple, "generic", ""))
 
 
 # ----------------------------------------------------------------------------- C programs
@@ -383,7 +300,7 @@ def hooknet(W1: f64[64, 256], b1: f64[64], W2: f64[10, 64], b2: f64[10], X: f64[
 
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler: no .so to load")
-def test_loaded_code_runs_on_the_pool(tmp_path, dispatcher):
+def test_loaded_code_runs_on_the_pool(tmp_path):
     """An export loaded in a process that started the pool gets it in its hook, and trains
     to the bits of the step it was exported from."""
     step = diffc.train_step(hooknet, ["W1", "b1", "W2", "b2"], diffc.SGD(lr=0.1))
@@ -391,8 +308,8 @@ def test_loaded_code_runs_on_the_pool(tmp_path, dispatcher):
     loaded = diffc.load(str(tmp_path / "hooknet"))
     native = loaded.native
     hook = native.addresses[native.native.abi.parallel_hook]
-    assert ctypes.c_void_p.from_address(hook).value == ctypes.cast(dispatcher,
-                                                                   ctypes.c_void_p).value
+    pool = ctypes.cast(pool_dispatcher(), ctypes.c_void_p).value
+    assert ctypes.c_void_p.from_address(hook).value == pool
     rng = np.random.default_rng(5)
     params = init(rng, [256, 64, 10], np.float64)
     x, labels = rng.random((200, 256)), rng.integers(0, 10, 200).astype(np.int32)
