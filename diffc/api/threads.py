@@ -10,6 +10,9 @@ pool when this process has started it before the load, else runs on one thread.
 """
 from __future__ import annotations
 
+import threading
+import warnings
+
 from ..runtime import threads
 from ..runtime.call import check_count
 
@@ -24,16 +27,35 @@ def get_num_threads() -> int:
     return threads.count()
 
 
+_unavailable = False  # the pool cannot run here: programs run on the calling thread
+_starting = threading.Lock()  # one pool per process, whichever threads compile at once
+
+
 def start_pool() -> None:
     """Compile (or take from the cache) and link the worker pool, once per process; on targets
-    it does not support, programs keep running on the calling thread."""
-    if threads.attached():
-        return
+    it does not support, or if this process's libc lacks what it calls, programs keep running
+    on the calling thread. A bad DIFFC_NUM_THREADS or DIFFC_PARALLEL_MIN_WORK is an
+    ArgumentError, raised before anything is linked."""
+    with _starting:
+        if not (threads.attached() or _unavailable):
+            _start()
+
+
+def _start() -> None:
+    global _unavailable
+    threads.settings()
     from ..compiler import llvm, pipeline, pool  # imports llvmlite: only when compiling
     target = llvm.host_target()
-    if not pool.supported(target):
+    _unavailable = not pool.supported(target)
+    if _unavailable:
         return
-    handle, addresses = llvm.link(pipeline.pool_object(target), list(pool.SYMBOLS),
-                                  "diffc_pool", libc=True)
+    try:
+        handle, addresses = llvm.link(pipeline.pool_object(target), list(pool.SYMBOLS),
+                                      "diffc_pool", libc=True)
+    except RuntimeError as e:  # a symbol the pool calls is missing from this process
+        warnings.warn(f"diffc: the worker pool could not be linked, native code runs on one "
+                      f"thread ({e})", RuntimeWarning, stacklevel=4)
+        _unavailable = True
+        return
     threads.attach(handle, addresses[pool.PARALLEL_SYMBOL], addresses[pool.THREADS_SYMBOL],
                    addresses[pool.MIN_WORK_SYMBOL])

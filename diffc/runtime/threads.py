@@ -63,14 +63,19 @@ def attached() -> bool:
     return _pool is not None
 
 
+def settings() -> tuple[int, int]:
+    """(the thread count, the least work of a region on the pool), from the environment unless
+    set since; an ArgumentError names a variable that holds no valid value."""
+    value = os.environ.get(ENV_MIN_WORK)
+    return count(), MIN_WORK if value is None else _env_int(ENV_MIN_WORK, value, 0)
+
+
 def attach(keepalive, parallel: int, threads: int, min_work: int) -> None:
     """Record the linked pool (its dispatcher's address and those of its thread count and
     threshold) and write the settings into it. `keepalive` (what keeps its code mapped) is
     never released: workers run that code until the process ends."""
     global _pool
-    value = os.environ.get(ENV_MIN_WORK)
-    _int64(min_work).value = MIN_WORK if value is None else _env_int(ENV_MIN_WORK, value, 0)
-    _int64(threads).value = count()
+    _int64(threads).value, _int64(min_work).value = settings()
     ctypes.pythonapi.Py_IncRef(ctypes.py_object(keepalive))
     _pool = {"parallel": parallel, "threads": threads, "min_work": min_work}
 
