@@ -3,8 +3,10 @@
     python benchmarks/run.py [--quick] [--threads 1 2] [--workloads W1 W2]
 
 Each thread count runs in its own process (BLAS reads its thread count at import), pinned to
-that many cores, so that no library (XLA starts its own thread pool) uses more. Before any
-time is printed, diffc's loss trajectory is checked against numpy's over the same steps
+that many cores, so that no library (XLA starts its own thread pool) uses more; diffc gets the
+count through DIFFC_NUM_THREADS. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset there (some
+machines set them, and they slow numpy), and the OpenBLAS kernel numpy runs is printed. Before
+any time is printed, diffc's loss trajectory is checked against numpy's over the same steps
 (float64: 1e-9 relative at every step; float32: 1e-4 over the first 50 steps); a mismatch is
 reported instead of a time and makes the exit status 1. torch and jax columns appear when those
 packages are installed. Compile time is the train step's, cold and from the on-disk cache.
@@ -83,7 +85,24 @@ def child(args) -> None:
         os.sched_setaffinity(0, cores[:threads])
     rows = [row for wl in args.workloads for dt in ("f64", "f32")
             for row in measure(wl, dt, args.quick)]
-    print(json.dumps(rows))
+    print(json.dumps({"openblas": openblas_kernel(), "rows": rows}))
+
+
+def openblas_kernel() -> str:
+    """The kernel (core type) of the OpenBLAS that numpy loaded, asked of the library itself."""
+    import ctypes
+
+    import numpy  # noqa: F401  (loads its BLAS)
+    with open("/proc/self/maps") as maps:
+        paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower()})
+    for path in paths:
+        for name in ("openblas_get_corename", "scipy_openblas_get_corename64_",
+                     "scipy_openblas_get_corename"):
+            function = getattr(ctypes.CDLL(path), name, None)
+            if function is not None:
+                function.restype = ctypes.c_char_p
+                return function().decode()
+    return "unknown (no OpenBLAS found)"
 
 
 def main() -> int:
@@ -97,11 +116,14 @@ def main() -> int:
         child(args)
         return 0
     print(f"{'workload':9} {'dtype':5} {'thr':>3} {'numpy us':>9} {'diffc us':>9} "
-          f"{'ratio':>6} {'torch us':>9} {'jax us':>9} {'compile s':>15}  loss check")
-    failed = False
+          f"{'ratio':>6} {'torch us':>9} {'jax us':>9} {'vs peer':>7} {'vs 1thr':>7} "
+          f"{'compile s':>15}  loss check")
+    failed, one_thread = False, {}
     for threads in args.threads:
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
                    MKL_NUM_THREADS=str(threads), DIFFC_NUM_THREADS=str(threads))
+        for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+            env.pop(name, None)
         command = [sys.executable, os.path.join(HERE, "run.py"), "--child", "--threads",
                    str(threads), "--workloads", *args.workloads]
         command += ["--quick"] if args.quick else []
@@ -109,21 +131,37 @@ def main() -> int:
         if out.returncode != 0:
             print(out.stderr, file=sys.stderr)
             return 1
-        for r in json.loads(out.stdout.strip().splitlines()[-1]):
-            limit = TOLERANCE[r["dtype"]][0]
-            ok = r["error"] <= limit
-            failed |= not ok
-            peer = lambda k, r=r: f"{r[k]:9.1f}" if k in r else f"{'-':>9}"  # noqa: E731
-            diffc_us = f"{r['diffc']:9.1f}" if ok else f"{'MISMATCH':>9}"
-            ratio = f"{r['numpy'] / r['diffc']:5.2f}x" if ok else f"{'-':>6}"
-            compiled = f"{r['cold']:6.3f} / {r['cached']:6.3f}" if "cold" in r else f"{'-':>15}"
-            print(f"{r['workload']:9} {r['dtype']:5} {threads:3d} {r['numpy']:9.1f} {diffc_us} "
-                  f"{ratio} {peer('torch')} {peer('jax')} {compiled}  "
-                  f"max rel diff {r['error']:.1e} (limit {limit:.0e})")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        for r in result["rows"]:
+            failed |= not report(r, threads, one_thread)
+        print(f"    ({threads} thread{'s' * (threads > 1)}: numpy's OpenBLAS kernel "
+              f"{result['openblas']}, OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset)")
     print("us = microseconds per sample; ratio = numpy time / diffc time, same process run;\n"
+          "vs peer = the fastest of numpy, torch and jax / diffc, at the same thread count;\n"
+          "vs 1thr = diffc on 1 thread / diffc on this many (same run, another process);\n"
           "W1 step() = diffc's step called from Python once per sample (numpy's loop is too);\n"
           "compile = the train step's compile, cold / from the on-disk cache")
     return 1 if failed else 0
+
+
+def report(r: dict, threads: int, one_thread: dict) -> bool:
+    """Print one row; whether its loss check passed. Remembers diffc's 1-thread times."""
+    limit = TOLERANCE[r["dtype"]][0]
+    ok = r["error"] <= limit
+    key = (r["workload"], r["dtype"])
+    if threads == 1 and ok:
+        one_thread[key] = r["diffc"]
+    peer = lambda k: f"{r[k]:9.1f}" if k in r else f"{'-':>9}"  # noqa: E731
+    diffc_us = f"{r['diffc']:9.1f}" if ok else f"{'MISMATCH':>9}"
+    ratio = f"{r['numpy'] / r['diffc']:5.2f}x" if ok else f"{'-':>6}"
+    best = min(r[k] for k in ("numpy", "torch", "jax") if k in r)
+    vs_peer = f"{best / r['diffc']:6.2f}x" if ok and r["workload"] != "W1 step()" else f"{'-':>7}"
+    vs_one = f"{one_thread[key] / r['diffc']:6.2f}x" if ok and key in one_thread else f"{'-':>7}"
+    compiled = f"{r['cold']:6.3f} / {r['cached']:6.3f}" if "cold" in r else f"{'-':>15}"
+    print(f"{r['workload']:9} {r['dtype']:5} {threads:3d} {r['numpy']:9.1f} {diffc_us} "
+          f"{ratio} {peer('torch')} {peer('jax')} {vs_peer} {vs_one} {compiled}  "
+          f"max rel diff {r['error']:.1e} (limit {limit:.0e})")
+    return ok
 
 
 if __name__ == "__main__":

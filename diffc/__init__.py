@@ -8,6 +8,7 @@ from . import distributed, nn
 from .api.function import CompiledFunction, Function, function
 from .api.grad import GradFunction, check_grad, grad, value_and_grad
 from .api.load import load
+from .api.threads import get_num_threads, set_num_threads
 from .api.train import TrainStep, train_step
 from .core import __version__
 from .core.errors import (
@@ -25,5 +26,5 @@ from .transforms.optim import SGD, Adam
 __all__ = ["nn", "Array", "f32", "f64", "i32", "i64", "function", "Function", "CompiledFunction",
            "GradFunction", "eval_program", "verify", "grad", "value_and_grad", "check_grad",
            "train_step", "TrainStep", "SGD", "Adam", "load", "DiffcError", "SignatureError",
-           "ShapeError", "DTypeError", "TraceError", "ArgumentError", "__version__",
-           "distributed"]
+           "ShapeError", "DTypeError", "TraceError", "ArgumentError", "set_num_threads",
+           "get_num_threads", "__version__", "distributed"]

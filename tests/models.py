@@ -1,6 +1,7 @@
 """The test suite's shared models and helpers: the README's network in f64 and f32, the
 mini-batch network of the benchmarks, He initialization, compiling a hand-built program
-through the public API, and tracing a body with given types."""
+through the public API, tracing a body with given types, and the worker pool's parallel-for."""
+import ctypes
 import itertools
 
 import numpy as np
@@ -72,3 +73,16 @@ def small_batch_net(dt, hidden=16):
 # a small batched network with a fixed scalar argument (`gain`): the multi-process tests' net
 SMALL_NETS = {dt: small_batch_net(dt) for dt in (f32, f64)}
 SMALL_PARAMS = ["W1", "b1", "W2", "b2"]
+
+
+def pool_dispatcher():
+    """The worker pool's parallel-for, `void (*)(task, ctx, parts, work)`, as a ctypes function:
+    the address the parallel hook of a compiled program holds."""
+    @diffc.function(name="hook_owner")
+    def twice(x: f64[4]) -> f64[4]:
+        return x * 2.0
+
+    native = twice.compile().native
+    hook = native.addresses[native.native.abi.parallel_hook]
+    return ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                            ctypes.c_int64)(ctypes.c_void_p.from_address(hook).value)

@@ -1,2 +1,3 @@
-"""The user's objects: `function`, `grad` / `value_and_grad` / `check_grad`, `train_step` and
-`load`. The API wires the compiler (imported on first compile) and the runtime together."""
+"""The user's objects: `function`, `grad` / `value_and_grad` / `check_grad`, `train_step`,
+`load`, and the thread count. The API wires the compiler (imported on first compile) and the
+runtime together."""

@@ -27,6 +27,7 @@ from ..runtime import export as exporting
 from ..runtime.call import NativeProgram, bind_arguments
 from ..runtime.load import Export
 from ..runtime.record import Record, fit_spec
+from .threads import start_pool
 
 
 class CompiledFunction:
@@ -75,6 +76,7 @@ class CompiledFunction:
             target = self._target or llvm.host_target()
             artifacts = pipeline.compile_program(self.program, self.name, fit_spec(self.record),
                                                  target)
+            start_pool()  # before NativeProgram, which points the program's hook at it
             handle, addresses = llvm.link(artifacts.object_code, artifacts.native.symbols(),
                                           artifacts.native.abi.entry)
             self._native = NativeProgram(artifacts.native, self.record.entry, addresses, handle)

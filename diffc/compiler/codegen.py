@@ -6,21 +6,29 @@ outputs, dims, workspace), and `diffc_<name>_py` the same taking numpy array obj
 data pointers (it reads the data pointer from numpy's stable PyArrayObject layout), so Python
 calls skip `.ctypes`. LLVM types are made from the abi's argument lists and the dtypes.
 The workspace-size function returns -1 when any value of the program (or the workspace) would
-hold more than 2**63 - 1 bytes for the given dims: the caller refuses those dims.
+hold more than 2**63 - 1 bytes for the given dims: the caller refuses those dims. A kernel with
+a Split (split.py) runs its parts through the module's parallel hook `diffc_<name>_parallel`
+(`add_hook`), one pointer variable for all of the module's entries.
 Invariants: buffers of distinct values never overlap (kernel pointer args are noalias); the
-entry writes outputs and then applies `updates` (param <- value) after every read of a param.
+entry writes outputs and then applies `updates` (param <- value) after every read of a param;
+the parts of a split kernel write disjoint elements, each computed by the same code whatever
+part (and thread) it falls in.
 """
 from __future__ import annotations
+
+import contextlib
 
 from llvmlite import ir
 
 from ..core.ir import Lit, Program, Var
 from ..core.types import ArrayType, DType, bool_
 from ..passes.memory import MemoryPlan, plan_memory
-from ..runtime.abi import NUMPY_DATA_OFFSET, Abi, Arg, c_name, packed_name
+from ..runtime.abi import NUMPY_DATA_OFFSET, Abi, Arg, c_name, hook_name, packed_name
 from .emitters import value_type
 from .kernels import KERNELS, lower_elementwise
 from .loops import I64, for_range
+from .pool import PARALLEL, TASK
+from .split import split_of
 from .target import Target
 
 PTR = ir.PointerType()
@@ -61,13 +69,40 @@ class Operand:
 
 
 class Kernel:
-    """What a lowering function works with: builder, equation, operands, dims, target."""
+    """What a lowering function works with: builder, equation, operands, dims, target, and for
+    a kernel split into parts (split.py), its Split and the part it computes. A split lowering
+    must ask for its part (`span` or `units`): codegen checks that it did."""
 
-    def __init__(self, b, eqn, inputs, outputs, dims, target: Target):
+    def __init__(self, b, eqn, inputs, outputs, dims, target: Target, split=None, part=None):
         self.b, self.eqn, self.params = b, eqn, eqn.params
         self.inputs, self.outputs, self.dims = inputs, outputs, dims
         self.ty = value_type(outputs[0].type.dtype)
         self.target = target
+        self.split, self.asked = split, False
+        if split is not None:
+            self._units = split.span(b, self.dim, *part)
+
+    def units(self):
+        """(first, end, last) of a split kernel's part: its units [first, end) of the split
+        loop, and whether it is the last part (which also takes the remainder)."""
+        self.asked = True
+        return self._units
+
+    def span(self, extent):
+        """(start, count) of the range(extent) this kernel computes: its part's units of the
+        split loop (the last part up to extent), or all of it when it runs whole."""
+        if self.split is None:
+            return ir.Constant(I64, 0), extent
+        (first, end, last), b = self.units(), self.b
+        unit = ir.Constant(I64, self.split.unit)
+        start = b.mul(first, unit)
+        return start, b.sub(b.select(last, extent, b.mul(end, unit)), start)
+
+    def in_last_part(self, only_last: bool):
+        """A context in which code runs only in the last part (if `only_last` and split)."""
+        if only_last and self.split is not None:
+            return self.b.if_then(self._units[2])
+        return contextlib.nullcontext()
 
     def dim(self, d):
         return ir.Constant(I64, d) if isinstance(d, int) else self.dims[d]
@@ -104,8 +139,10 @@ def symbols_of(program: Program) -> tuple[str, ...]:
 
 def build_module(program: Program, name: str, target: Target) -> tuple[ir.Module, Abi]:
     module = ir.Module(name=name)
-    abi, entry = add_entry(module, program, "diffc_" + c_name(name), target)
-    _py_entry_function(module, abi, entry)
+    entry = "diffc_" + c_name(name)
+    hook = add_hook(module, hook_name(entry))
+    abi, entry_fn = add_entry(module, program, entry, target, hook)
+    _py_entry_function(module, abi, entry_fn)
     return module, abi
 
 
@@ -120,14 +157,33 @@ def constant_module(name: str, symbol: str, data: bytes) -> ir.Module:
     return module
 
 
-def add_entry(module: ir.Module, program: Program, entry: str,
-              target: Target) -> tuple[Abi, ir.Function]:
-    """The entry `entry` computing program, its kernels and its workspace-size function."""
+def add_hook(module: ir.Module, name: str) -> ir.GlobalVariable:
+    """The program's parallel hook `name`: a pointer to the parallel-for its split kernels
+    call, `void (*)(void (*task)(void *, int64_t), void *ctx, int64_t parts, int64_t work)`.
+    It starts as `<name>_serial`, which runs task(ctx, p) for p < parts in order on the calling
+    thread; the runtime points it at the worker pool (compiler/pool.py), and a C program may
+    point it at a parallel-for of its own."""
+    serial = ir.Function(module, PARALLEL, name + "_serial")
+    serial.linkage = "internal"
+    task, ctx, parts, _ = serial.args
+    b = ir.IRBuilder(serial.append_basic_block("entry"))
+    with for_range(b, parts, name="p") as p:
+        b.call(task, [ctx, p.index])
+    b.ret_void()
+    hook = ir.GlobalVariable(module, PTR, name)
+    hook.initializer = serial
+    return hook
+
+
+def add_entry(module: ir.Module, program: Program, entry: str, target: Target,
+              hook: ir.GlobalVariable) -> tuple[Abi, ir.Function]:
+    """The entry `entry` computing program, its kernels and its workspace-size function; split
+    kernels call their parts through `hook`."""
     abi = Abi(entry, tuple(v.type for v in program.inputs),
               tuple(a.type for a in program.outputs), symbols_of(program))
     plan = plan_memory(program)
     _size_function(module, abi, plan, _value_types(program))
-    return abi, _entry_function(module, abi, program, plan, target)
+    return abi, _entry_function(module, abi, program, plan, target, hook)
 
 
 def add_packed(module: ir.Module, name: str) -> None:
@@ -144,32 +200,83 @@ def add_packed(module: ir.Module, name: str) -> None:
     b.ret_void() if isinstance(restype, ir.VoidType) else b.ret(result)
 
 
-def _kernel_function(module, name: str, eqn, symbols, arg_of: list[int],
-                     target: Target) -> ir.Function:
+def _kernel_function(module, name: str, eqn, symbols, arg_of: list[int], target: Target,
+                     hook) -> ir.Function:
     """An internal function computing one equation from noalias buffer pointers.
 
     `arg_of` gives, for each var operand (outputs, then var inputs), the index of its pointer
     argument: operands that share a buffer (an in-place update) share one argument. Kernels are
     never inlined, so the same equation compiles to the same code in every entry (`fit`'s step
-    entry must reproduce the step entry's arithmetic exactly).
+    entry must reproduce the step entry's arithmetic exactly). A kernel with a Split (split.py)
+    is a function of its part, called through `_split_kernel`.
     """
     n_args = max(arg_of, default=-1) + 1
-    fnty = ir.FunctionType(ir.VoidType(), [PTR] * n_args + [I64] * len(symbols))
-    fn = ir.Function(module, fnty, name)
-    fn.linkage = "internal"
-    fn.attributes.add("nounwind")
-    fn.attributes.add("noinline")
-    for arg in fn.args[:n_args]:
-        arg.add_attribute("noalias")
+    split = split_of(eqn, target)
+    part_args = [] if split is None else [I64, I64]  # the part, and how many there are
+    fn = _internal(module, name if split is None else name + ".part",
+                   [PTR] * n_args + [I64] * len(symbols) + part_args, n_args)
     pointers = iter(fn.args[i] for i in arg_of)
     outputs = [Operand(v.type, next(pointers)) for v in eqn.outputs]
     inputs = [Operand(a.type, const=ir.Constant(value_type(a.type.dtype), a.value))
               if isinstance(a, Lit) else Operand(a.type, next(pointers)) for a in eqn.inputs]
-    dims = dict(zip(symbols, fn.args[n_args:], strict=True))
+    dims = dict(zip(symbols, fn.args[n_args:n_args + len(symbols)], strict=True))
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    kernel = Kernel(b, eqn, inputs, outputs, dims, target)
+    kernel = Kernel(b, eqn, inputs, outputs, dims, target, split,
+                    fn.args[n_args + len(symbols):] or None)
     lower = lower_elementwise if eqn.prim.elementwise else KERNELS[eqn.prim.name]
     lower(kernel)
+    b.ret_void()
+    if split is None:
+        return fn
+    if not kernel.asked:  # every part would compute the whole equation
+        raise AssertionError(f"{eqn.prim.name}: split (split.py), but its lowering never asks "
+                             f"for its part (Kernel.span / Kernel.units)")
+    return _split_kernel(module, name, fn, split, n_args, symbols, hook)
+
+
+def _internal(module, name: str, args: list, pointers: int) -> ir.Function:
+    """An internal, never inlined function of `args` whose first `pointers` are noalias."""
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), args), name)
+    fn.linkage = "internal"
+    fn.attributes.add("nounwind")
+    fn.attributes.add("noinline")
+    for arg in fn.args[:pointers]:
+        arg.add_attribute("noalias")
+    return fn
+
+
+def _split_kernel(module, name: str, part_fn, split, n_args: int, symbols, hook) -> ir.Function:
+    """The kernel of a split equation: computes its number of parts from the dims; one part is
+    called directly, more go through the hook with a task reading the arguments from a context
+    of 8-byte slots (the pointers, the dims, the number of parts)."""
+    n = n_args + len(symbols)
+    task = ir.Function(module, TASK, name + ".task")
+    task.linkage = "internal"
+    task.attributes.add("nounwind")
+    b = ir.IRBuilder(task.append_basic_block("entry"))
+    ctx, part = task.args
+    slots = [b.load(b.gep(ctx, [ir.Constant(I64, i)], source_etype=I64), typ=I64)
+             for i in range(n + 1)]
+    args = [b.inttoptr(v, PTR) for v in slots[:n_args]] + slots[n_args:n]
+    b.call(part_fn, args + [part, slots[n]])
+    b.ret_void()
+
+    fn = _internal(module, name, [PTR] * n_args + [I64] * len(symbols), n_args)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    args = list(fn.args)
+    dims = dict(zip(symbols, args[n_args:], strict=True))
+    dim = lambda d: ir.Constant(I64, d) if isinstance(d, int) else dims[d]  # noqa: E731
+    parts = split.parts(b, dim)
+    context = b.alloca(ir.ArrayType(I64, n + 1))
+    with b.if_else(b.icmp_signed(">", parts, ir.Constant(I64, 1))) as (many, one):
+        with one:
+            b.call(part_fn, args + [ir.Constant(I64, 0), ir.Constant(I64, 1)])
+        with many:
+            values = [b.ptrtoint(a, I64) for a in args[:n_args]] + args[n_args:] + [parts]
+            for i, v in enumerate(values):
+                b.store(v, b.gep(context, [ir.Constant(I64, 0), ir.Constant(I64, i)]))
+            parallel = b.load(hook, typ=PARALLEL.as_pointer())
+            b.call(parallel, [task, context, parts, split.work_value(b, dim)])
     b.ret_void()
     return fn
 
@@ -243,7 +350,7 @@ def _copy(b, t: ArrayType, dst, src_atom, src_ptr, dims) -> None:
 
 
 def _entry_function(module, abi: Abi, program: Program, plan: MemoryPlan,
-                    target: Target) -> ir.Function:
+                    target: Target, hook) -> ir.Function:
     fn = ir.Function(module, function_type(abi.entry_args()), abi.entry)
     n_in, n_out = len(abi.inputs), len(abi.outputs)
     in_args, out_args = list(fn.args[:n_in]), fn.args[n_in:n_in + n_out]
@@ -272,7 +379,7 @@ def _entry_function(module, abi: Abi, program: Program, plan: MemoryPlan,
         distinct = list({id(p): p for p in operands}.values())
         arg_of = [next(i for i, p in enumerate(distinct) if p is q) for q in operands]
         kernel = _kernel_function(module, f"{abi.entry}.k{index}.{e.prim.name}", e,
-                                  abi.symbols, arg_of, target)
+                                  abi.symbols, arg_of, target, hook)
         b.call(kernel, distinct + list(sym_args))
     for a, arg in zip(program.outputs, out_args, strict=True):
         if not (isinstance(a, Var) and buffer(a) is arg):

@@ -10,29 +10,35 @@ runs steps `first <= s < last` of an epoch over `n` samples taken in the order `
 `table[i]` points at entry input i: a param, the step count, optimizer state or another fixed
 buffer or scalar (each step reads and updates them in place, as a call of the entry does); for
 data, the whole data set. A per-sample input of step s is row `perm[s]` of its data (no copy); a
-batch input gathers rows `perm[s*batch ...]` (the last batch takes the rest) into `staging[i]`
-and binds the batch symbol to the rows taken. Step s writes its loss to `losses[s]`.
+batch input takes rows `perm[s*batch ...]` (the last batch takes the rest): where they lie in
+order in the data (no shuffling), the data itself, else a copy gathered into `staging[i]` (in
+parts, on the worker pool: split.py), and binds the batch symbol to the rows taken. Step s
+writes its loss to `losses[s]`.
 """
 from __future__ import annotations
 
 from llvmlite import ir
 
 from ..passes.crossstep import CrossStep
-from ..runtime.abi import FIXED, SAMPLE, Abi, FitSpec
+from ..runtime.abi import BATCH, FIXED, SAMPLE, Abi, FitSpec
 from .codegen import PTR, function_type, llvm_type, product
 from .kernels import vector_dot
 from .loops import I64, for_range
+from .pool import PARALLEL, TASK
+from .split import count_parts
 from .target import Target
 
 NEXT = "next"  # the next sample's row of a data input (cross-step fusion)
 
 
 def build_fit(module: ir.Module, name: str, abi: Abi, entry: ir.Function, spec: FitSpec,
-              rewrites: list[CrossStep], target: Target) -> None:
+              rewrites: list[CrossStep], target: Target, hook) -> None:
     """`name`: the fit loop calling `entry` (of `abi`) once per step; with cross-step
-    `rewrites` (passes/crossstep.py), it first computes each carried `W @ x` of step `first`."""
+    `rewrites` (passes/crossstep.py), it first computes each carried `W @ x` of step `first`.
+    Batches are gathered in parts through the program's parallel `hook` (codegen.add_hook)."""
     fn = ir.Function(module, function_type(abi.fit_args()), name)
-    loop = _FitLoop(fn, abi, target)
+    batched = [i for i, kind in enumerate(spec.kinds) if kind == BATCH]
+    loop = _FitLoop(fn, abi, target, hook, batched)
     kinds = list(spec.kinds)
     for r in rewrites:  # carry: a fixed buffer; next: the next sample's row of r.data's data
         kinds[r.carry:r.next + 1] = [FIXED, NEXT]
@@ -58,12 +64,16 @@ def build_fit(module: ir.Module, name: str, abi: Abi, entry: ir.Function, spec: 
 class _FitLoop:
     """The fit function's arguments and the code reading its table, perm and data."""
 
-    def __init__(self, fn: ir.Function, abi: Abi, target: Target):
-        self.abi, self.target = abi, target
+    def __init__(self, fn: ir.Function, abi: Abi, target: Target, hook, batched: list[int]):
+        self.abi, self.target, self.hook = abi, target, hook
         self.table, self.perm, self.first, self.last, self.batch, self.n, self.losses, \
             self.staging = fn.args[:8]
         self.fixed_dims = dict(zip(abi.symbols, fn.args[8:-1], strict=True))
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
+        self.tasks = {i: _gather_task(fn.module, f"{fn.name}.gather{i}",
+                                      llvm_type(abi.inputs[i].dtype)) for i in batched}
+        self.contexts = {i: self.b.alloca(ir.ArrayType(I64, len(GATHER_SLOTS)))
+                         for i in batched}  # in the entry block: one per input, not per step
 
     def slot(self, array, i):
         return self.b.load(self.b.gep(array, [ir.Constant(I64, i)], source_etype=PTR), typ=PTR)
@@ -104,20 +114,73 @@ class _FitLoop:
         if kind == SAMPLE:
             sample = self.data_row(i, self.perm_at(start), dims)
             return b.load(sample, typ=elt) if t.ndim == 0 else sample
-        return self.gather(i, src, start, size, dims)
+        return self.batch_rows(i, src, start, size, dims)
 
-    def gather(self, i: int, src, start, size, dims):
-        """BATCH: this step's rows of the data behind table[i], copied into staging[i]."""
+    def batch_rows(self, i: int, src, start, size, dims):
+        """BATCH: this step's rows of the data behind table[i]: the data itself where they lie
+        in order (fit without shuffling), else a copy in staging[i]."""
         b, t = self.b, self.abi.inputs[i]
-        elt, stage = llvm_type(t.dtype), self.slot(self.staging, i)
+        first, stage = self.perm_at(start), self.slot(self.staging, i)
         width = product(b, [_dim(d, dims) for d in t.shape[1:]])
-        with for_range(b, size, name="r") as r:
-            src_row = b.mul(self.perm_at(b.add(start, r.index)), width)
-            dst_row = b.mul(r.index, width)
-            with for_range(b, width, name="c") as c:
-                value = b.load(b.gep(src, [b.add(src_row, c.index)], source_etype=elt), typ=elt)
-                b.store(value, b.gep(stage, [b.add(dst_row, c.index)], source_etype=elt))
-        return stage
+        with for_range(b, size, carry=[ir.Constant(ir.IntType(1), 1)], name="o") as r:
+            same = b.icmp_signed("==", self.perm_at(b.add(start, r.index)),
+                                 b.add(first, r.index))
+            r.update([b.and_(r.carried[0], same)])
+        in_order = r.results[0]
+        with b.if_then(b.not_(in_order)):
+            self.gather(i, src, stage, start, size, width)
+        rows = b.gep(src, [b.mul(first, width)], source_etype=llvm_type(t.dtype))
+        return b.select(in_order, rows, stage)
+
+    def gather(self, i: int, src, stage, start, size, width) -> None:
+        """Rows perm[start:start + size] (of `width` values) of src into stage, in parts of
+        whole rows (split.count_parts, a copy counting a quarter multiply-add) through the
+        hook."""
+        b = self.b
+        work = b.mul(size, width)
+        parts = count_parts(b, size, b.udiv(work, _c(4)))  # a copy: a quarter multiply-add
+        perm = b.gep(self.perm, [start], source_etype=I64)
+        values = [b.ptrtoint(p, I64) for p in (src, stage, perm)] + [size, width, parts]
+        context = self.contexts[i]
+        for name, value in zip(GATHER_SLOTS, values, strict=True):
+            b.store(value, b.gep(context, [_c(0), _c(GATHER_SLOTS.index(name))]))
+        with b.if_else(b.icmp_signed(">", parts, _c(1))) as (many, one):
+            with many:
+                parallel = b.load(self.hook, typ=PARALLEL.as_pointer())
+                b.call(parallel, [self.tasks[i], context, parts, work])
+            with one:
+                b.call(self.tasks[i], [context, _c(0)])
+
+
+GATHER_SLOTS = ("src", "stage", "perm", "size", "width", "parts")  # a gather task's context
+
+
+def _gather_task(module: ir.Module, name: str, elt) -> ir.Function:
+    """task(ctx, part): rows [part * size // parts, (part + 1) * size // parts) of a batch:
+    stage[r, :] = src[perm[r], :], with ctx holding GATHER_SLOTS."""
+    fn = ir.Function(module, TASK, name)
+    fn.linkage = "internal"
+    fn.attributes.add("nounwind")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    context, part = fn.args
+    src, stage, perm, size, width, parts = (
+        b.load(b.gep(context, [_c(k)], source_etype=I64), typ=I64) for k in range(6))
+    src, stage, perm = (b.inttoptr(p, PTR) for p in (src, stage, perm))
+    first = b.udiv(b.mul(part, size), parts)
+    end = b.udiv(b.mul(b.add(part, _c(1)), size), parts)
+    with for_range(b, b.sub(end, first), name="r") as r:
+        row = b.add(first, r.index)
+        index = b.load(b.gep(perm, [row], source_etype=I64), typ=I64)
+        src_row, dst_row = b.mul(index, width), b.mul(row, width)
+        with for_range(b, width, name="c") as c:
+            value = b.load(b.gep(src, [b.add(src_row, c.index)], source_etype=elt), typ=elt)
+            b.store(value, b.gep(stage, [b.add(dst_row, c.index)], source_etype=elt))
+    b.ret_void()
+    return fn
+
+
+def _c(value):
+    return ir.Constant(I64, value)
 
 
 def _dim(d, dims):

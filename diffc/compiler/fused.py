@@ -25,7 +25,8 @@ def _c(ty, value):
 
 
 def lower_fused(k) -> None:
-    """One loop nest over the group's shape; body values live in registers, never in memory.
+    """One loop nest over the group's shape (this part's elements, or outermost indices, if the
+    kernel is split); body values live in registers, never in memory.
 
     Full-shape inputs are read at the current element, rank-0 inputs once; `broadcast_in_dim`,
     `outer` and the shape primitives (shapes.py's `INDEXED`) read their inputs at the mapped
@@ -39,9 +40,17 @@ def lower_fused(k) -> None:
     flat = not any(e.prim.indexed for e in body.eqns)
     operand = {id(v): op for v, op in zip(body.inputs, k.inputs, strict=True)}
     scalars = {id(v): operand[id(v)].load(b, _c(I64, 0)) for v in body.inputs if v.type.ndim == 0}
-    loop = for_range(b, k.size(shape)) if flat else loop_nest(b, [k.dim(d) for d in shape])
+    nested = not flat and len(shape) > 0  # indexed reads need every index (a scalar: none)
+    start, count = k.span(k.dim(shape[0]) if nested else k.size(shape))  # this part's (split.py)
+    loop = (loop_nest(b, [count] + [k.dim(d) for d in shape[1:]]) if nested else
+            for_range(b, count))
     with loop as it:
-        at = it.index if flat else k.offset(shape, it)
+        if nested:
+            it = (b.add(start, it[0]),) + it[1:]
+            at = k.offset(shape, it)
+        else:  # flat: one index; rank 0 (the one element): no indices
+            at = b.add(start, it.index)
+            it = at if shape else ()
 
         def indexed(e):
             if e.prim.name in INDEXED:  # shapes.py: slices, gathers, transposes

@@ -15,7 +15,10 @@ smaller tiles of the same code (static sizes: one tile of the leftover rows or v
 vectors of halving width; symbolic sizes: single rows, single vectors, then scalars), so no
 edge falls back to a scalar loop unless it is narrower than a vector. A^T B^T uses scalar tiles.
 Each finished value of C (a vector of a row's columns, or a scalar) goes through `finish`: a
-plain matmul stores it; a fused one (kernels.lower_fused) applies its epilogue first.
+plain matmul stores it; a fused one (kernels.lower_fused) applies its epilogue first. A kernel
+split into parts (split.py) computes its part's run of main tiles along one axis of C, the
+last part also that axis' edge tiles: every element is computed by the same tile code whichever
+part it falls in.
 Invariants: every element of C is finished exactly once (chunked dot tiles store partial sums
 in an output of C's type before, so they need one that is no input's buffer); vector loads are
 unaligned-safe (element alignment); accumulations use FMA (`llvm.fma`), so results equal the
@@ -50,6 +53,12 @@ def full_vector(elt, target: Target) -> ir.Type:
     return vector_type(elt, target.lanes(8 if isinstance(elt, ir.DoubleType) else 4))
 
 
+def tile_kind(transpose_a: bool, transpose_b: bool) -> str | None:
+    """"axpy" where op(B)'s rows are contiguous, "dot" where only A's and B's rows are, None
+    (scalar tiles) for A^T B^T."""
+    return "axpy" if not transpose_b else "dot" if not transpose_a else None
+
+
 def blocks(target: Target) -> dict[str, tuple[int, int]]:
     """Main tile sizes (rows, columns of C): axpy columns in vectors, dot columns in values.
     Accumulators plus the operands of one step must fit the register file."""
@@ -72,7 +81,7 @@ class Tiles:
 def cover(b, extent, static: int | None, block: int, lanes: int) -> list[Tiles]:
     """Tiles covering range(extent): whole blocks of `block` units, then the edge."""
     step = block * lanes
-    if static is not None:
+    if static is not None:  # the main tiles come first, even when there are none
         whole = static // step
         tiles, done = [Tiles(_c(0), _c(whole), block, lanes)], whole * step
         if (static - done) // lanes:
@@ -84,7 +93,7 @@ def cover(b, extent, static: int | None, block: int, lanes: int) -> list[Tiles]:
                 tiles.append(Tiles(_c(done), _c(1), 1, width))
                 done += width
             width //= 2
-        return [t for t in tiles if t.count.constant > 0]
+        return tiles
     whole = b.sdiv(extent, _c(step))
     tiles, done = [Tiles(_c(0), whole, block, lanes)], b.mul(whole, _c(step))
     if block > 1:
@@ -178,18 +187,20 @@ def lower_matmul(k) -> None:
 
 
 def run(g: Gemm) -> None:
-    """Compute every element of C once, handing each finished value to g.finish."""
-    kind = "axpy" if not g.tb else "dot" if not g.ta else None
+    """Compute every element of C once (of the kernel's part of C, if it is split), handing
+    each finished value to g.finish."""
+    kind = tile_kind(g.ta, g.tb)
     mr, nr = blocks(g.k.target)[kind] if kind else (1, 1)
     lanes = g.width if kind == "axpy" else 1
-    rows = cover(g.b, g.m, g.static[0], mr, 1)
-    cols = cover(g.b, g.n, g.static[1], nr, lanes)
+    rows = _part(g, cover(g.b, g.m, g.static[0], mr, 1), 0)
+    cols = _part(g, cover(g.b, g.n, g.static[1], nr, lanes), 1)
 
     def every_tile(tile) -> None:
-        for r in rows:
-            for c in cols:
-                outer = g.rows_outer(mr, nr * lanes) if r is rows[0] and c is cols[0] else True
-                with g.tile_loops(r, c, outer) as (i0, j0):
+        for r, r_edge in rows:
+            for c, c_edge in cols:
+                first = r is rows[0][0] and c is cols[0][0]
+                outer = g.rows_outer(mr, nr * lanes) if first else True
+                with g.k.in_last_part(r_edge or c_edge), g.tile_loops(r, c, outer) as (i0, j0):
                     tile(g, i0, j0, r.size, c.size, c.lanes)
 
     if kind != "dot":  # A^T B^T too, in scalar tiles
@@ -203,6 +214,19 @@ def run(g: Gemm) -> None:
     with for_range(g.b, count - 1, name="kc") as k:  # partial sums, kept in C
         every_tile(functools.partial(_dot_tile, chunk=Chunk(k.index, size, False)))
     every_tile(functools.partial(_dot_tile, chunk=Chunk(_c(count - 1), size, True)))
+
+
+def _part(g: Gemm, tiles: list[Tiles], axis: int) -> list[tuple[Tiles, bool]]:
+    """The tiles along one axis of C that this kernel computes, each with whether only the
+    last part computes it: if the kernel is split along this axis (split.py), its share of
+    the main tiles, and the edge tiles in the last part; else all of them."""
+    split = g.k.split
+    if split is None or split.axis != axis:
+        return [(t, False) for t in tiles]
+    (first, end, _), main, b = g.k.units(), tiles[0], g.b
+    start = b.add(main.start, b.mul(first, _c(main.size * main.lanes)))
+    mine = Tiles(start, b.sub(end, first), main.size, main.lanes)
+    return [(mine, False)] + [(t, True) for t in tiles[1:]]
 
 
 L1_SHARE = 24 * 1024  # bytes of a tile's rows of A and B per depth chunk: half a 48 KB L1

@@ -9,6 +9,9 @@ module, `gemm.py`.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from types import SimpleNamespace
+
 from llvmlite import ir
 
 from . import reductions
@@ -66,12 +69,26 @@ def lower_reduce_sum(k) -> None:
     axes, shape = k.params["axes"], x.type.shape
     if axes == tuple(range(len(shape) - len(axes), len(shape))):  # trailing axes: a dot per row
         n = k.size(shape[len(shape) - len(axes):])
-        with for_range(b, k.size(out.type.shape), name="r") as row:
-            base = b.mul(row.index, n)
+        start, count = k.span(k.size(out.type.shape))
+        with for_range(b, count, name="r") as r:
+            row = b.add(start, r.index)
+            base = b.mul(row, n)
             with for_range(b, n, carry=[_c(k.ty, 0.0)]) as loop:
                 v = x.load(b, b.add(base, loop.index))
                 loop.update([b.fadd(loop.carried[0], v, flags=REDUCE)])
-            out.store(b, row.index, loop.results[0])
+            out.store(b, row, loop.results[0])
+        return
+    if axes == tuple(range(len(axes))):  # leading axes: out[j] += x[i, j], j in this part
+        n = k.size(out.type.shape)
+        start, count = k.span(n)
+        with for_range(b, count) as j:
+            out.store(b, b.add(start, j.index), _c(k.ty, 0.0))
+        with for_range(b, k.size(shape[:len(axes)]), name="r") as r:
+            base = b.add(b.mul(r.index, n), start)
+            with for_range(b, count) as j:
+                at = b.add(start, j.index)
+                total = b.fadd(out.load(b, at), x.load(b, b.add(base, j.index)), flags=REDUCE)
+                out.store(b, at, total)
         return
     k.zero(out)  # general case: accumulate into the output, innermost kept axes vectorize
     with loop_nest(b, [k.dim(d) for d in shape]) as idx:
@@ -134,15 +151,19 @@ def vector_dot(b, elt, x_ptr, y_ptr, n, target):
 def lower_matvec(k) -> None:
     b, (a, x), (out,) = k.b, k.inputs, k.outputs
     rows, cols = (k.dim(d) for d in a.type.shape)
-    if not k.params["transpose_a"]:  # y[i] = A[i, :] . x
-        with for_range(b, rows, name="i") as i:
-            row = b.gep(a.ptr, [b.mul(i.index, cols)], inbounds=True, source_etype=k.ty)
-            out.store(b, i.index, vector_dot(b, k.ty, row, x.ptr, cols, k.target))
+    if not k.params["transpose_a"]:  # y[i] = A[i, :] . x, for this part's rows
+        start, count = k.span(rows)
+        with for_range(b, count, name="i") as i:
+            row = b.add(start, i.index)
+            at = b.gep(a.ptr, [b.mul(row, cols)], inbounds=True, source_etype=k.ty)
+            out.store(b, row, vector_dot(b, k.ty, at, x.ptr, cols, k.target))
         return
-    k.zero(out)  # y = A^T x = sum over rows i of x[i] * A[i, :]
+    start, count = k.span(cols)  # y = A^T x = sum over rows i of x[i] * A[i, :]: this part's
+    with for_range(b, count, name="j") as j:  # columns of y, each summed over rows in order
+        out.store(b, b.add(start, j.index), _c(k.ty, 0.0))
     with for_range(b, rows, name="i") as i:
-        base = b.mul(i.index, cols)
-        _axpy(k, out, _c(I64, 0), x.load(b, i.index), lambda j: a.load(b, b.add(base, j)), cols)
+        base = b.add(b.mul(i.index, cols), start)
+        _axpy(k, out, start, x.load(b, i.index), lambda j: a.load(b, b.add(base, j)), count)
 
 
 def _not_finite(k, x, n, rate):
@@ -155,16 +176,19 @@ def _not_finite(k, x, n, rate):
 
 
 def _sgd_rows(k, w, a, x, lr, w_new, then=None) -> None:
-    """Per row i: W[i, :] -= lr * (a[i] * x), skipped where that step is exactly zero: a[i] == 0
-    with x and lr finite (0 * inf is nan); then `then(i, row)` while the row is in L1 cache."""
+    """Per row i (of this part): W[i, :] -= lr * (a[i] * x), skipped where that step is exactly
+    zero: a[i] == 0 with x and lr finite (0 * inf is nan); then `then(i, row)` while the row is
+    in L1 cache."""
     b = k.b
     rows, cols = (k.dim(d) for d in w.type.shape)
     rate = lr.load(b, _c(I64, 0))
     not_finite = _not_finite(k, x, cols, rate)
     in_place = w_new.ptr is w.ptr  # one pointer argument: W is updated in its own buffer
-    with for_range(b, rows, name="i") as i:
-        base = b.mul(i.index, cols)
-        ai = a.load(b, i.index)
+    start, count = k.span(rows)
+    with for_range(b, count, name="i") as loop:
+        index = b.add(start, loop.index)
+        base = b.mul(index, cols)
+        ai = a.load(b, index)
         nonzero = b.or_(b.fcmp_unordered("!=", ai, _c(k.ty, 0.0)), not_finite)
         with b.if_else(nonzero) as (update, keep):
             with update:
@@ -178,7 +202,7 @@ def _sgd_rows(k, w, a, x, lr, w_new, then=None) -> None:
                         at = b.add(base, j.index)
                         w_new.store(b, at, w.load(b, at))
         if then is not None:
-            then(i.index, b.gep(w_new.ptr, [base], inbounds=True, source_etype=k.ty))
+            then(index, b.gep(w_new.ptr, [base], inbounds=True, source_etype=k.ty))
 
 
 def lower_sgd_outer(k) -> None:
@@ -223,9 +247,17 @@ def _row_sum_exp(k, x, base, n, shift, store=None):
 
 
 def _rows(k, t):
-    """A loop over the rows (all axes but the last) of an array of type t: (loop, base, n)."""
-    n = k.dim(t.shape[-1])
-    return for_range(k.b, k.size(t.shape[:-1]), name="r"), n
+    """A loop over the rows (all axes but the last) of an array of type t, this part's if the
+    kernel is split (split.py): (the loop, whose `index` is the row, and the row length)."""
+    start, count = k.span(k.size(t.shape[:-1]))
+    return _from(k.b, start, count), k.dim(t.shape[-1])
+
+
+@contextmanager
+def _from(b, start, count):
+    """for index in range(start, start + count)."""
+    with for_range(b, count, name="r") as loop:
+        yield SimpleNamespace(index=b.add(start, loop.index))
 
 
 def lower_softmax(k) -> None:

@@ -67,10 +67,13 @@ def assembly(optimized_llvm_ir: str, target: Target) -> str:
     return target_machine(target).emit_assembly(llvm.parse_assembly(optimized_llvm_ir))
 
 
-def link(object_code: bytes, symbols: list[str], name: str):
+def link(object_code: bytes, symbols: list[str], name: str, libc: bool = False):
     """Link object code (for the host) into the process with LLJIT; returns (keep-alive handle,
-    addresses of `symbols`)."""
+    addresses of `symbols`). With `libc`, its undefined symbols resolve to the process's (the
+    worker pool calls pthread_create and syscall; compiled programs call nothing)."""
     builder = llvm.JITLibraryBuilder().add_object_img(object_code)
+    if libc:
+        builder.add_current_process()
     for s in symbols:
         builder.export_symbol(s)
     tracker = builder.link(llvm.create_lljit_compiler(target_machine(host_target())), name)

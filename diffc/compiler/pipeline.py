@@ -11,6 +11,9 @@ runtime calls it with. The stages, in order:
     build_fit         the native fit loop (fitloop.py)
     LLVM              O3 with the vectorizers, object code (llvm.py)
 
+Kernels that split into parts (split.py) call them through the program's parallel hook, which
+the API points at the worker pool: `pool_object` compiles it (once per process, cached).
+
 `DIFFC_CHECK=1` (the tests set it) verifies the program after every pass and names the pass
 that broke it. The on-disk cache (runtime/cache.py) is keyed by the program as given plus
 everything else the object code depends on (`llvm.cache_context`), so a hit skips every stage.
@@ -24,7 +27,7 @@ from ..core.ir import Lit, Program, VerifyError, verify
 from ..passes import cse, dce, fold_transposes, fuse, fuse_across_steps, rowwise_sgd
 from ..runtime import cache
 from ..runtime.abi import SAMPLE, FitSpec, Native
-from . import codegen, llvm
+from . import codegen, llvm, pool
 from .fitloop import build_fit
 from .labels import label_bounds, literal_labels
 from .target import Target
@@ -89,6 +92,22 @@ def build(program: Program, name: str, fit_spec: FitSpec | None, target: Target)
     return Artifacts(compiled.object_code, compiled.llvm_ir, native, cached=False)
 
 
+def pool_key(target: Target) -> str:
+    """The cache key of the worker pool's object code for target."""
+    return cache.key("diffc worker pool", llvm.cache_context(target))
+
+
+def pool_object(target: Target) -> bytes:
+    """The object code of the worker pool (pool.py) for target, from the cache if it is there."""
+    key = pool_key(target)
+    hit = cache.load(key)
+    if hit is not None:
+        return hit[0]
+    compiled = llvm.compile_module(pool.build(target), target)
+    cache.store(key, compiled.object_code, compiled.llvm_ir, {})
+    return compiled.object_code
+
+
 def constant_object(symbol: str, data: bytes, target: Target) -> bytes:
     """The object code of a module defining only the constant byte array `symbol`."""
     return llvm.compile_module(codegen.constant_module(symbol, symbol, data), target).object_code
@@ -118,8 +137,9 @@ def _add_fit(module, abi, program: Program, spec: FitSpec, target: Target):
     if rewrites:
         checked(step_program, "fuse_across_steps")
         step_abi, step_entry = codegen.add_entry(module, step_program, abi.entry + "_fitstep",
-                                                 target)
+                                                 target, module.get_global(abi.parallel_hook))
     else:
         step_abi, step_entry = abi, module.get_global(abi.entry)
-    build_fit(module, abi.fit_entry, step_abi, step_entry, spec, rewrites, target)
+    build_fit(module, abi.fit_entry, step_abi, step_entry, spec, rewrites, target,
+              module.get_global(abi.parallel_hook))
     return step_abi, rewrites

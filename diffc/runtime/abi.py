@@ -79,6 +79,9 @@ def _distinct(args: list[Arg]) -> list[Arg]:
     named = [a for a in args if a.role not in ("dim", "workspace")]
     names = distinct_names([a.name for a in named], {a.name for a in fixed})
     return [Arg(n, a.dtype, a.pointer, a.role) for n, a in zip(names, named, strict=True)] + fixed
+def hook_name(entry: str) -> str:
+    """The program's parallel hook (compiler/codegen.py `add_hook`): a pointer variable."""
+    return entry + "_parallel"
 
 
 def _dim_args(symbols) -> list[Arg]:
@@ -99,6 +102,10 @@ class Abi:
         """The entry taking numpy array objects for arrays and outputs (the data pointer read
         at NUMPY_DATA_OFFSET), so Python calls skip `.ctypes`."""
         return self.entry + "_py"
+
+    @property
+    def parallel_hook(self) -> str:
+        return hook_name(self.entry)
 
     @property
     def workspace_size(self) -> str:
@@ -189,8 +196,9 @@ class Native:
         return [n for n, k in self.arities().items() if k > MAX_ARGS]
 
     def symbols(self) -> list[str]:
-        """The entry points to link."""
-        return [*self.arities(), self.abi.py_entry, *map(packed_name, self.packed())]
+        """The entry points to link, and the parallel hook."""
+        return [*self.arities(), self.abi.py_entry, *map(packed_name, self.packed()),
+                self.abi.parallel_hook]
 
     def to_json(self) -> dict:
         return {"abi": self.abi.to_json(),

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..core.errors import ArgumentError, ShapeError
 from ..core.types import ArrayType, Signature
+from . import threads
 from .abi import MAX_ARGS, Native
 from .native import NUMPY_LAYOUT_OK, Workspace, data_address, native_function
 
@@ -296,13 +297,16 @@ class Invoker:
 
 class NativeProgram:
     """Native code in the process and how to call it: the one call path of JIT-compiled and
-    loaded programs, for calls (`__call__`) and `fit` (fit.py's `FitLoop` runs it).
+    loaded programs, for calls (`__call__`) and `fit` (fit.py's `FitLoop` runs it). Its split
+    kernels run on the worker pool if this process has attached it (threads.py), else on the
+    calling thread.
 
     `keepalive` is whatever keeps the code mapped (a JIT handle, a loaded library)."""
 
     def __init__(self, native: Native, signature: Signature, addresses: dict, keepalive):
         self.native, self.addresses, self._keepalive = native, addresses, keepalive
         self.invoker = Invoker(native, signature, addresses)
+        threads.install(addresses[native.abi.parallel_hook])  # the worker pool, if attached
 
     def __call__(self, *args, **kwargs) -> list:
         return self.invoker(*args, **kwargs)

@@ -3,10 +3,11 @@
 Input: the record, `Native` description, IR text and object code of a compiled callable (plain,
 grad, value_and_grad or train step), and a maker of the digest's object. Output: the object code
 (position-independent, no libm or Python symbols), a C header generated from the signature that
-documents argument order, layout, symbolic dims, the workspace, in-place arguments and thread
-safety (for a train step also its fit loop, the slots of its table as an enum), the signature as
-JSON (what `diffc.load` rebuilds the calling convention from) and, where a system C compiler
-exists, a shared library linked from the object.
+documents argument order, layout, symbolic dims, the workspace, in-place arguments, thread
+safety and the parallel hook (how a C program runs the code on threads of its own; for a train
+step also its fit loop, the slots of its table as an enum), the signature as JSON (what
+`diffc.load` rebuilds the calling convention from) and, where a system C compiler exists, a
+shared library linked from the object.
 Invariants: the two halves `diffc.load` uses are bound to each other: the .json records the
 size and sha256 of the .o and the .so, and the .so also defines `<entry>_export_digest`, the
 sha256 of the .json's other fields (load.py's `description_digest`), so that a .json edited
@@ -122,6 +123,7 @@ def c_header(meta: dict) -> str:
         "   its own in-place arrays. */",
         f"int64_t {abi.workspace_size}({dims});",
         f"void {abi.entry}(\n    " + ",\n    ".join(args) + ");",
+        *_threads_comment(abi),
     ]
     if record.kind == "train_step":
         lines += _fit_section(abi, record, meta["fit"])
@@ -141,6 +143,24 @@ def _entry_decls(abi: Abi, names, written: set) -> list[str]:
             const = arg.role == "input" and i not in written
             decls.append(f"{arg.c_decl(const)} /* {types[i]} */")
     return decls
+
+
+def _threads_comment(abi: Abi) -> list[str]:
+    return [
+        "",
+        "/* Threads: the code runs on the calling thread alone unless you give it more. Its",
+        "   large loops (matrix products, row updates, ...) are cut into parts, a number that",
+        "   depends on the sizes only, and run through the function pointer below, which starts",
+        "   as a serial loop. Point it (before calling, never while a call runs) at a",
+        "   parallel-for of your own: it must call task(ctx, part) exactly once for every",
+        "   0 <= part < parts, on any threads in any order, and return when all have returned;",
+        "   `work` estimates the multiply-adds of all the parts (run a small one inline). The",
+        "   number of threads is then yours to choose, and results (outputs, updated arrays,",
+        "   losses) are bit-identical for every choice. If calls run concurrently, it must",
+        "   allow concurrent calls. */",
+        f"extern void (*{abi.parallel_hook})(",
+        "    void (*task)(void *ctx, int64_t part), void *ctx, int64_t parts, int64_t work);",
+    ]
 
 
 def _fit_section(abi: Abi, record: Record, fit: dict) -> list[str]:

@@ -36,8 +36,9 @@ from .record import Record
 
 # the version of the .json and of the calling convention it describes; bump when what load
 # reads changes. 2: a train step takes its step count as an in-place `step_count` (f64[1]) and
-# the .json records the digests of the .o and .so; 3: the callable is described by a `record`
-FORMAT = 3
+# the .json records the digests of the .o and .so; 3: the callable is described by a `record`;
+# 4: the .so defines the parallel hook `<entry>_parallel` (compiler/codegen.py `add_hook`)
+FORMAT = 4
 SUFFIXES = (".json", ".so", ".o", ".h")  # the files of an export at `path`: path.json, ...
 _copies = itertools.count()  # numbers the private copies, so that no path is mapped twice
 
