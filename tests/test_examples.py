@@ -130,8 +130,9 @@ def test_examples_need_neither_scikit_learn_nor_matplotlib(tmp_path):
                                      "mnist_mlp.py", "raster_mlp.py"])
 def test_examples_write_to_examples_out_by_default(example):
     """The default --out is a folder next to the script (ignored by git), said in --help."""
+    wide = dict(os.environ, COLUMNS="10000")  # argparse wraps long paths at their hyphens
     done = subprocess.run([sys.executable, str(EXAMPLES / example), "--help"],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env=wide)
     assert done.returncode == 0
     assert str(EXAMPLES / "out") in " ".join(done.stdout.split())
     assert "examples/out/" in (EXAMPLES.parent / ".gitignore").read_text().split()
