@@ -220,6 +220,12 @@ STABLE = {  # traced body, types, the primitives after stable_forms
     "log(sum(exp))": (lambda z: nn.sum(nn.log(nn.sum(nn.exp(z), axis=-1))), (f64["B", 3],),
                       ["logsumexp", "reduce_sum"]),
     "log(sum(exp)) all": (lambda z: nn.log(nn.sum(nn.exp(z))), (f64[2, 3],), ["logsumexp"]),
+    "log(sum(exp, keepdims))": (lambda z: nn.sum(nn.log(nn.sum(nn.exp(z), 1, keepdims=True))),
+                                (f64["B", 3],), ["logsumexp", "reshape", "reduce_sum"]),
+    "keepdims_read_elsewhere": (lambda z: nn.sum(nn.log(k := nn.exp(z).sum(0, keepdims=True)) * k),
+                                (f64[2, 3],),
+                                ["exp", "reduce_sum", "reshape", "logsumexp", "reshape", "mul",
+                                 "reduce_sum"]),
     "one_plus_read_elsewhere": (lambda x: nn.sum(nn.log(u := 1 + x) * u), (f64[3],),
                                 ["add", "log1p", "mul", "reduce_sum"]),
     "exp_read_elsewhere": (lambda z: nn.log(nn.sum(e := nn.exp(z))) + nn.sum(e), (f64[3],),
@@ -259,6 +265,21 @@ def test_stable_forms_keep_extremes_finite():
     value, grad = diffc.value_and_grad(lse, "z")(np.array([1000.0, 0.0, -1000.0]))
     assert value == 1000.0
     np.testing.assert_array_equal(grad, [1.0, 0.0, 0.0])  # exp(-1000) rounds to 0
+
+
+def test_log_softmax_written_with_keepdims_is_finite():
+    """z - log(sum(exp(z), keepdims=True)), the log-softmax as numpy users write it, at
+    |z| = 1000: finite values and gradients, equal to the stable numpy formula."""
+    hand = _stable(lambda z, y: -nn.sum(y * (z - nn.log(nn.sum(nn.exp(z), axis=1, keepdims=True)))),
+                   f64["B", 3], f64["B", 3])
+    z = np.array([[1000.0, 0.0, -1000.0], [-1000.0, -999.0, -1001.0]])
+    y = np.array([[0.0, 1.0, 0.0], [0.5, 0.0, 0.5]])
+    m = z.max(1, keepdims=True)
+    log_p = z - m - np.log(np.exp(z - m).sum(1, keepdims=True))
+    value, (dz,) = diffc.value_and_grad(hand, ["z"])(z, y)
+    assert value == pytest.approx(-np.sum(y * log_p), rel=1e-12)
+    np.testing.assert_allclose(dz, np.exp(log_p) * y.sum(1, keepdims=True) - y, rtol=1e-12,
+                               atol=1e-300)
 
 
 # ----------------------------------------------------------------------------- mistakes
