@@ -17,6 +17,7 @@ loop or an abort needs it.
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -86,6 +87,7 @@ def abort(comm, error: BaseException) -> None:
     sys.stderr.write(f"diffc: rank {rank} of {comm.Get_size()} stopped fit(comm=...) with\n"
                      f"{text}diffc: ending every rank of the job (MPI_Abort)\n")
     sys.stderr.flush()
+    time.sleep(0.5)  # the launcher forwards stderr from a pipe that the abort cuts: let it drain
     comm.Abort(1)
 
 
