@@ -197,7 +197,8 @@ RULE_CASES |= {  # the language
                          ("x", (5,), (0,))),
 }
 NOT_DIFFERENTIABLE = {"softmax_cross_entropy_grad", "fused", "sgd_outer", "update_matvec",
-                      "lt", "le", "gt", "ge", "eq", "ne", "argmax", "argmin"}
+                      "lt", "le", "gt", "ge", "eq", "ne", "argmax", "argmin", "logical_and",
+                      "logical_or", "logical_xor", "logical_not"}
 RULE_IDS = [(name, key) for name, cases in RULE_CASES.items() for key in cases]
 WORST: dict[str, float] = {}  # primitive -> worst relative gradient error seen (f64)
 

@@ -125,7 +125,7 @@ def unknown_attribute(x: f64[3]) -> f64[3]:
 
 
 def traced_exponent(x: f64[3]) -> f64[3]:
-    return 2 ** x  # traced_exponent
+    return (-2) ** x  # traced_exponent
 
 
 def traced_power(x: f64[3], y: f64) -> f64[3]:
@@ -154,6 +154,10 @@ def rounded(x: f64[3]) -> f64:
 
 def bitwise(x: f64[3]) -> f64[3]:
     return x & 1  # bitwise
+
+
+def shifted(x: f64[3]) -> f64[3]:
+    return x << 1  # shifted
 
 
 def captured_array(x: f64[2, 3]) -> f64[2, 3]:
@@ -191,7 +195,8 @@ CASES = [
     (floor_division, TraceError, ["'//'", "not supported", "diffc.nn"]),
     (modulo, TraceError, ["'%'", "not supported"]),
     (rounded, TraceError, ["round()", "not supported"]),
-    (bitwise, TraceError, ["bitwise", "not supported"]),
+    (bitwise, DTypeError, ["'&'", "combines masks", "f64[3]"]),
+    (shifted, TraceError, ["shift", "not supported", "on masks"]),
     (captured_array, TraceError, ["numpy array (2, 3)", "parameter"]),
     (captured_row, TraceError, ["numpy array (3,)", "parameter"]),
 ]

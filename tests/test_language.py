@@ -325,3 +325,81 @@ def test_comparisons_are_masks(dt):
         bits = [x < y, x <= y, x > y, 0.5 >= x, x == y, x != y]
     want = sum(b * 2.0 ** k for k, b in enumerate(bits))
     np.testing.assert_array_equal(masks(x, y), want)
+
+
+@pytest.mark.parametrize("dt", [f64, f32], ids=str)
+def test_logic_of_masks_is_numpys(dt):
+    """& | ^ ~ on masks (reflected, with Python bools, broadcast, and numpy's logical_* and
+    bitwise_* functions) are numpy's logic on boolean arrays, nan comparisons included; each
+    combination is one bit of the result here."""
+    @diffc.function(name=f"logic_{dt}")
+    def logic(x: dt["R", 3], y: dt[3]) -> dt["R", 3]:
+        a, b = x > 0, y < x
+        bits = [a & b, a | (y > 0), a ^ b, ~a, True & a, False | ~b, np.logical_and(a, b),
+                np.logical_or(a, y > 0), np.logical_xor(b, a), np.logical_not(b),
+                np.bitwise_and(a, ~b), np.invert(a | b)]
+        return sum(m.astype(dt) * 2 ** k for k, m in enumerate(bits))
+
+    x = rng.integers(-1, 2, (7, 3)).astype(dt.np_dtype) * 0.5
+    x[0, 0] = np.nan
+    y = np.array([0.5, -0.5, np.nan], dt.np_dtype)
+    with np.errstate(invalid="ignore"):
+        a, b = x > 0, y < x
+        bits = [a & b, a | (y > 0), a ^ b, ~a, a, ~b, a & b, a | (y > 0), a ^ b, ~b, a & ~b,
+                ~(a | b)]
+    want = sum(m * 2.0 ** k for k, m in enumerate(bits))
+    for rows in (7, 1):
+        np.testing.assert_array_equal(logic(x[:rows], y), want[:rows])
+
+
+def test_masks_of_a_gemm_select_its_gradient():
+    """A mask combined from comparisons of a GEMM's output selects both the value and the
+    gradient, as the numpy formula's."""
+    @diffc.function
+    def banded(W: f64[3, 4], x: f64["B", 4]) -> f64:
+        z = x @ W.T
+        return nn.sum(nn.where((z > 0) & ~(z > 1), z, -z))
+
+    W, x = rng.standard_normal((3, 4)), rng.standard_normal((9, 4))
+    z = x @ W.T
+    inside = (z > 0) & ~(z > 1)
+    value, (dW,) = diffc.value_and_grad(banded, ["W"])(W, x)
+    assert value == pytest.approx(np.where(inside, z, -z).sum(), rel=1e-12)
+    np.testing.assert_allclose(dW, np.where(inside, 1.0, -1.0).T @ x, rtol=1e-12)
+
+
+@pytest.mark.parametrize("it", [diffc.i32, i64], ids=str)
+def test_integer_comparisons_give_masks(it):
+    """Integers of one dtype compare signed, with integer numbers too: the accuracy of an
+    argmax against labels, as numpy's."""
+    @diffc.function(name=f"int_masks_{it}")
+    def int_masks(a: it["B"], b: it["B"]) -> f64["B"]:
+        bits = [a == b, a != b, a < b, a <= -1, 2 > a, a >= b, (a > 0) & (b > 0)]
+        return sum(m.astype(f64) * 2 ** k for k, m in enumerate(bits))
+
+    @diffc.function(name=f"argmax_hits_{it}")
+    def argmax_hits(z: f64["B", 4], y: i64["B"]) -> f64:
+        return nn.sum((nn.argmax(z, axis=1) == y).astype(f64))
+
+    a = rng.integers(-3, 4, 40).astype(it.np_dtype)
+    b = rng.integers(-3, 4, 40).astype(it.np_dtype)
+    b[-1] = np.iinfo(it.np_dtype).min  # signed, not unsigned, comparison
+    bits = [a == b, a != b, a < b, a <= -1, 2 > a, a >= b, (a > 0) & (b > 0)]
+    np.testing.assert_array_equal(int_masks(a, b), sum(m * 2.0 ** k for k, m in enumerate(bits)))
+    z, y = rng.standard_normal((50, 4)), rng.integers(0, 4, 50)
+    assert argmax_hits(z, y) == np.sum(z.argmax(1) == y)
+
+
+def test_comparisons_refuse_mixed_dtypes():
+    """Integers beside floats or other integers, a non-integer number beside integers, and
+    logic on floats are DTypeErrors at the user's line."""
+    bodies = {"i32 == i64": lambda a, b, x: nn.sum((a == b).astype(f64)),
+              "i32 < f64": lambda a, b, x: nn.sum((a < x).astype(f64)),
+              "i32 < 2.5": lambda a, b, x: nn.sum((a < 2.5).astype(f64)),
+              "f64 & mask": lambda a, b, x: nn.sum(nn.where(x & (x > 0), x, 0.0))}
+    for what, body in bodies.items():
+        body.__annotations__ = {"a": diffc.i32["B"], "b": i64["B"], "x": f64["B"],
+                                "return": f64}
+        with pytest.raises(diffc.DTypeError, match=r"test_language\.py:\d+") as e:
+            diffc.function(body, name="mixed")
+        assert ("astype(f64)" in str(e.value)) != (what == "f64 & mask"), what

@@ -400,10 +400,21 @@ def _math(f):
 
 
 def _compare(op):
-    """Ties ("few" values), a literal, a rank-0 operand: masks out."""
+    """Ties ("few" values), a literal, a rank-0 operand, integers: masks out."""
     return [Case((("few", ("B", 3)), ("few", ("B", 3))), (("B", 3),), op, out_dtype=bool_),
             Case((("lit", ()), ("few", (2, 3))), ((2, 3),), op, out_dtype=bool_),
-            Case((("few", ()), ("few", (5,))), ((5,),), op, out_dtype=bool_)]
+            Case((("few", ()), ("few", (5,))), ((5,),), op, out_dtype=bool_),
+            Case(((("i32", 4), ("B", 3)), (("i32", 4), ("B", 3))), (("B", 3),), op,
+                 out_dtype=bool_),
+            Case(((("i64", 3), (6,)), (("i64", 3), ())), ((6,),), op, out_dtype=bool_)]
+
+
+def _logical(op, arity=2):
+    """Masks of one shape (or a rank-0 one) in, a mask out."""
+    if arity == 1:
+        return [Case((("mask", ("B", 3)),), (("B", 3),), op, out_dtype=bool_)]
+    return [Case((("mask", ("B", 3)), ("mask", ("B", 3))), (("B", 3),), op, out_dtype=bool_),
+            Case((("mask", (7,)), ("mask", (7,))), ((7,),), op, out_dtype=bool_)]
 
 
 def _extremum(op):
@@ -448,6 +459,10 @@ LANGUAGE = {
     **{name: _compare(op) for name, op in [("lt", np.less), ("le", np.less_equal),
                                            ("gt", np.greater), ("ge", np.greater_equal),
                                            ("eq", np.equal), ("ne", np.not_equal)]},
+    **{name: _logical(op) for name, op in [("logical_and", np.logical_and),
+                                           ("logical_or", np.logical_or),
+                                           ("logical_xor", np.logical_xor)]},
+    "logical_not": _logical(np.logical_not, arity=1),
     "select": [
         Case((("mask", ("B", 3)), ("x", ("B", 3)), ("x", ("B", 3))), (("B", 3),), np.where),
         Case((("mask", (4,)), ("x", ()), ("lit", ())), ((4,),), np.where),
@@ -767,15 +782,20 @@ ELEMENTWISE = [n for n, p in PRIMITIVES.items() if p.elementwise]
 
 @pytest.mark.parametrize("name", ELEMENTWISE)
 def test_elementwise_rule_rejects(name):
-    """Integer (or mask) operands, mixed float dtypes, unequal shapes; a conversion to a
-    non-float dtype; a non-mask condition."""
+    """Integer (or mask) operands (floats and integers for the logic of masks, masks for
+    comparisons), mixed dtypes, unequal shapes; a conversion to a non-float dtype; a non-mask
+    condition."""
     if name == "convert_element_type":
         for dtype in (i32, i64, bool_):
             with pytest.raises(DTypeError, match=dtype.name):
                 PRIMITIVES[name].shape_rule(_t(f32, 3), dtype=dtype)
         return
     arity = len(CASES[name][0].inputs)
-    for bad in (i32, bool_):
+    logic = name.startswith("logical_")
+    good = bool_ if logic else f32
+    bads = (f32, i32) if logic else (bool_,) if CASES[name][0].out_dtype == bool_ else \
+        (i32, bool_)
+    for bad in bads:
         with pytest.raises(DTypeError):
             PRIMITIVES[name].shape_rule(*[_t(bad, 3)] * arity, **_params(CASES[name][0], f32))
     if name == "select":
@@ -786,12 +806,13 @@ def test_elementwise_rule_rejects(name):
         with pytest.raises(ShapeError):
             PRIMITIVES[name].shape_rule(_t(bool_, 4), _t(f32, 3), _t(f32, 3))
     if arity == 2:
-        with pytest.raises(DTypeError):
-            PRIMITIVES[name].shape_rule(_t(f32, 3), _t(f64, 3))
+        for mixed in ((f32, f64), (i32, i64), (good, i64)):
+            with pytest.raises(DTypeError):
+                PRIMITIVES[name].shape_rule(_t(mixed[0], 3), _t(mixed[1], 3))
         with pytest.raises(ShapeError):
-            PRIMITIVES[name].shape_rule(_t(f32, 3), _t(f32, 4))
+            PRIMITIVES[name].shape_rule(_t(good, 3), _t(good, 4))
         with pytest.raises(ShapeError):
-            PRIMITIVES[name].shape_rule(_t(f32, "B", 3), _t(f32, 3))
+            PRIMITIVES[name].shape_rule(_t(good, "B", 3), _t(good, 3))
 
 
 # ----------------------------------------------------------------------------- accuracy

@@ -259,6 +259,28 @@ def test_power_by_a_constant(exponent):
     np.testing.assert_allclose(run(f, x), x ** exponent, rtol=1e-12)
 
 
+@pytest.mark.parametrize("base", [2, 0.5, np.e, np.float32(10.0)], ids=repr)
+def test_power_of_a_constant_base(base):
+    """base ** x is exp(x * log(base)): numpy's value, and the gradient log(base) * base ** x."""
+    f = traced(lambda x: base ** x, f64[4], result=f64[4])
+    assert [p for p, _, _ in summary(f)] == ["mul", "exp"]
+    x = rng.uniform(-3.0, 3.0, size=4)
+    np.testing.assert_allclose(run(f, x), float(base) ** x, rtol=1e-14)
+    total = traced(lambda x: nn.sum(base ** x), f64[4], result=f64)
+    np.testing.assert_allclose(diffc.grad(total)(x)[0], np.log(float(base)) * float(base) ** x,
+                               rtol=1e-14)
+
+
+def test_numpy_dot_and_power():
+    """np.dot is '@' (ranks 1 and 2, where they agree); np.power is '**' either way round."""
+    f = traced(lambda a, b, v: np.sum(np.dot(a, b)) + np.dot(v, v) + np.sum(np.dot(a, v)) +
+               np.sum(np.power(v, 3) + np.power(2.0, v)), f64[3, 4], f64[4, 2], f64[4],
+               result=f64)
+    a, b, v = sample(f64[3, 4]), sample(f64[4, 2]), sample(f64[4])
+    np.testing.assert_allclose(run(f, a, b, v), np.sum(a @ b) + v @ v + np.sum(a @ v) +
+                               np.sum(v ** 3 + 2.0 ** v), rtol=1e-12)
+
+
 def test_unary_minus_and_plus():
     f = traced(lambda x: -(+x), f64[2], result=f64[2])
     assert summary(f) == [("neg", {}, "f64[2]")]

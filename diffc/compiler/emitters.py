@@ -5,8 +5,8 @@ GEMM epilogue), the operands' values and the equation's params, and returns the 
 are registers of their dtype's computing type: floats, and masks as i1 (codegen.py stores them
 as bytes). The arithmetic lives in scalar.py and mathlib.py; the rest is one instruction or a
 few selects here, with numpy's special values: comparisons are false with a nan operand (`!=`
-true), maximum and minimum give nan if either operand is nan and, when the operands are equal,
-the second one (numpy's choice between -0 and +0).
+true; integers compare signed), maximum and minimum give nan if either operand is nan and,
+when the operands are equal, the second one (numpy's choice between -0 and +0).
 """
 from __future__ import annotations
 
@@ -36,8 +36,14 @@ def _maximum(b, ty, x, y, *, less: bool = False):
     return b.select(b.fcmp_unordered("uno", x, x), x, chosen)
 
 
-def _compare(op: str):
-    return lambda b, ty, x, y: b.fcmp_ordered(op, x, y)
+def _compare(op: str, unordered: bool = False):
+    """A comparison of floats (false with a nan operand, or true with unordered), or of
+    integers (signed)."""
+    def emit(b, ty, x, y):
+        if isinstance(getattr(x.type, "element", x.type), ir.IntType):
+            return b.icmp_signed(op, x, y)
+        return (b.fcmp_unordered if unordered else b.fcmp_ordered)(op, x, y)
+    return emit
 
 
 EMITTERS = {
@@ -71,6 +77,10 @@ EMITTERS = {
     "gt": _compare(">"),
     "ge": _compare(">="),
     "eq": _compare("=="),
-    "ne": lambda b, ty, x, y: b.fcmp_unordered("!=", x, y),
+    "ne": _compare("!=", unordered=True),
+    "logical_and": lambda b, ty, x, y: b.and_(x, y),
+    "logical_or": lambda b, ty, x, y: b.or_(x, y),
+    "logical_xor": lambda b, ty, x, y: b.xor(x, y),
+    "logical_not": lambda b, ty, x: b.xor(x, _c(ty, 1)),
     "select": lambda b, ty, mask, x, y: b.select(mask, x, y),
 }

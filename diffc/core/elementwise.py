@@ -4,8 +4,9 @@ numpy's broadcasting: `elementwise`, `where`, `astype`; `mean`, which divides a 
 Invariants: an elementwise primitive takes operands of one floating dtype whose non-scalar
 operands share one shape (rank-0 operands broadcast implicitly; any other broadcasting is an
 explicit `broadcast_in_dim`, made by `elementwise`); Python numbers become constants of their
-floating partner's dtype. Comparisons give masks (`bool_`), which `select` (numpy's `where`)
-and `convert_element_type` (`astype`) read; masks have no gradient. Reverse rules are written
+partner's dtype. Comparisons (of floats, or of integers of one dtype) give masks (`bool_`),
+which the logical operations combine and `select` (numpy's `where`) and
+`convert_element_type` (`astype`) read; masks have no gradient. Reverse rules are written
 with the operations users write. At ties maximum and minimum share the gradient equally between
 their operands, and abs has slope 1 at 0 (JAX's conventions).
 """
@@ -105,12 +106,40 @@ ELEMENTWISE = [
 for _name, _arity, _impl, _vjp, _epilogue in ELEMENTWISE:
     primitive(_name, _impl, _elementwise_rule(_name), _vjp, elementwise=True, epilogue=_epilogue)
 
-# comparisons: masks, no gradient (nothing differentiable reads a mask's value)
+def _compare_rule(what: str):
+    """Operands of one dtype, floating or integer (an argmax against labels), and one shape."""
+    def rule(*types: ArrayType) -> ArrayType:
+        dtype = types[0].dtype
+        for t in types:
+            if t.dtype == bool_ or t.dtype != dtype:
+                raise DTypeError(f"{what} needs operands of one floating or integer dtype, got "
+                                 f"{', '.join(str(t) for t in types)} (convert with "
+                                 f".astype(f64); diffc does not promote)")
+        return ArrayType(bool_, _one_shape(what, types))
+    return rule
+
+
+def _logical_rule(what: str):
+    def rule(*types: ArrayType) -> ArrayType:
+        for t in types:
+            if t.dtype != bool_:
+                raise DTypeError(f"{what} combines masks (comparisons such as x > 0), got {t}")
+        return ArrayType(bool_, _one_shape(what, types))
+    return rule
+
+
+# comparisons and the logic of masks: masks, no gradient (nothing differentiable reads a
+# mask's value)
 COMPARISONS = {"lt": ("<", np.less), "le": ("<=", np.less_equal), "gt": (">", np.greater),
                "ge": (">=", np.greater_equal), "eq": ("==", np.equal), "ne": ("!=", np.not_equal)}
 for _name, (_symbol, _impl) in COMPARISONS.items():
-    primitive(_name, _impl, _elementwise_rule(f"comparison '{_symbol}'", mask=True), None,
-              elementwise=True, epilogue=True)
+    primitive(_name, _impl, _compare_rule(f"comparison '{_symbol}'"), None, elementwise=True,
+              epilogue=True)
+LOGICAL = {"logical_and": ("&", np.logical_and), "logical_or": ("|", np.logical_or),
+           "logical_xor": ("^", np.logical_xor), "logical_not": ("~", np.logical_not)}
+for _name, (_symbol, _impl) in LOGICAL.items():
+    primitive(_name, _impl, _logical_rule(f"'{_symbol}' ({_name})"), None, elementwise=True,
+              epilogue=True)
 
 
 def _tie_vjp(g, x, y, wins: str):
@@ -136,7 +165,8 @@ select_p = primitive("select", np.where, _select_rule,
 
 def elementwise(name: str, *xs, **params):
     """The elementwise primitive `name` with numpy broadcasting; Python numbers become
-    constants of the first floating operand's dtype (float64 if there is none)."""
+    constants of the first floating operand's dtype (else of the first integer operand's, for
+    a comparison; float64 if there is none)."""
     if any(isinstance(x, Size) for x in xs):
         return _with_sizes(name, xs, params)
     types = [type_of(x) for x in xs]
@@ -149,9 +179,15 @@ def elementwise(name: str, *xs, **params):
     if ctx is not None:
         for x in xs:
             refuse_captured(x)
-    floats = [t.dtype for t in arrays if t.dtype.is_float]
+    numbers = [t.dtype for t in arrays if t.dtype.is_float] or \
+        [t.dtype for t in arrays if t.dtype != bool_] or [f64]
+    for x, t in zip(xs, types, strict=True):
+        if t is None and not numbers[0].is_float and not _is_integer(x):
+            raise at_user(DTypeError, f"{name}: a number beside an {numbers[0].name} array "
+                                      f"must be an integer, got {x!r}; convert the array with "
+                                      f".astype(f64)")
     shape = broadcast_shapes(*arrays)
-    operands = [constant(x, floats[0] if floats else f64, ctx) if t is None else
+    operands = [constant(x, numbers[0], ctx) if t is None else
                 x if t.ndim == 0 or t.shape == shape else broadcast_to(x, shape)
                 for x, t in zip(xs, types, strict=True)]
     return bind(PRIMITIVES[name], *operands, **params)
@@ -188,9 +224,22 @@ def size_value(s: Size, dtype):
         return bind(dim_size_p, s.args[0], axis=s.params["axis"], dtype=dtype)
     return elementwise(s.op, *[size_value(a, dtype) if isinstance(a, Size) else a
                                for a in s.args], **s.params)
+
+
+def _is_integer(x) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool)
+
+
 def compare(name: str, x, y):
     """The comparison `name` ("lt", "le", "gt", "ge", "eq", "ne") of x and y: a mask."""
     return elementwise(name, x, y)
+
+
+def logical(name: str, *masks):
+    """The logic `name` ("logical_and", "logical_or", "logical_xor", "logical_not") of masks;
+    a Python or numpy bool is a constant mask."""
+    return elementwise(name, *[np.asarray(m) if isinstance(m, bool | np.bool_) else m
+                               for m in masks])
 
 
 def where(mask, x, y):

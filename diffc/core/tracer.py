@@ -9,10 +9,12 @@ numpy function) raises `TraceError` at the user's line, naming the supported alt
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import shapes
-from .elementwise import astype, clip, compare, elementwise, size_value, where
+from .elementwise import astype, clip, compare, elementwise, logical, size_value, where
 from .errors import DTypeError, ShapeError, TraceError
 from .indexing import getitem
 from .ir import Lit, Program, Var
@@ -20,7 +22,7 @@ from .linalg import matmul
 from .reductions import arg, average, reduce, total
 from .sizes import Size
 from .structural import transpose
-from .trace import TraceContext, Traced, at_user, describe, is_number
+from .trace import TraceContext, Traced, at_user, describe, is_finite_number, is_number
 from .types import ArrayType, Signature, def_location
 
 
@@ -63,8 +65,12 @@ class Tracer(Traced):
         return elementwise("pow", self, y=int(y) if y.is_integer() else y)
 
     def __rpow__(self, base):
-        raise at_user(TraceError, "a traced value as an exponent is not supported; write "
-                                   "nn.exp(x * log(base)) instead")
+        """base ** x for a positive constant base: exp(x * log(base))."""
+        if not is_finite_number(base) or base <= 0:
+            raise at_user(TraceError, f"a traced exponent needs a positive constant base, got "
+                                       f"{describe(base)}; for a traced base write "
+                                       f"nn.exp(y * nn.log(x)) (x > 0)")
+        return elementwise("exp", self * math.log(base))
 
     # ------------------------------------------------------------------ shapes and indexing
     @property
@@ -136,8 +142,9 @@ class Tracer(Traced):
 
     def _unsupported(self, operation: str):
         raise at_user(TraceError, f"{operation} on a traced array is not supported; supported: "
-                                   f"+ - * / ** @ abs() comparisons, indexing, .T .reshape "
-                                   f".sum .mean .max .min .clip .astype and diffc.nn")
+                                   f"+ - * / ** @ abs() comparisons, & | ^ ~ on masks, "
+                                   f"indexing, .T .reshape .sum .mean .max .min .clip .astype "
+                                   f"and diffc.nn")
 
     # ---------------------------------------------------- comparisons, reductions, conversions
     def max(self, axis=None, keepdims=False):
@@ -166,6 +173,14 @@ class Tracer(Traced):
     __eq__ = lambda self, other: compare("eq", self, other)  # noqa: E731
     __ne__ = lambda self, other: compare("ne", self, other)  # noqa: E731
     __hash__ = object.__hash__
+    # on masks, as numpy's on boolean arrays: logical, element by element
+    __and__ = lambda self, other: logical("logical_and", self, other)  # noqa: E731
+    __rand__ = lambda self, other: logical("logical_and", other, self)  # noqa: E731
+    __or__ = lambda self, other: logical("logical_or", self, other)  # noqa: E731
+    __ror__ = lambda self, other: logical("logical_or", other, self)  # noqa: E731
+    __xor__ = lambda self, other: logical("logical_xor", self, other)  # noqa: E731
+    __rxor__ = lambda self, other: logical("logical_xor", other, self)  # noqa: E731
+    __invert__ = lambda self: logical("logical_not", self)  # noqa: E731
 
     # numpy functions applied to a traced value: these trace, others are refused
     _UFUNCS = {np.add: "add", np.subtract: "sub", np.multiply: "mul", np.true_divide: "div",
@@ -173,10 +188,14 @@ class Tracer(Traced):
                np.sqrt: "sqrt", np.absolute: "abs", np.fabs: "abs", np.log1p: "log1p",
                np.expm1: "expm1", np.sin: "sin", np.cos: "cos", np.maximum: "maximum",
                np.minimum: "minimum", np.less: "lt", np.less_equal: "le", np.greater: "gt",
-               np.greater_equal: "ge", np.equal: "eq", np.not_equal: "ne"}
+               np.greater_equal: "ge", np.equal: "eq", np.not_equal: "ne",
+               np.logical_and: "logical_and", np.logical_or: "logical_or",
+               np.logical_xor: "logical_xor", np.logical_not: "logical_not",
+               np.bitwise_and: "logical_and", np.bitwise_or: "logical_or",
+               np.bitwise_xor: "logical_xor", np.invert: "logical_not"}
     _FUNCTIONS = {np.where: where,
                   np.clip: lambda a, a_min=None, a_max=None: clip(a, a_min, a_max),
-                  np.sum: total, np.mean: average,
+                  np.sum: total, np.mean: average, np.dot: matmul,  # dot is @ to rank 2
                   np.max: lambda *a, **k: reduce("max", *a, **k),
                   np.min: lambda *a, **k: reduce("min", *a, **k),
                   np.argmax: lambda *a, **k: arg("argmax", *a, **k),
@@ -187,6 +206,10 @@ class Tracer(Traced):
             return elementwise(self._UFUNCS[ufunc], *inputs)
         if method == "__call__" and not kwargs and ufunc is np.square:
             return elementwise("pow", *inputs, y=2)
+        if method == "__call__" and not kwargs and ufunc is np.power:
+            base, exponent = inputs
+            return base.__pow__(exponent) if isinstance(base, Tracer) else \
+                exponent.__rpow__(base)
         if method == "__call__" and ufunc is np.matmul and not kwargs:
             return matmul(*inputs)
         raise at_user(TraceError, f"numpy function {ufunc.__name__} applied to a traced value "
@@ -209,17 +232,17 @@ class Tracer(Traced):
     __round__ = lambda self, *_: self._unsupported("round()")  # noqa: E731
     __trunc__ = __floor__ = __ceil__ = lambda self: self._unsupported(  # noqa: E731
         "rounding (math.trunc, floor, ceil)")
-    __and__ = __rand__ = __or__ = __ror__ = __xor__ = __rxor__ = __lshift__ = __rlshift__ = \
-        __rshift__ = __rrshift__ = __invert__ = lambda self, *_: self._unsupported(  # noqa: E731
-            "a bitwise operator (& | ^ ~ << >>)")
+    __lshift__ = __rlshift__ = __rshift__ = __rrshift__ = lambda self, *_: self._unsupported(  # noqa: E731
+        "a shift (<< >>)")
 
     def __getattr__(self, name):
         if name.startswith("__"):
             raise AttributeError(name)
         raise at_user(TraceError, f"traced arrays have no attribute {name!r}; supported: "
-                                  f"+ - * / ** @ abs() comparisons, indexing, .T .reshape "
-                                  f".transpose .squeeze .take .sum .mean .max .min .argmax "
-                                  f".argmin .clip .astype .shape .dtype and diffc.nn")
+                                  f"+ - * / ** @ abs() comparisons, & | ^ ~ on masks, "
+                                  f"indexing, .T .reshape .transpose .squeeze .take .sum "
+                                  f".mean .max .min .argmax .argmin .clip .astype .shape "
+                                  f".dtype and diffc.nn")
 
 
 def replay(ctx: TraceContext, program: Program, args: list) -> tuple[dict[int, Tracer], list]:
