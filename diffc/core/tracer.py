@@ -232,8 +232,8 @@ class Tracer(Traced):
     __round__ = lambda self, *_: self._unsupported("round()")  # noqa: E731
     __trunc__ = __floor__ = __ceil__ = lambda self: self._unsupported(  # noqa: E731
         "rounding (math.trunc, floor, ceil)")
-    __lshift__ = __rlshift__ = __rshift__ = __rrshift__ = lambda self, *_: self._unsupported(  # noqa: E731
-        "a shift (<< >>)")
+    __lshift__ = __rlshift__ = __rshift__ = __rrshift__ = \
+        lambda self, *_: self._unsupported("a shift (<< >>)")  # noqa: E731
 
     def __getattr__(self, name):
         if name.startswith("__"):
