@@ -118,7 +118,10 @@ def _axpy(k, out, out_base, alpha, x_at, n):
 
 
 def vector_dot(b, elt, x_ptr, y_ptr, n, target):
-    """sum_j x[j] * y[j] for contiguous x, y: 4 vector FMA accumulators, then a scalar tail.
+    """sum_j x[j] * y[j] for contiguous x, y: 4 vector FMA accumulators, their sum, one vector
+    at a time over the full vectors left, its lanes summed as a tree, then a scalar tail (under
+    one vector: the lanes' ordered sum and a long tail were a dependent chain of 2 * width adds,
+    as long as the vector loop itself over a W1 row).
 
     An explicit summation order (not LLVM's choice), so every kernel that uses it gets the
     same bits: `update_matvec` in `fit` must reproduce `matvec` exactly.
@@ -138,14 +141,30 @@ def vector_dot(b, elt, x_ptr, y_ptr, n, target):
                      for u, acc in enumerate(loop.carried)
                      for at in [b.add(base, _c(I64, u * width))]])
     a0, a1, a2, a3 = loop.results
-    total = intrinsic(b, "llvm.vector.reduce.fadd", _c(elt, 0.0),
-                      b.fadd(b.fadd(a0, a1), b.fadd(a2, a3)), overload=vec, result=elt)
     done = b.mul(blocks, _c(I64, step))
-    with for_range(b, b.sub(n, done), carry=[total], name="t") as tail:
+    vectors = b.sdiv(b.sub(n, done), _c(I64, width))
+    with for_range(b, vectors, carry=[b.fadd(b.fadd(a0, a1), b.fadd(a2, a3))], name="w") as one:
+        at = b.add(done, b.mul(one.index, _c(I64, width)))
+        one.update([intrinsic(b, "llvm.fma", load(x_ptr, at, vec), load(y_ptr, at, vec),
+                              one.carried[0])])
+    done = b.add(done, b.mul(vectors, _c(I64, width)))
+    with for_range(b, b.sub(n, done), carry=[_lane_sum(b, one.results[0])], name="t") as tail:
         at = b.add(done, tail.index)
         tail.update([intrinsic(b, "llvm.fma", load(x_ptr, at, elt), load(y_ptr, at, elt),
                                tail.carried[0])])
     return tail.results[0]
+
+
+def _lane_sum(b, v):
+    """v's lanes summed as a tree, upper half onto lower half: log2(width) adds in a fixed
+    order (no reassociation flags, so LLVM keeps it)."""
+    lanes = v.type.count
+    while lanes > 1:
+        lanes //= 2
+        v = b.fadd(*[b.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), lanes),
+                                                        list(range(first, first + lanes))))
+                     for first in (0, lanes)])
+    return b.extract_element(v, ir.Constant(ir.IntType(32), 0))
 
 
 def lower_matvec(k) -> None:
