@@ -275,3 +275,24 @@ def test_fit_data_of_the_wrong_shape_or_dtype_says_what_fits(kind, data, message
         step.fit(*params, *data(X, Y), **extra)
     assert_same(params, before)
     assert step.steps == 0
+
+
+# ----------------------------------------------------------------------------- batches in place
+
+@pytest.mark.parametrize("offset", [0, 8, 16, 24, 40, 56], ids=lambda o: f"+{o}B")
+def test_unshuffled_batches_read_in_place_or_gathered_train_alike(offset):
+    """Without shuffling, batches whose rows start on a cache line are read where they lie and
+    the others are gathered into an aligned copy: the trajectory is a step loop's, bit for bit,
+    at every offset of the data from a cache line."""
+    params, X, Y = setup(23)
+    raw = np.empty(X.nbytes + 128, np.uint8)
+    start = (-raw.ctypes.data) % 64 + offset
+    placed = raw[start:start + X.nbytes].view(np.float64).reshape(X.shape)
+    placed[...] = X
+    step = diffc.train_step(batch_loss, PARAMS, diffc.SGD(0.1))
+    mine = [p.copy() for p in params]
+    losses = step.fit(*mine, placed, Y, batch_size=5, epochs=2, shuffle=False)
+    order = [np.arange(s, min(s + 5, 23)) for s in range(0, 23, 5)] * 2
+    want, theirs, _ = replay(batch_loss, params, X, Y, order, diffc.SGD(0.1))
+    np.testing.assert_array_equal(losses, want)
+    assert_same(mine, theirs)

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from .call import NativeProgram
-from .native import Workspace, data_address, native_function
+from .native import Workspace, aligned_workspace, data_address, native_function
 
 CHUNK_SECONDS = 0.1  # fit's native calls last about this long: how soon a Ctrl-C is seen
 
@@ -37,10 +37,10 @@ class FitLoop:
         self.buffers = [a if isinstance(a, np.ndarray) else np.array(a, t.dtype.np_dtype)
                         for a, t in zip(inputs, abi.inputs, strict=True)]
         self.table = np.array([data_address(a) for a in self.buffers], np.uint64)
-        self.staging = [np.empty((batch,) + a.shape[1:], a.dtype) if i in batched else None
-                        for i, a in enumerate(self.buffers)]
-        self.staging_table = np.array([0 if a is None else data_address(a)
-                                       for a in self.staging], np.uint64)
+        staged = [aligned_workspace(batch * a[:1].nbytes, "fit's batch staging")
+                  if i in batched else (None, 0) for i, a in enumerate(self.buffers)]
+        self.staging = [buffer for buffer, _ in staged]  # batches are gathered into these
+        self.staging_table = np.array([address for _, address in staged], np.uint64)
         size = native_function(program.addresses, abi.workspace_size, ctypes.c_int64,
                                abi.size_args())
         self.workspace = Workspace(size, program.invoker.describe_dims)
