@@ -11,10 +11,8 @@ runs steps `first <= s < last` of an epoch over `n` samples taken in the order `
 buffer or scalar (each step reads and updates them in place, as a call of the entry does); for
 data, the whole data set. A per-sample input of step s is row `perm[s]` of its data (no copy); a
 batch input takes rows `perm[s*batch ...]` (the last batch takes the rest): where they lie in
-order in the data (no shuffling) from a 64-byte boundary, the data itself, else a copy gathered
-into `staging[i]` (64-byte aligned; in parts, on the worker pool: split.py), and binds the
-batch symbol to the rows taken. (numpy's arrays start 16 bytes into a line: W2 f64 read in
-place from there ran ~4% slower than with the copy.) Step s
+order in the data (no shuffling), the data itself, else a copy gathered into `staging[i]` (in
+parts, on the worker pool: split.py), and binds the batch symbol to the rows taken. Step s
 writes its loss to `losses[s]`.
 """
 from __future__ import annotations
@@ -23,7 +21,7 @@ from llvmlite import ir
 
 from ..passes.crossstep import CrossStep
 from ..runtime.abi import BATCH, FIXED, SAMPLE, Abi, FitSpec
-from .codegen import ALIGN, PTR, function_type, llvm_type, product
+from .codegen import PTR, function_type, llvm_type, product
 from .kernels import vector_dot
 from .loops import I64, for_range
 from .pool import PARALLEL, TASK
@@ -120,7 +118,7 @@ class _FitLoop:
 
     def batch_rows(self, i: int, src, start, size, dims):
         """BATCH: this step's rows of the data behind table[i]: the data itself where they lie
-        in order (fit without shuffling) from a 64-byte boundary, else a copy in staging[i]."""
+        in order (fit without shuffling), else a copy in staging[i]."""
         b, t = self.b, self.abi.inputs[i]
         first, stage = self.perm_at(start), self.slot(self.staging, i)
         width = product(b, [_dim(d, dims) for d in t.shape[1:]])
@@ -128,12 +126,11 @@ class _FitLoop:
             same = b.icmp_signed("==", self.perm_at(b.add(start, r.index)),
                                  b.add(first, r.index))
             r.update([b.and_(r.carried[0], same)])
-        rows = b.gep(src, [b.mul(first, width)], source_etype=llvm_type(t.dtype))
-        aligned = b.icmp_unsigned("==", b.and_(b.ptrtoint(rows, I64), _c(ALIGN - 1)), _c(0))
-        in_place = b.and_(r.results[0], aligned)
-        with b.if_then(b.not_(in_place)):
+        in_order = r.results[0]
+        with b.if_then(b.not_(in_order)):
             self.gather(i, src, stage, start, size, width)
-        return b.select(in_place, rows, stage)
+        rows = b.gep(src, [b.mul(first, width)], source_etype=llvm_type(t.dtype))
+        return b.select(in_order, rows, stage)
 
     def gather(self, i: int, src, stage, start, size, width) -> None:
         """Rows perm[start:start + size] (of `width` values) of src into stage, in parts of
