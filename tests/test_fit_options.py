@@ -280,9 +280,10 @@ def test_fit_data_of_the_wrong_shape_or_dtype_says_what_fits(kind, data, message
 # ----------------------------------------------------------------------------- batches in place
 
 @pytest.mark.parametrize("offset", [0, 8, 16, 24, 40, 56], ids=lambda o: f"+{o}B")
-def test_unshuffled_batches_read_in_place_at_any_alignment(offset):
-    """Without shuffling, batches are read where they lie in the data, wherever that starts
-    from a cache line: the trajectory is a step loop's, bit for bit."""
+def test_unshuffled_batches_of_unaligned_data_train_as_the_step_loop(offset):
+    """Without shuffling, batches are read where they lie in the data (with vector loads from
+    wherever the rows start): at every offset from a cache line the trajectory is a step
+    loop's, bit for bit."""
     params, X, Y = setup(23)
     raw = np.empty(X.nbytes + 128, np.uint8)
     start = (-raw.ctypes.data) % 64 + offset

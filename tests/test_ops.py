@@ -267,6 +267,8 @@ CASES: dict[str, list[Case]] = {
         _matvec(("B", 3), (3,), ("B",)),
         _matvec(("B", 6), ("B",), (6,), ta=True),
         _matvec((19, 37), (37,), (19,)),
+        _matvec((7, 61), (61,), (7,)),  # full vectors after the unrolled ones, f32 and f64
+        _matvec((3, 784), (784,), (3,)),  # a W1 row
     ],
     "outer": [
         Case((("x", ("B",)), ("x", (4,))), (("B", 4),), lambda a, b: a[:, None] * b[None, :]),
@@ -321,6 +323,8 @@ CASES: dict[str, list[Case]] = {
              (("B", 5), ("B",)), _update_matvec_ref, scale=_update_matvec_scale),
         Case((("x", (4, 37)), ("sparse", (4,)), ("x", (37,)), ("pos", ()), ("x", (37,))),
              ((4, 37), (4,)), _update_matvec_ref, scale=_update_matvec_scale),
+        Case((("x", (3, 61)), ("sparse", (3,)), ("x", (61,)), ("pos", ()), ("x", (61,))),
+             ((3, 61), (3,)), _update_matvec_ref, scale=_update_matvec_scale),
     ],
 }
 
@@ -400,13 +404,15 @@ def _math(f):
 
 
 def _compare(op):
-    """Ties ("few" values), a literal, a rank-0 operand, integers: masks out."""
+    """Ties ("few" values), a literal, a rank-0 operand, integers (of two widths): masks."""
     return [Case((("few", ("B", 3)), ("few", ("B", 3))), (("B", 3),), op, out_dtype=bool_),
             Case((("lit", ()), ("few", (2, 3))), ((2, 3),), op, out_dtype=bool_),
             Case((("few", ()), ("few", (5,))), ((5,),), op, out_dtype=bool_),
             Case(((("i32", 4), ("B", 3)), (("i32", 4), ("B", 3))), (("B", 3),), op,
                  out_dtype=bool_),
-            Case(((("i64", 3), (6,)), (("i64", 3), ())), ((6,),), op, out_dtype=bool_)]
+            Case(((("i64", 3), (6,)), (("i64", 3), ())), ((6,),), op, out_dtype=bool_),
+            Case(((("i32", 4), ("B", 3)), (("i64", 4), ("B", 3))), (("B", 3),), op,
+                 out_dtype=bool_)]
 
 
 def _logical(op, arity=2):
@@ -806,7 +812,8 @@ def test_elementwise_rule_rejects(name):
         with pytest.raises(ShapeError):
             PRIMITIVES[name].shape_rule(_t(bool_, 4), _t(f32, 3), _t(f32, 3))
     if arity == 2:
-        for mixed in ((f32, f64), (i32, i64), (good, i64)):
+        comparison = CASES[name][0].out_dtype == bool_ and not logic  # integers of any width
+        for mixed in ((f32, f64), (good, i64)) + (() if comparison else ((i32, i64),)):
             with pytest.raises(DTypeError):
                 PRIMITIVES[name].shape_rule(_t(mixed[0], 3), _t(mixed[1], 3))
         with pytest.raises(ShapeError):

@@ -271,6 +271,20 @@ def test_power_of_a_constant_base(base):
                                rtol=1e-14)
 
 
+@pytest.mark.parametrize("dt", [f32, f64], ids=str)
+def test_power_of_a_constant_base_compiled_over_its_range(dt):
+    """Compiled, c ** x stays within the numerics tolerances wherever it is finite (the error
+    of exp(x * log c) grows with |x log c|), whole exponents included; 1 ** x is 1 for every
+    x, nan and inf too, as numpy's."""
+    f = traced(lambda x: 10.0 ** x + 1 ** x, dt[500], result=dt[500])
+    top = 37.0 if dt == f32 else 300.0
+    x = np.concatenate([np.arange(-5.0, 6.0), rng.uniform(-top, top, 489)]).astype(dt.np_dtype)
+    want = 10.0 ** x.astype(np.float64) + 1.0
+    np.testing.assert_allclose(f(x), want.astype(dt.np_dtype), rtol=1e-5 if dt == f32 else 1e-12)
+    ones = traced(lambda x: 1 ** x, dt[3], result=dt[3])
+    np.testing.assert_array_equal(ones(np.array([np.nan, np.inf, -np.inf], dt.np_dtype)), 1.0)
+
+
 def test_numpy_dot_and_power():
     """np.dot is '@' (ranks 1 and 2, where they agree); np.power is '**' either way round."""
     f = traced(lambda a, b, v: np.sum(np.dot(a, b)) + np.dot(v, v) + np.sum(np.dot(a, v)) +

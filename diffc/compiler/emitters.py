@@ -38,11 +38,16 @@ def _maximum(b, ty, x, y, *, less: bool = False):
 
 def _compare(op: str, unordered: bool = False):
     """A comparison of floats (false with a nan operand, or true with unordered), or of
-    integers (signed)."""
+    integers (signed, the narrower one sign-extended to the wider one's width)."""
     def emit(b, ty, x, y):
-        if isinstance(getattr(x.type, "element", x.type), ir.IntType):
-            return b.icmp_signed(op, x, y)
-        return (b.fcmp_unordered if unordered else b.fcmp_ordered)(op, x, y)
+        width = lambda v: getattr(v.type, "element", v.type).width  # noqa: E731
+        if not isinstance(getattr(x.type, "element", x.type), ir.IntType):
+            return (b.fcmp_unordered if unordered else b.fcmp_ordered)(op, x, y)
+        if width(x) < width(y):
+            x = b.sext(x, y.type)
+        elif width(y) < width(x):
+            y = b.sext(y, x.type)
+        return b.icmp_signed(op, x, y)
     return emit
 
 

@@ -119,9 +119,8 @@ def _axpy(k, out, out_base, alpha, x_at, n):
 
 def vector_dot(b, elt, x_ptr, y_ptr, n, target):
     """sum_j x[j] * y[j] for contiguous x, y: 4 vector FMA accumulators, their sum, one vector
-    at a time over the full vectors left, its lanes summed as a tree, then a scalar tail (under
-    one vector: the lanes' ordered sum and a long tail were a dependent chain of 2 * width adds,
-    as long as the vector loop itself over a W1 row).
+    at a time over the full vectors left, its lanes summed as a tree, then a scalar tail of
+    fewer than one vector's elements.
 
     An explicit summation order (not LLVM's choice), so every kernel that uses it gets the
     same bits: `update_matvec` in `fit` must reproduce `matvec` exactly.

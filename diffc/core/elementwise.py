@@ -4,9 +4,9 @@ numpy's broadcasting: `elementwise`, `where`, `astype`; `mean`, which divides a 
 Invariants: an elementwise primitive takes operands of one floating dtype whose non-scalar
 operands share one shape (rank-0 operands broadcast implicitly; any other broadcasting is an
 explicit `broadcast_in_dim`, made by `elementwise`); Python numbers become constants of their
-partner's dtype. Comparisons (of floats, or of integers of one dtype) give masks (`bool_`),
-which the logical operations combine and `select` (numpy's `where`) and
-`convert_element_type` (`astype`) read; masks have no gradient. Reverse rules are written
+partner's dtype. Comparisons (of floats, or of integers) give masks (`bool_`), which the
+logical operations combine and `select` (numpy's `where`) and `convert_element_type`
+(`astype`) read; masks have no gradient. Reverse rules are written
 with the operations users write. At ties maximum and minimum share the gradient equally between
 their operands, and abs has slope 1 at 0 (JAX's conventions).
 """
@@ -27,7 +27,7 @@ from .structural import (
     normalize_axes,
     reduce_sum,
 )
-from .trace import at_user, bind, constant, context, refuse_captured, type_of
+from .trace import at_user, bind, constant, context, is_number, refuse_captured, type_of
 from .types import ArrayType, DType, bool_, dtype_of_numpy, f64
 
 
@@ -39,11 +39,10 @@ def _one_shape(name: str, types) -> tuple:
     return shapes.pop() if shapes else ()
 
 
-def _elementwise_rule(name: str, mask: bool = False):
-    """Floating operands of one dtype and shape; the result a float, or a mask."""
+def _elementwise_rule(name: str):
+    """Floating operands of one dtype and shape; the result of that dtype."""
     def rule(*types: ArrayType, **params) -> ArrayType:
-        dtype = float_dtype(name, *types)
-        return ArrayType(bool_ if mask else dtype, _one_shape(name, types))
+        return ArrayType(float_dtype(name, *types), _one_shape(name, types))
     return rule
 
 
@@ -106,20 +105,27 @@ ELEMENTWISE = [
 for _name, _arity, _impl, _vjp, _epilogue in ELEMENTWISE:
     primitive(_name, _impl, _elementwise_rule(_name), _vjp, elementwise=True, epilogue=_epilogue)
 
+
+def _is_int(dtype: DType) -> bool:
+    return not dtype.is_float and dtype != bool_
+
+
 def _compare_rule(what: str):
-    """Operands of one dtype, floating or integer (an argmax against labels), and one shape."""
+    """Floats of one dtype, or integers (of any width: an argmax against i32 labels), of one
+    shape; masks compare with == and != (compare() rewrites those to logic first)."""
     def rule(*types: ArrayType) -> ArrayType:
-        dtype = types[0].dtype
-        for t in types:
-            if t.dtype == bool_ or t.dtype != dtype:
-                raise DTypeError(f"{what} needs operands of one floating or integer dtype, got "
-                                 f"{', '.join(str(t) for t in types)} (convert with "
-                                 f".astype(f64); diffc does not promote)")
+        dtypes = {t.dtype for t in types}
+        if not (all(map(_is_int, dtypes)) or (len(dtypes) == 1 and types[0].dtype.is_float)):
+            raise DTypeError(f"{what} needs floats of one dtype or integers, got "
+                             f"{', '.join(str(t) for t in types)} (convert with .astype(f64); "
+                             f"diffc does not promote floats; masks compare only with == and "
+                             f"!=)")
         return ArrayType(bool_, _one_shape(what, types))
     return rule
 
 
 def _logical_rule(what: str):
+    """Masks of one shape (or rank 0); the result a mask."""
     def rule(*types: ArrayType) -> ArrayType:
         for t in types:
             if t.dtype != bool_:
@@ -165,8 +171,8 @@ select_p = primitive("select", np.where, _select_rule,
 
 def elementwise(name: str, *xs, **params):
     """The elementwise primitive `name` with numpy broadcasting; Python numbers become
-    constants of the first floating operand's dtype (else of the first integer operand's, for
-    a comparison; float64 if there is none)."""
+    constants of the first floating operand's dtype (else, in a comparison, of the integer
+    operand's, which compare() has checked them against; float64 if there is none)."""
     if any(isinstance(x, Size) for x in xs):
         return _with_sizes(name, xs, params)
     types = [type_of(x) for x in xs]
@@ -179,15 +185,10 @@ def elementwise(name: str, *xs, **params):
     if ctx is not None:
         for x in xs:
             refuse_captured(x)
-    numbers = [t.dtype for t in arrays if t.dtype.is_float] or \
-        [t.dtype for t in arrays if t.dtype != bool_] or [f64]
-    for x, t in zip(xs, types, strict=True):
-        if t is None and not numbers[0].is_float and not _is_integer(x):
-            raise at_user(DTypeError, f"{name}: a number beside an {numbers[0].name} array "
-                                      f"must be an integer, got {x!r}; convert the array with "
-                                      f".astype(f64)")
+    number_dtype = next((t.dtype for t in arrays if t.dtype.is_float), None) or next(
+        (t.dtype for t in arrays if name in COMPARISONS and _is_int(t.dtype)), f64)
     shape = broadcast_shapes(*arrays)
-    operands = [constant(x, numbers[0], ctx) if t is None else
+    operands = [constant(x, number_dtype, ctx) if t is None else
                 x if t.ndim == 0 or t.shape == shape else broadcast_to(x, shape)
                 for x, t in zip(xs, types, strict=True)]
     return bind(PRIMITIVES[name], *operands, **params)
@@ -226,20 +227,37 @@ def size_value(s: Size, dtype):
                                for a in s.args], **s.params)
 
 
-def _is_integer(x) -> bool:
-    return isinstance(x, int | np.integer) and not isinstance(x, bool)
-
-
 def compare(name: str, x, y):
-    """The comparison `name` ("lt", "le", "gt", "ge", "eq", "ne") of x and y: a mask."""
+    """The comparison `name` ("lt", "le", "gt", "ge", "eq", "ne") of x and y: a mask. Masks
+    compare with == and != (as logic); a number beside an integer array must be an integer in
+    its dtype's range (numpy's answer otherwise needs no array at all)."""
+    if any(isinstance(v, Size) for v in (x, y)):
+        return elementwise(name, x, y)
+    types = [type_of(v) for v in (x, y)]
+    if name in ("eq", "ne") and all(t is not None and t.dtype == bool_ for t in types):
+        differ = logical("logical_xor", x, y)
+        return differ if name == "ne" else logical("logical_not", differ)
+    ints = [t.dtype for t in types if t is not None and _is_int(t.dtype)]
+    for v, t in zip((x, y), types, strict=True):
+        if t is None and ints and (not isinstance(v, int | np.integer) or isinstance(v, bool) or
+                                   not np.iinfo(ints[0].np_dtype).min <= v <=
+                                   np.iinfo(ints[0].np_dtype).max):
+            raise at_user(DTypeError, f"comparison '{COMPARISONS[name][0]}' of an "
+                                      f"{ints[0].name} array with {v!r}: the number must be an "
+                                      f"integer in {ints[0].name}'s range; convert the array "
+                                      f"with .astype(f64) to compare with a float")
     return elementwise(name, x, y)
 
 
 def logical(name: str, *masks):
     """The logic `name` ("logical_and", "logical_or", "logical_xor", "logical_not") of masks;
     a Python or numpy bool is a constant mask."""
-    return elementwise(name, *[np.asarray(m) if isinstance(m, bool | np.bool_) else m
-                               for m in masks])
+    masks = [np.asarray(m) if isinstance(m, bool | np.bool_) else m for m in masks]
+    for m in masks:
+        if is_number(m):
+            raise at_user(DTypeError, f"'{LOGICAL[name][0]}' ({name}) combines masks "
+                                      f"(comparisons such as x > 0) and bools, got {m!r}")
+    return elementwise(name, *masks)
 
 
 def where(mask, x, y):

@@ -14,7 +14,17 @@ import math
 import numpy as np
 
 from . import shapes
-from .elementwise import astype, clip, compare, elementwise, logical, size_value, where
+from .elementwise import (
+    COMPARISONS,
+    LOGICAL,
+    astype,
+    clip,
+    compare,
+    elementwise,
+    logical,
+    size_value,
+    where,
+)
 from .errors import DTypeError, ShapeError, TraceError
 from .indexing import getitem
 from .ir import Lit, Program, Var
@@ -65,11 +75,14 @@ class Tracer(Traced):
         return elementwise("pow", self, y=int(y) if y.is_integer() else y)
 
     def __rpow__(self, base):
-        """base ** x for a positive constant base: exp(x * log(base))."""
+        """c ** x for a positive constant c: exp(x * log(c)) (within the numerics tolerances;
+        1 ** x is 1, nan and inf included, as numpy's)."""
         if not is_finite_number(base) or base <= 0:
-            raise at_user(TraceError, f"a traced exponent needs a positive constant base, got "
-                                       f"{describe(base)}; for a traced base write "
-                                       f"nn.exp(y * nn.log(x)) (x > 0)")
+            raise at_user(TraceError, f"a traced exponent needs a positive constant base "
+                                       f"(c ** x is exp(x * log(c))), got {describe(base)}")
+        if base == 1:  # ones of x's shape and dtype
+            one = self.var.type.dtype.np_dtype.type(1)
+            return where(compare("eq", self, self), one, one)
         return elementwise("exp", self * math.log(base))
 
     # ------------------------------------------------------------------ shapes and indexing
@@ -203,7 +216,10 @@ class Tracer(Traced):
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         if method == "__call__" and not kwargs and ufunc in self._UFUNCS:
-            return elementwise(self._UFUNCS[ufunc], *inputs)
+            name = self._UFUNCS[ufunc]
+            if name in COMPARISONS:
+                return compare(name, *inputs)
+            return logical(name, *inputs) if name in LOGICAL else elementwise(name, *inputs)
         if method == "__call__" and not kwargs and ufunc is np.square:
             return elementwise("pow", *inputs, y=2)
         if method == "__call__" and not kwargs and ufunc is np.power:

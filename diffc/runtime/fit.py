@@ -37,9 +37,10 @@ class FitLoop:
         self.buffers = [a if isinstance(a, np.ndarray) else np.array(a, t.dtype.np_dtype)
                         for a, t in zip(inputs, abi.inputs, strict=True)]
         self.table = np.array([data_address(a) for a in self.buffers], np.uint64)
-        staged = [aligned_workspace(batch * a[:1].nbytes, "fit's batch staging")
+        staged = [aligned_workspace(batch * a.itemsize * int(np.prod(a.shape[1:])),
+                                    "fit's batch staging")
                   if i in batched else (None, 0) for i, a in enumerate(self.buffers)]
-        self.staging = [buffer for buffer, _ in staged]  # batches are gathered into these
+        self.staging = [buffer for buffer, _ in staged]  # keeps the staging addresses valid
         self.staging_table = np.array([address for _, address in staged], np.uint64)
         size = native_function(program.addresses, abi.workspace_size, ctypes.c_int64,
                                abi.size_args())
