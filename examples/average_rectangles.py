@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from plotting import loss_axes, save
 
 import diffc
 from diffc import f64, nn
@@ -62,24 +63,15 @@ def train(loss, images, averages, epochs: int, lr: float, rng) -> tuple[np.ndarr
 
 def plot_losses(histories: dict, path: Path) -> None:
     """The per-step losses of each run, if matplotlib is installed."""
-    try:
-        import matplotlib
-    except ImportError:
-        print('matplotlib is not installed, so no loss plot (pip install -e ".[examples]")')
+    ax = loss_axes()
+    if ax is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
     for name, history in histories.items():
         ax.plot(np.concatenate(history) + 1e-35, lw=0.7, label=name)
     ax.set(xlabel="step (one image each)", ylabel="squared error", yscale="log",
            title="learning the average of a 2x2 image")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"wrote the loss curves to {path}")
+    save(ax, path, "loss curves")
 
 
 def parse_args():

@@ -18,55 +18,14 @@ MPICH: pip install -e ".[mpi]"), whose mpiexec is in the virtualenv.
 """
 import argparse
 import hashlib
-import itertools
 import os
 import sys
 import time
 
 import numpy as np
+from mnist_mlp import NAMES, he_params, load_data, make_functions  # the same network and data
 
 import diffc
-from diffc import Array, f32, i32, nn
-from diffc.datasets import load_digits, load_mnist
-
-NAMES = ["W1", "b1", "W2", "b2", "W3", "b3"]
-
-
-def make_functions(n_in: int):
-    """The loss (for training) and the logits (for predicting) of an n_in -> 128 -> 64 -> 10 MLP."""
-
-    @diffc.function
-    def mlp_logits(W1: Array[f32, 128, n_in], b1: Array[f32, 128], W2: Array[f32, 64, 128],
-                   b2: Array[f32, 64], W3: Array[f32, 10, 64], b3: Array[f32, 10],
-                   x: Array[f32, "B", n_in]) -> Array[f32, "B", 10]:  # noqa: F821
-        h1 = nn.relu(nn.dense(W1, x, b1))
-        h2 = nn.relu(nn.dense(W2, h1, b2))
-        return nn.dense(W3, h2, b3)
-
-    @diffc.function
-    def mlp_loss(W1: Array[f32, 128, n_in], b1: Array[f32, 128], W2: Array[f32, 64, 128],
-                 b2: Array[f32, 64], W3: Array[f32, 10, 64], b3: Array[f32, 10],
-                 x: Array[f32, "B", n_in], y: Array[i32, "B"]) -> f32:  # noqa: F821
-        return nn.softmax_cross_entropy(mlp_logits(W1, b1, W2, b2, W3, b3, x), y)
-
-    return mlp_loss, mlp_logits
-
-
-def he_params(sizes):
-    """He-initialized float32 weights and zero biases (seeded: the same on every rank, though
-    fit(comm=...) starts every rank from rank 0's anyway)."""
-    rng, params = np.random.default_rng(0), []
-    for n_in, n_out in itertools.pairwise(sizes):
-        params += [(rng.standard_normal((n_out, n_in)) * np.sqrt(2 / n_in)).astype(np.float32),
-                   np.zeros(n_out, np.float32)]
-    return params
-
-
-def load_data(folder):
-    """(x_train, y_train, x_test, y_test, name): MNIST from `folder`, else the bundled digits."""
-    if folder is not None:
-        return (*load_mnist(folder), "MNIST")
-    return (*load_digits(), "the 8x8 digits")
 
 
 def train(args, comm, data):
@@ -74,7 +33,8 @@ def train(args, comm, data):
     per epoch, (mean loss, test accuracy)."""
     x_train, y_train, x_test, y_test = data
     mlp_loss, mlp_logits = make_functions(x_train.shape[1])
-    params = he_params([x_train.shape[1], 128, 64, 10])
+    # seeded: the same on every rank, though fit(comm=...) starts every rank from rank 0's anyway
+    params = he_params(np.random.default_rng(0), [x_train.shape[1], 128, 64, 10])
     step = diffc.train_step(mlp_loss, NAMES, diffc.SGD(args.lr, momentum=args.momentum))
     sharded = comm is not None and args.shards
     x, y = [diffc.distributed.shard(a, comm) for a in (x_train, y_train)] if sharded else \

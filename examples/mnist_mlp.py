@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from plotting import loss_axes, save
 
 import diffc
 from diffc import Array, f32, i32, nn
@@ -78,24 +79,15 @@ def print_report(y_true, y_pred):
 
 def plot_losses(losses, path: Path):
     """A PNG of the per-step losses and their per-epoch means, if matplotlib is installed."""
-    try:
-        import matplotlib
-    except ImportError:
-        print('matplotlib is not installed, so no loss plot (pip install -e ".[examples]")')
+    ax = loss_axes()
+    if ax is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(np.concatenate(losses), lw=0.6, alpha=0.6, label="step")
     ends = np.cumsum([len(epoch) for epoch in losses]) - 1
     ax.plot(ends, [epoch.mean() for epoch in losses], "o-", label="epoch mean")
     ax.set(xlabel="step", ylabel="softmax cross-entropy", yscale="log", title="training loss")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"wrote the loss curve to {path}")
+    save(ax, path)
 
 
 def parse_args():

@@ -18,6 +18,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from plotting import loss_axes, save
 
 import diffc
 from diffc import Array, f64, nn
@@ -47,24 +48,15 @@ def make_functions(n_in: int, hidden: int):
 
 def plot_losses(losses: np.ndarray, per_epoch: int, path: Path) -> None:
     """The cost of every mini-batch and its mean per epoch, if matplotlib is installed."""
-    try:
-        import matplotlib
-    except ImportError:
-        print('matplotlib is not installed, so no loss plot (pip install -e ".[examples]")')
+    ax = loss_axes()
+    if ax is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(losses, lw=0.5, alpha=0.6, label="mini-batch")
     epochs = losses.reshape(-1, per_epoch).mean(axis=1)
     ax.plot(np.arange(1, len(epochs) + 1) * per_epoch - 1, epochs, "o-", label="epoch mean")
     ax.set(xlabel="step", ylabel="quadratic cost", yscale="log", title="training cost")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"wrote the loss curve to {path}")
+    save(ax, path)
 
 
 def parse_args():

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from plotting import loss_axes, save
 
 import diffc
 from diffc import Array, f64, nn
@@ -95,21 +96,12 @@ def train_one_sample(params, x, y, steps=200, lr=0.01):
 
 def plot_losses(losses, path: Path) -> None:
     """The loss at every step, if matplotlib is installed."""
-    try:
-        import matplotlib
-    except ImportError:
-        print('matplotlib is not installed, so no loss plot (pip install -e ".[examples]")')
+    ax = loss_axes()
+    if ax is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(losses)
     ax.set(xlabel="step", ylabel="cross-entropy", yscale="log", title="SGD on one sample")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"wrote the loss curve to {path}")
+    save(ax, path)
 
 
 if __name__ == "__main__":
