@@ -686,7 +686,7 @@ def test_cache_concurrent_writers_leave_one_valid_entry(tmp_path, cache_refs, mo
 # ------------------------------------------------------------------ the C example
 
 def xorshift64star(state: int = 88172645463325252):
-    """train.c's generator: 53 random bits in [0, 1) per draw."""
+    """problem.h's generator (train.c, fit.c): 53 random bits in [0, 1) per draw."""
     mask = (1 << 64) - 1
     while True:
         state ^= state >> 12
@@ -696,7 +696,8 @@ def xorshift64star(state: int = 88172645463325252):
 
 
 def c_example_data(n: int = 200):
-    """train.c's and fit.c's start: [W1, b1, W2, b2], X, Y and the generator, drawn on."""
+    """problem.h's problem (train.c's and fit.c's start): [W1, b1, W2, b2], X, Y and the
+    generator, drawn on."""
     draws = xorshift64star()
     W1 = 0.1 * np.fromiter(itertools.islice(draws, 128 * 784), float).reshape(128, 784) - 0.05
     W2 = 0.1 * np.fromiter(itertools.islice(draws, 10 * 128), float).reshape(10, 128) - 0.05

@@ -7,29 +7,17 @@
  * each slot of the table that tells the loop where the params, the data, the learning rate,
  * the step count and its scratch buffers are.
  *
- * The data are train.c's (the same xorshift64* draws); each epoch shuffles the samples with a
- * Fisher-Yates shuffle drawing from the same generator. Prints the first losses, the mean
+ * The problem is train.c's (problem.h); each epoch shuffles the samples with a Fisher-Yates
+ * shuffle drawing from the same generator. Prints the first losses, the mean
  * loss of each epoch (it falls), the step count and the sum of the trained W1. */
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include "mlp_step.h"
+#include "problem.h"
 
 #define N 200
 #define EPOCHS 5
-#define IN 784
-#define HIDDEN 128
-#define OUT 10
 #define FIT(slot) diffc_train_step_mlp_loss_fit_##slot  /* the header's slot names */
-
-static uint64_t rng_state = 88172645463325252ULL;
-
-static double uniform(void) {  /* xorshift64*: 53 random bits in [0, 1) */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (double)((rng_state * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
-}
 
 static void shuffle(int64_t *perm, int64_t n) {  /* Fisher-Yates */
     for (int64_t i = n - 1; i > 0; i--) {
@@ -43,16 +31,7 @@ static void shuffle(int64_t *perm, int64_t n) {  /* Fisher-Yates */
 int main(void) {
     static double W1[HIDDEN * IN], b1[HIDDEN], W2[OUT * HIDDEN], b2[OUT];
     static double X[N * IN], Y[N * OUT];
-    for (int i = 0; i < HIDDEN * IN; i++) W1[i] = 0.1 * uniform() - 0.05;
-    for (int i = 0; i < OUT * HIDDEN; i++) W2[i] = 0.1 * uniform() - 0.05;
-    memset(b1, 0, sizeof b1);
-    memset(b2, 0, sizeof b2);
-    for (int n = 0; n < N; n++) {
-        double sum = 0;
-        for (int i = 0; i < IN; i++) X[n * IN + i] = uniform();
-        for (int i = 0; i < 10; i++) sum += X[n * IN + i];
-        Y[n * OUT + (int)sum % OUT] = 1.0;
-    }
+    make_problem(W1, b1, W2, b2, X, Y, N);
 
     double lr = 0.01, step_count[1] = {0}, carry[HIDDEN];
     void *table[FIT(slots)] = {0}, *staging[FIT(slots)] = {0};  /* per-sample: no staging */
