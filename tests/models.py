@@ -1,8 +1,10 @@
 """The test suite's shared models and helpers: the README's network in f64 and f32, the
 mini-batch network of the benchmarks, He initialization, compiling a hand-built program
-through the public API, tracing a body with given types, and the worker pool's parallel-for."""
+through the public API, tracing a body with given types, the worker pool's parallel-for, and
+running a function on several Python threads at once."""
 import ctypes
 import itertools
+import threading
 
 import numpy as np
 
@@ -86,3 +88,24 @@ def pool_dispatcher():
     hook = native.addresses[native.native.abi.parallel_hook]
     return ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                             ctypes.c_int64)(ctypes.c_void_p.from_address(hook).value)
+
+
+def run_in_threads(work, count: int) -> None:
+    """work(i) on `count` Python threads at once (started together); raises the first
+    exception any of them raised, which a thread would otherwise lose."""
+    start, errors = threading.Barrier(count), []
+
+    def run(i):
+        try:
+            start.wait()
+            work(i)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]

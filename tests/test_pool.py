@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from models import pool_dispatcher
+from models import pool_dispatcher, run_in_threads
 
 import diffc
 
@@ -90,21 +90,13 @@ def test_regions_below_the_threshold_run_on_the_caller():
 def test_pool_serves_concurrent_callers(dispatcher):
     """Python threads calling the pool at once (one runs on it, the others inline)."""
     diffc.set_num_threads(2)
-    recorder, calls, errors = Recorder(), 30, []
+    recorder, calls = Recorder(), 30
 
     def call(caller):
-        try:
-            for c in range(calls):
-                dispatcher(recorder.task, caller * calls + c + 1, 9, 10 ** 9)
-        except BaseException as e:  # reported below: a thread's exception is otherwise lost
-            errors.append(e)
+        for c in range(calls):
+            dispatcher(recorder.task, caller * calls + c + 1, 9, 10 ** 9)
 
-    callers = [threading.Thread(target=call, args=(i,)) for i in range(4)]
-    for t in callers:
-        t.start()
-    for t in callers:
-        t.join()
-    assert errors == []
+    run_in_threads(call, 4)
     by_call: dict[int, list[int]] = {}
     for ctx, part, _ in recorder.runs:
         by_call.setdefault(ctx, []).append(part)

@@ -9,10 +9,10 @@ raising between fit's native chunks stops it as an interrupt would.
 import json
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
+from models import run_in_threads
 
 import diffc
 from diffc import f32, f64, i32, nn
@@ -275,22 +275,12 @@ def test_threads_sharing_a_step_apply_whole_serial_steps(config):
     step, params = make_step(config), init_params()
     X, Y = dataset(8)
     step.compile()
-    start, errors = threading.Barrier(threads), []
 
-    def work():
-        try:
-            start.wait()
-            for _ in range(calls):
-                step(*params, X, Y)
-        except BaseException as e:  # reported below: a thread's exception is otherwise lost
-            errors.append(e)
+    def work(_):
+        for _ in range(calls):
+            step(*params, X, Y)
 
-    pool = [threading.Thread(target=work) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    assert errors == []
+    run_in_threads(work, threads)
     assert step.steps == threads * calls
     other, other_params, _ = replay(config, f64, init_params(), [(X, Y)] * (threads * calls))
     assert_same_state(step, params, other, other_params)

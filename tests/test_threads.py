@@ -11,12 +11,11 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
-from models import BATCH_NETS, MLP, init, pool_dispatcher
+from models import BATCH_NETS, MLP, init, pool_dispatcher, run_in_threads
 
 import diffc
 from diffc import ArgumentError, f32, f64, i32, nn
@@ -209,20 +208,12 @@ def test_python_threads_training_different_steps_at_once():
     time: each gets what it gets alone."""
     diffc.set_num_threads(2)
     alone = [batch_run(f64, 2, diffc.SGD(lr=0.01 * (i + 1))) for i in range(3)]
-    results, errors = [None] * 3, []
+    results = [None] * 3
 
     def train(i):
-        try:
-            results[i] = batch_run(f64, 2, diffc.SGD(lr=0.01 * (i + 1)))
-        except BaseException as e:  # reported below
-            errors.append(e)
+        results[i] = batch_run(f64, 2, diffc.SGD(lr=0.01 * (i + 1)))
 
-    trainers = [threading.Thread(target=train, args=(i,)) for i in range(3)]
-    for t in trainers:
-        t.start()
-    for t in trainers:
-        t.join()
-    assert errors == []
+    run_in_threads(train, 3)
     for got, expected in zip(results, alone, strict=True):
         assert same_bits(got[0], expected[0])
         assert all(same_bits(a, b) for a, b in zip(got[1], expected[1], strict=True))
