@@ -120,29 +120,33 @@ def sgd_step(function, params):
     return diffc.train_step(function, params=names, optimizer=diffc.SGD(lr=LR))
 
 
-def diffc_step_calls(function, params, data_args):
-    """One pass calling the compiled step from Python once per sample (the `W1 step()`
-    row). Returns (losses, seconds)."""
-    step = sgd_step(function, params).compile()
-    x, y = data_args
-    losses = np.empty(len(x))
-    start = time.perf_counter()
-    for i in range(len(x)):
-        losses[i] = step(*params, x[i], y[i])
-    return losses, time.perf_counter() - start
-
-
-def diffc_fit(function, params, data_args, batch=None):
-    """Compile cold (an empty cache folder), compile again from the on-disk cache, and run
-    one epoch of fit in order. Returns (losses, fit seconds, cold and cached compile seconds)."""
-    compile_seconds = []
+def diffc_compile(function, params):
+    """The compiled SGD step, compiled cold (an empty cache folder) and again from the on-disk
+    cache. Returns (step, (cold seconds, cached seconds))."""
+    seconds = []
     with tempfile.TemporaryDirectory() as cache, mock.patch.dict(os.environ,
                                                                  {"DIFFC_CACHE_DIR": cache}):
         for _ in range(2):
             step = sgd_step(function, params)
             start = time.perf_counter()
             step.compile()
-            compile_seconds.append(time.perf_counter() - start)
+            seconds.append(time.perf_counter() - start)
+    return step, tuple(seconds)
+
+
+def diffc_fit(step, params, data_args, batch=None):
+    """One epoch of fit in order. Returns (losses, seconds)."""
     start = time.perf_counter()
     losses = step.fit(*params, *data_args, batch_size=batch, shuffle=False)
-    return losses, time.perf_counter() - start, compile_seconds
+    return losses, time.perf_counter() - start
+
+
+def diffc_step_calls(step, params, data_args):
+    """One pass calling the compiled step from Python once per sample (the `W1 step()`
+    row). Returns (losses, seconds)."""
+    x, y = data_args
+    losses = np.empty(len(x))
+    start = time.perf_counter()
+    for i in range(len(x)):
+        losses[i] = step(*params, x[i], y[i])
+    return losses, time.perf_counter() - start
