@@ -14,7 +14,7 @@ Invariants: the number of parts is a function of the sizes only, never of the th
 a part runs the same code on whichever thread runs it, so results are bit-identical for every
 number of threads; parts write disjoint outputs and read no other part's outputs.
 `work` estimates the kernel's multiply-adds: the pool runs smaller regions inline
-(DIFFC_PARALLEL_MIN_WORK), no part gets less than PART_WORK (so small kernels have one part and
+(DIFFC_PARALLEL_MIN_WORK), parts hold about PART_WORK each (so small kernels have one part and
 never reach the pool), and the number of parts is a power of two (`count_parts`), so that 2,
 4, ... threads get equal blocks of them.
 """
@@ -29,10 +29,11 @@ from .gemm import blocks, tile_kind
 from .loops import I64
 from .target import Target
 
-# the least work worth a part of its own: each part costs a claim, a cache line that moves
-# between cores. Measured on 2 threads (W1, 784x128 fused update + matvec, ~200k multiply-adds):
-# parts of 16384 (8 parts) took 8.6-9.2 us per sample where parts of 65536 (2) took 7.2-8.9;
-# W2's GEMMs ran the same at both.
+# the work of a part: each part costs a claim, a cache line that moves between cores, and its
+# own setup. Measured on 2 threads, parts alternating in one process for 60 s, W1 f64 `fit` (the
+# 128x784 fused update + matvec, ~200k multiply-adds) took a median 8.23 us per sample in 2
+# parts, 8.30 in 4, 8.58 in 8; the per-sample step's 128x784 matvec and update (~100k each)
+# gain in 2 parts: a step() call took 24.1 us on 1 thread, 17.9 on 2 (in 1 part: 25.3, 25.1).
 PART_WORK = 65536
 MAX_PARTS = 16  # enough for load balance on a few cores; each part costs a claim
 VECTOR_UNIT = 64  # elements per unit of an elementwise loop: whole vectors, unrolled
@@ -72,9 +73,11 @@ class Split:
 
 
 def count_parts(b, units, work):
-    """The power of two at most min(units, work / PART_WORK, MAX_PARTS), at least 1: equal
-    blocks of parts for 2, 4, ... threads (an odd count would leave one thread a part more)."""
-    parts = _min(b, _min(b, units, b.udiv(work, _c(PART_WORK))), _c(MAX_PARTS))
+    """The power of two at most min(units, work / PART_WORK rounded, MAX_PARTS), at least 1:
+    equal blocks of parts for 2, 4, ... threads (an odd count would leave one thread a part
+    more); rounded, so that 1.5 PART_WORK already makes two parts (~100k: 2, ~200k: 2)."""
+    rounded = b.udiv(b.add(work, _c(PART_WORK // 2)), _c(PART_WORK))
+    parts = _min(b, _min(b, units, rounded), _c(MAX_PARTS))
     parts = b.select(b.icmp_signed("<", parts, _c(1)), _c(1), parts)
     return b.shl(_c(1), b.sub(_c(63), b.ctlz(parts, ir.Constant(ir.IntType(1), 1))))
 
