@@ -93,8 +93,12 @@ def measure(workload: str, dtype: str, quick: bool, rounds: int, seconds: float,
     copy = lambda: [p.copy() for p in params]  # noqa: E731
     step, (cold, cached) = w.diffc_compile(function, params)
 
-    def on(count, run):  # run with diffc on `count` threads
-        return lambda: (diffc.set_num_threads(count), run())[1]
+    def on(count, run):
+        """run, with diffc on `count` threads."""
+        def run_on():
+            diffc.set_num_threads(count)
+            return run()
+        return run_on
 
     diffc_runs = {"fit": lambda: w.diffc_fit(step, copy(), data, batch)}
     if workload == "W1":
