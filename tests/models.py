@@ -1,10 +1,13 @@
 """The test suite's shared models and helpers: the README's network in f64 and f32, the
 mini-batch network of the benchmarks, He initialization, compiling a hand-built program
-through the public API, tracing a body with given types, the worker pool's parallel-for, and
-running a function on several Python threads at once."""
+through the public API, tracing a body with given types, the worker pool's parallel-for,
+running a function on several Python threads at once, and finding the lines an error must name."""
 import ctypes
+import functools
 import itertools
+import re
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -109,3 +112,27 @@ def run_in_threads(work, count: int) -> None:
         t.join()
     if errors:
         raise errors[0]
+
+
+@functools.cache
+def _source_lines(path: str) -> list[str]:
+    return Path(path).read_text().splitlines()
+
+
+def tagged_line(path: str, tag: str) -> int:
+    """The line of file `path` that ends with the comment `# <tag>` (exactly one does)."""
+    hits = [i for i, text in enumerate(_source_lines(path), 1) if text.endswith(f"# {tag}")]
+    assert len(hits) == 1, f"tag {tag!r} found {len(hits)} times in {path}"
+    return hits[0]
+
+
+def assert_names_line(error: Exception, path: str, tags, *expected: str) -> None:
+    """error is a DiffcError naming file `path` at the line of one of `tags` (the user's line),
+    and its message holds every text of `expected`."""
+    message = str(error)
+    assert isinstance(error, diffc.DiffcError), repr(error)
+    lines = [tagged_line(path, t) for t in tags]
+    assert any(re.search(rf"{re.escape(str(path))}:{n}(?!\d)", message) for n in lines), (
+        f"no {path}:{lines} in: {message}")
+    for text in expected:
+        assert text in message, f"{text!r} not in: {message}"

@@ -1,34 +1,17 @@
 """Errors about user code: the right type, naming the user's file:line, expected and found."""
-import re
-from pathlib import Path
-
 import numpy as np
 import pytest
+from models import assert_names_line
 
 import diffc
 from diffc import DTypeError, ShapeError, SignatureError, TraceError, f32, f64, i32, nn
 
 B, N = "B", "N"  # symbolic dims
-SOURCE_LINES = Path(__file__).read_text().splitlines()
-FILE_NAME = Path(__file__).name
-
-
-def line_of(tag: str) -> int:
-    """The line of this file that ends with the comment `# <tag>`."""
-    hits = [i for i, text in enumerate(SOURCE_LINES, 1) if text.endswith(f"# {tag}")]
-    assert len(hits) == 1, f"tag {tag!r} found {len(hits)} times"
-    return hits[0]
 
 
 def check(error: Exception, tags: tuple[str, ...], *expected: str) -> None:
     """error is a DiffcError naming this file at the line of one of tags, and all of expected."""
-    message = str(error)
-    assert isinstance(error, diffc.DiffcError)
-    lines = [line_of(t) for t in tags]
-    assert any(re.search(rf"{re.escape(FILE_NAME)}:{n}(?!\d)", message) for n in lines), (
-        f"no {FILE_NAME}:{lines} in: {message}")
-    for text in expected:
-        assert text in message, f"{text!r} not in: {message}"
+    assert_names_line(error, __file__, tags, *expected)
 
 
 WEIGHTS = np.ones((2, 3))

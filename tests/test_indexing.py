@@ -4,13 +4,12 @@ symbolic dims (before native code runs, also in fit), sizes as numbers, and the 
 at the user's line, naming the alternative."""
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from models import compile_program, traced
+from models import assert_names_line, compile_program, traced
 
 import diffc
 from diffc import ArgumentError, DTypeError, ShapeError, SignatureError, TraceError, nn
@@ -19,15 +18,6 @@ from diffc.core.ir import eval_program
 from diffc.core.types import Param, Signature, f32, f64, i32, i64
 
 B = "B"
-HERE = Path(__file__)
-SOURCE_LINES = HERE.read_text().splitlines()
-
-
-def line_of(tag: str) -> int:
-    """The line of this file that ends with the comment `# <tag>`."""
-    hits = [i for i, text in enumerate(SOURCE_LINES, 1) if text.endswith(f"# {tag}")]
-    assert len(hits) == 1, f"tag {tag!r} found {len(hits)} times"
-    return hits[0]
 
 
 # ----------------------------------------------------------------------------- basic indexing
@@ -289,10 +279,7 @@ REFUSALS = [
 def test_refusal_names_the_line_and_the_alternative(body, error, expected):
     with pytest.raises(error) as info:
         diffc.function(body)
-    message = str(info.value)
-    assert f"{HERE}:{line_of(body.__name__)}:" in message, message
-    for text in expected:
-        assert text in message, f"{text!r} not in: {message}"
+    assert_names_line(info.value, __file__, (body.__name__,), *expected)
 
 
 def test_hand_built_gather_is_checked_like_a_call():

@@ -2,13 +2,13 @@
 in GEMM epilogues and stored where they must be; a Huber / L1-regularised regression trained
 with train_step and fit against a numpy trajectory; the stable forms log1p and logsumexp; and
 mistakes, reported at the user's line."""
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from models import assert_names_line
 
 import diffc
 from diffc import DTypeError, ShapeError, SignatureError, TraceError, f32, f64, nn
@@ -284,15 +284,6 @@ def test_log_softmax_written_with_keepdims_is_finite():
 
 # ----------------------------------------------------------------------------- mistakes
 
-SOURCE_LINES = Path(__file__).read_text().splitlines()
-
-
-def line_of(tag: str) -> int:
-    hits = [i for i, text in enumerate(SOURCE_LINES, 1) if text.endswith(f"# {tag}")]
-    assert len(hits) == 1, tag
-    return hits[0]
-
-
 def float_mask(x: f64[3]) -> f64[3]:
     return nn.where(x, x, -x)  # float_mask
 
@@ -362,11 +353,7 @@ MISTAKES = [
 def test_mistakes_name_the_users_line(body, error, expected):
     with pytest.raises(error) as info:
         diffc.function(body)
-    message = str(info.value)
-    assert re.search(rf"{re.escape(Path(__file__).name)}:{line_of(body.__name__)}(?!\d)",
-                     message), message
-    for text in expected:
-        assert text in message, (text, message)
+    assert_names_line(info.value, __file__, (body.__name__,), *expected)
 
 
 def test_masks_are_not_parameters():

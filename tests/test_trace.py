@@ -1,8 +1,9 @@
 """Tracing: the equations recorded for each operation, their sources, inlining, and eager nn."""
-from pathlib import Path
+import functools
 
 import numpy as np
 import pytest
+from models import tagged_line
 
 import diffc
 from diffc import DTypeError, ShapeError, f32, f64, i32, nn
@@ -12,14 +13,7 @@ from diffc.core.types import ArrayType
 B, N, M = "B", "N", "M"  # symbolic dims
 
 HERE = __file__
-SOURCE_LINES = Path(HERE).read_text().splitlines()
-
-
-def line_of(tag: str) -> int:
-    """The line of this file that ends with the comment `# <tag>`."""
-    hits = [i for i, text in enumerate(SOURCE_LINES, 1) if text.endswith(f"# {tag}")]
-    assert len(hits) == 1, f"tag {tag!r} found {len(hits)} times"
-    return hits[0]
+line_of = functools.partial(tagged_line, HERE)
 
 
 def traced(body, *types, result):
