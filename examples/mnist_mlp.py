@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from plotting import loss_axes, save
+from plotting import plot_epochs
 
 import diffc
 from diffc import Array, f32, i32, nn
@@ -77,19 +77,6 @@ def print_report(y_true, y_pred):
         print(f"{c:4d} " + "".join(f"{v:6d}" for v in row) + f"  {accuracy:8.1%}")
 
 
-def plot_losses(losses, path: Path):
-    """A PNG of the per-step losses and their per-epoch means, if matplotlib is installed."""
-    ax = loss_axes()
-    if ax is None:
-        return
-    ax.plot(np.concatenate(losses), lw=0.6, alpha=0.6, label="step")
-    ends = np.cumsum([len(epoch) for epoch in losses]) - 1
-    ax.plot(ends, [epoch.mean() for epoch in losses], "o-", label="epoch mean")
-    ax.set(xlabel="step", ylabel="softmax cross-entropy", yscale="log", title="training loss")
-    ax.legend()
-    save(ax, path)
-
-
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mnist", nargs="?", help="folder with the MNIST IDX files "
@@ -138,7 +125,7 @@ def main():
     predicted = int(mlp_logits(*loaded, x_test[:1]).argmax())
     print(f"\nwrote the weights to {weights}; loaded back, they predict test image 0 as "
           f"{predicted} (true label {y_test[0]})")
-    plot_losses(losses, args.out / "mnist_mlp_loss.png")
+    plot_epochs(losses, "softmax cross-entropy", args.out / "mnist_mlp_loss.png")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from plotting import loss_axes, save
+from plotting import plot_epochs
 
 import diffc
 from diffc import Array, f64, nn
@@ -44,19 +44,6 @@ def make_functions(n_in: int, hidden: int):
         return 0.5 * nn.mean(nn.sum((a - y) ** 2, axis=1))
 
     return quadratic_cost, feedforward
-
-
-def plot_losses(losses: np.ndarray, per_epoch: int, path: Path) -> None:
-    """The cost of every mini-batch and its mean per epoch, if matplotlib is installed."""
-    ax = loss_axes()
-    if ax is None:
-        return
-    ax.plot(losses, lw=0.5, alpha=0.6, label="mini-batch")
-    epochs = losses.reshape(-1, per_epoch).mean(axis=1)
-    ax.plot(np.arange(1, len(epochs) + 1) * per_epoch - 1, epochs, "o-", label="epoch mean")
-    ax.set(xlabel="step", ylabel="quadratic cost", yscale="log", title="training cost")
-    ax.legend()
-    save(ax, path)
 
 
 def parse_args():
@@ -95,7 +82,8 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     np.savez(args.out / "nielsen_sigmoid_weights.npz", **dict(zip(NAMES, params, strict=True)))
     print(f"wrote the weights to {args.out / 'nielsen_sigmoid_weights.npz'}")
-    plot_losses(losses, len(losses) // max(args.epochs, 1), args.out / "nielsen_sigmoid_loss.png")
+    epochs = np.split(losses, max(args.epochs, 1))  # fit's losses, one per mini-batch
+    plot_epochs(epochs, "quadratic cost", args.out / "nielsen_sigmoid_loss.png")
 
 
 if __name__ == "__main__":
