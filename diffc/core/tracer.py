@@ -36,6 +36,13 @@ from .trace import TraceContext, Traced, at_user, describe, is_finite_number, is
 from .types import ArrayType, Signature, def_location
 
 
+def _binary(apply, *name):
+    """A binary operator and its reflected form: apply(*name, self, other) and
+    apply(*name, other, self)."""
+    return (lambda self, other: apply(*name, self, other),
+            lambda self, other: apply(*name, other, self))
+
+
 class Tracer(Traced):
     """A traced array: the stand-in for an argument or intermediate value during tracing, with
     the operators and methods of a numpy array."""
@@ -54,16 +61,11 @@ class Tracer(Traced):
     def mean(self, axis=None, keepdims=False):
         return average(self, axis, keepdims)
 
-    __add__ = lambda self, other: elementwise("add", self, other)  # noqa: E731
-    __radd__ = lambda self, other: elementwise("add", other, self)  # noqa: E731
-    __sub__ = lambda self, other: elementwise("sub", self, other)  # noqa: E731
-    __rsub__ = lambda self, other: elementwise("sub", other, self)  # noqa: E731
-    __mul__ = lambda self, other: elementwise("mul", self, other)  # noqa: E731
-    __rmul__ = lambda self, other: elementwise("mul", other, self)  # noqa: E731
-    __truediv__ = lambda self, other: elementwise("div", self, other)  # noqa: E731
-    __rtruediv__ = lambda self, other: elementwise("div", other, self)  # noqa: E731
-    __matmul__ = lambda self, other: matmul(self, other)  # noqa: E731
-    __rmatmul__ = lambda self, other: matmul(other, self)  # noqa: E731
+    __add__, __radd__ = _binary(elementwise, "add")
+    __sub__, __rsub__ = _binary(elementwise, "sub")
+    __mul__, __rmul__ = _binary(elementwise, "mul")
+    __truediv__, __rtruediv__ = _binary(elementwise, "div")
+    __matmul__, __rmatmul__ = _binary(matmul)
     __neg__ = lambda self: elementwise("neg", self)  # noqa: E731
     __pos__ = lambda self: self  # noqa: E731
 
@@ -187,12 +189,9 @@ class Tracer(Traced):
     __ne__ = lambda self, other: compare("ne", self, other)  # noqa: E731
     __hash__ = object.__hash__
     # on masks, as numpy's on boolean arrays: logical, element by element
-    __and__ = lambda self, other: logical("logical_and", self, other)  # noqa: E731
-    __rand__ = lambda self, other: logical("logical_and", other, self)  # noqa: E731
-    __or__ = lambda self, other: logical("logical_or", self, other)  # noqa: E731
-    __ror__ = lambda self, other: logical("logical_or", other, self)  # noqa: E731
-    __xor__ = lambda self, other: logical("logical_xor", self, other)  # noqa: E731
-    __rxor__ = lambda self, other: logical("logical_xor", other, self)  # noqa: E731
+    __and__, __rand__ = _binary(logical, "logical_and")
+    __or__, __ror__ = _binary(logical, "logical_or")
+    __xor__, __rxor__ = _binary(logical, "logical_xor")
     __invert__ = lambda self: logical("logical_not", self)  # noqa: E731
 
     # numpy functions applied to a traced value: these trace, others are refused
